@@ -1,0 +1,1 @@
+"""The fedforget Flower ClientApp."""

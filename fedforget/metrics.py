@@ -1,0 +1,145 @@
+"""Forgetting metrics: accuracies per data split, backdoor success, MIA, JSD and L2.
+
+The metrics are the experimenter's view of a simulation: they read the whole federation,
+which the protocol itself never does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+
+from fedforget.data.deletion import Federation
+from fedforget.data.sources import ArrayDataset
+from fedforget.training import predict_proba
+
+EPS = 1e-12
+MIA_SAMPLES = 5000
+RETAIN_EVAL_SAMPLES = 10000
+
+
+class PhaseMetrics(BaseModel):
+    """Metrics of one model at one phase; fractions in [0, 1], ``None`` where not applicable."""
+
+    test_accuracy: float
+    forget_accuracy: float | None
+    retain_accuracy: float
+    forget_test_accuracy: float | None
+    retain_test_accuracy: float
+    backdoor_success: float | None
+    mia_success: float | None
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Shannon entropy of each row of a probability matrix."""
+    return -(probs * np.log(probs + EPS)).sum(axis=1)
+
+
+def membership_attack_success(
+    retain_probs: np.ndarray, test_probs: np.ndarray, target_probs: np.ndarray, seed: int = 0
+) -> float:
+    """Entropy-based membership inference (Chundawat et al.; paper 000, paper 002).
+
+    A logistic regression on the output entropy learns members (retained training data) vs
+    non-members (test data), balanced; the score is the share of the target set (D_f) that it
+    calls members. About 0.5 or lower means D_f looks like unseen data.
+    """
+    rng = np.random.default_rng(seed)
+    n = min(len(retain_probs), len(test_probs), MIA_SAMPLES)
+    members = entropy(retain_probs[rng.choice(len(retain_probs), n, replace=False)])
+    non_members = entropy(test_probs[rng.choice(len(test_probs), n, replace=False)])
+    features = np.concatenate([members, non_members])[:, None]
+    labels = np.concatenate([np.ones(n), np.zeros(n)])
+    attack = LogisticRegression(class_weight="balanced").fit(features, labels)
+    return float(attack.predict(entropy(target_probs)[:, None]).mean())
+
+
+def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
+    """Mean Jensen-Shannon divergence (natural log, in [0, ln 2]) between rows of p and q."""
+    m = 0.5 * (p + q)
+    kl_pm = (p * (np.log(p + EPS) - np.log(m + EPS))).sum(axis=1)
+    kl_qm = (q * (np.log(q + EPS) - np.log(m + EPS))).sum(axis=1)
+    return float(np.mean(0.5 * (kl_pm + kl_qm)))
+
+
+def weight_distance(a: nn.Module, b: nn.Module) -> float:
+    """L2 distance between the parameters of two models of one architecture."""
+    total = sum(
+        float((pa.detach().cpu() - pb.detach().cpu()).pow(2).sum())
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True)
+    )
+    return math.sqrt(total)
+
+
+def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float((probs.argmax(axis=1) == labels).mean())
+
+
+class Evaluator:
+    """Computes :class:`PhaseMetrics` for any model of a federation, on fixed splits.
+
+    D_r is evaluated on a seeded subsample of at most ``RETAIN_EVAL_SAMPLES`` samples to keep
+    per-round evaluation cheap; the same subsample serves the MIA's members.
+    """
+
+    def __init__(
+        self, federation: Federation, device: torch.device | None = None, seed: int = 0
+    ) -> None:
+        self.federation = federation
+        self.device = device or torch.device("cpu")
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        retain = federation.retain_indices()
+        keep = np.sort(rng.choice(len(retain), min(len(retain), RETAIN_EVAL_SAMPLES), False))
+        self.retain = federation.train.subset(retain[keep])
+        self.forget = federation.forget_set()
+        self.forget_test, self.retain_test = federation.class_test_split()
+        self.backdoor = federation.backdoor_test_set()
+
+    def _probs(self, model: nn.Module, data: ArrayDataset | None) -> np.ndarray | None:
+        if data is None or len(data) == 0:
+            return None
+        return predict_proba(model, data.x, self.device)
+
+    def evaluate(self, model: nn.Module, with_mia: bool = True) -> PhaseMetrics:
+        """All phase metrics of ``model``."""
+        test_probs = self._probs(model, self.federation.test)
+        retain_probs = self._probs(model, self.retain)
+        forget_probs = self._probs(model, self.forget)
+        mia = None
+        if with_mia and forget_probs is not None:
+            mia = membership_attack_success(retain_probs, test_probs, forget_probs, self.seed)
+        return PhaseMetrics(
+            test_accuracy=_accuracy(test_probs, self.federation.test.y),
+            forget_accuracy=None if forget_probs is None else _accuracy(forget_probs, self.forget.y),
+            retain_accuracy=_accuracy(retain_probs, self.retain.y),
+            forget_test_accuracy=self._split_accuracy(model, self.forget_test),
+            retain_test_accuracy=self._split_accuracy(model, self.retain_test),
+            backdoor_success=self._split_accuracy(model, self.backdoor),
+            mia_success=mia,
+        )
+
+    def _split_accuracy(self, model: nn.Module, data: ArrayDataset | None) -> float | None:
+        probs = self._probs(model, data)
+        return None if probs is None else _accuracy(probs, data.y)
+
+    def divergence(self, model: nn.Module, reference: nn.Module) -> dict[str, float]:
+        """JSD of outputs on the test set and on D_f, and L2 of weights, to ``reference``."""
+        test = self.federation.test.x
+        result = {
+            "jsd": jensen_shannon(
+                predict_proba(model, test, self.device), predict_proba(reference, test, self.device)
+            ),
+            "l2": weight_distance(model, reference),
+        }
+        if len(self.forget):
+            result["jsd_forget"] = jensen_shannon(
+                predict_proba(model, self.forget.x, self.device),
+                predict_proba(reference, self.forget.x, self.device),
+            )
+        return result

@@ -1,0 +1,198 @@
+"""Common interface and name registry for the classifiers used in the experiments.
+
+Every model exposes three views of one forward pass:
+
+* ``forward(x)`` -- the logits, shape ``(N, num_classes)``;
+* ``embed(x)`` -- the penultimate latent vector ``(N, D)``, so that
+  ``model.head(model.embed(x))`` equals ``model(x)``;
+* ``forward_features(x)`` -- the logits together with the intermediate feature maps named in
+  ``feature_layers`` (used for attention maps ``A(F) = sum_c |F_c|^2``), all from one pass.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
+
+from torch import Tensor, nn
+
+__all__ = [
+    "MODEL_REGISTRY",
+    "ClassifierModel",
+    "ModelFactory",
+    "UnknownModelError",
+    "build_model",
+    "model_names",
+    "register_model",
+]
+
+
+class ClassifierModel(nn.Module, ABC):
+    """Abstract image classifier split into an encoder and a linear ``head``.
+
+    Subclasses build ``self.head`` (mapping the embedding to logits), list the names of the
+    intermediate feature maps in ``feature_layers`` and implement :meth:`_encode`.
+
+    Attributes
+    ----------
+    feature_layers : tuple of str
+        Names of the intermediate layers whose outputs ``(N, C, H, W)`` are returned by
+        :meth:`forward_features`, in forward order.
+    head : torch.nn.Module
+        Final layer; ``head(embed(x)) == forward(x)``.
+    num_classes : int
+        Number of output classes.
+    """
+
+    feature_layers: ClassVar[tuple[str, ...]] = ()
+    head: nn.Module
+    num_classes: int
+
+    @abstractmethod
+    def _encode(self, x: Tensor, features: dict[str, Tensor] | None) -> Tensor:
+        """Map a batch of images to the embedding, recording feature maps on the way.
+
+        Parameters
+        ----------
+        x : Tensor
+            Images, shape ``(N, C, H, W)``.
+        features : dict or None
+            When not ``None``, every layer named in ``feature_layers`` stores its output here.
+
+        Returns
+        -------
+        Tensor
+            Embedding, shape ``(N, D)``.
+        """
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Return the penultimate latent vector, shape ``(N, D)``, the input of ``head``."""
+        return self._encode(x, None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return the logits, shape ``(N, num_classes)``."""
+        return self.head(self._encode(x, None))
+
+    def forward_features(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return the logits and the feature maps of ``feature_layers`` from one forward pass.
+
+        Parameters
+        ----------
+        x : Tensor
+            Images, shape ``(N, C, H, W)``.
+
+        Returns
+        -------
+        logits : Tensor
+            Shape ``(N, num_classes)``.
+        features : dict of str to Tensor
+            One ``(N, C, H, W)`` map per name in ``feature_layers``, in that order. The maps
+            are part of the autograd graph of ``logits``.
+        """
+        captured: dict[str, Tensor] = {}
+        logits = self.head(self._encode(x, captured))
+        return logits, {name: captured[name] for name in self.feature_layers}
+
+    @staticmethod
+    def _record(features: dict[str, Tensor] | None, name: str, value: Tensor) -> Tensor:
+        """Store ``value`` under ``name`` when features are requested; return it unchanged."""
+        if features is not None:
+            features[name] = value
+        return value
+
+
+ModelFactory = Callable[[int, int, int], ClassifierModel]
+"""A model constructor ``(num_classes, in_channels, image_size) -> ClassifierModel``."""
+
+_F = TypeVar("_F", bound=Callable[..., ClassifierModel])
+
+MODEL_REGISTRY: dict[str, Callable[..., ClassifierModel]] = {}
+
+
+class UnknownModelError(KeyError, ValueError):
+    """Raised by :func:`build_model` for a name that is not registered.
+
+    It is both a ``KeyError`` (a failed registry look-up) and a ``ValueError`` (a bad
+    configuration value), so callers may catch either.
+    """
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would wrap the message in quotes.
+        return str(self.args[0]) if self.args else ""
+
+
+def register_model(name: str) -> Callable[[_F], _F]:
+    """Register a model constructor under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, e.g. ``"resnet32"``.
+
+    Returns
+    -------
+    Callable
+        Decorator that registers a class or factory with signature
+        ``(num_classes: int, in_channels: int, image_size: int)`` and returns it unchanged.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is empty or already registered.
+    """
+    if not name:
+        raise ValueError("model name must be a non-empty string")
+
+    def decorator(factory: _F) -> _F:
+        if name in MODEL_REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        MODEL_REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def model_names() -> list[str]:
+    """Return the registered model names, sorted."""
+    return sorted(MODEL_REGISTRY)
+
+
+def build_model(name: str, num_classes: int, in_channels: int, image_size: int) -> ClassifierModel:
+    """Build a registered model.
+
+    Parameters
+    ----------
+    name : str
+        Registered model name (see :func:`model_names`).
+    num_classes : int
+        Number of output classes.
+    in_channels : int
+        Number of input image channels.
+    image_size : int
+        Height and width of the (square) input images.
+
+    Returns
+    -------
+    ClassifierModel
+        A freshly initialised model.
+
+    Raises
+    ------
+    UnknownModelError
+        If ``name`` is not registered.
+    ValueError
+        If a size argument is not positive.
+    """
+    if name not in MODEL_REGISTRY:
+        raise UnknownModelError(
+            f"unknown model {name!r}; choose one of: {', '.join(model_names())}"
+        )
+    for arg, value in (
+        ("num_classes", num_classes),
+        ("in_channels", in_channels),
+        ("image_size", image_size),
+    ):
+        if value < 1:
+            raise ValueError(f"{arg} must be positive, got {value}")
+    return MODEL_REGISTRY[name](num_classes, in_channels, image_size)

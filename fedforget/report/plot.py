@@ -1,0 +1,76 @@
+"""The run plot: accuracy, attack success and MIA over rounds, deletion and recovery marked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from fedforget.report.summary import Summary  # noqa: E402
+
+SERIES = (
+    ("test_accuracy", "clean test accuracy", "tab:blue"),
+    ("forget_accuracy", "accuracy on D_f", "tab:orange"),
+    ("backdoor_success", "backdoor success", "tab:red"),
+    ("forget_test_accuracy", "accuracy on forgotten classes (test)", "tab:purple"),
+    ("mia_success", "MIA success on D_f", "tab:green"),
+)
+UNLEARNED_OFFSET = 0.33
+RECOVERED_OFFSET = 0.66
+
+
+def _series(rows: list[dict[str, Any]], phase: str, key: str) -> tuple[list[float], list[float]]:
+    points = [(r["round"], r[key]) for r in rows if r.get("phase") == phase and r.get(key) is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _checkpoint_points(rows: list[dict[str, Any]], key: str, deletion_round: int) -> tuple[list, list]:
+    offsets = {"after_unlearning": UNLEARNED_OFFSET, "after_recovery": RECOVERED_OFFSET}
+    xs, ys = [], []
+    for row in rows:
+        name = row.get("checkpoint")
+        if name in offsets and row.get(key) is not None:
+            xs.append(deletion_round + offsets[name])
+            ys.append(row[key])
+    return xs, ys
+
+
+def plot_run(rows: list[dict[str, Any]], summary: Summary, path: Path) -> Path:
+    """Draw the metrics of every round (solid) and of the retrain reference (dashed)."""
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
+    deletion_round = summary.deletion.round
+    for key, label, color in SERIES:
+        xs, ys = _series(rows, "federated", key)
+        if not xs:
+            continue
+        if deletion_round:
+            cx, cy = _checkpoint_points(rows, key, deletion_round)
+            merged = sorted(zip(xs + cx, ys + cy))
+            xs, ys = [m[0] for m in merged], [m[1] for m in merged]
+        ax.plot(xs, ys, marker="o", markersize=3, color=color, label=label)
+        rx, ry = _series(rows, "reference", key)
+        if rx:
+            ax.plot(rx, ry, linestyle="--", color=color, alpha=0.6, label=f"{label} (retrain)")
+    if deletion_round:
+        ax.axvline(deletion_round + 0.05, color="black", linestyle=":", label="deletion request")
+        ax.axvspan(
+            deletion_round + UNLEARNED_OFFSET,
+            deletion_round + RECOVERED_OFFSET,
+            color="grey",
+            alpha=0.2,
+            label="recovery relay",
+        )
+    ax.set_xlabel("FedAvg round")
+    ax.set_ylabel("fraction")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"fedforget: {summary.strategy}, {summary.deletion.mode} deletion")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

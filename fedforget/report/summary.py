@@ -1,0 +1,80 @@
+"""The schema of ``summary.json`` (documented in the README)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from fedforget.metrics import PhaseMetrics
+
+
+class Phases(BaseModel):
+    """The global model's metrics at the four phases of a run (``None`` if not reached)."""
+
+    before_deletion: PhaseMetrics | None = None
+    after_unlearning: PhaseMetrics | None = None
+    after_recovery: PhaseMetrics | None = None
+    final: PhaseMetrics | None = None
+
+
+class Reference(BaseModel):
+    """The retrain reference (baseline B1) and the final model's distance to it."""
+
+    final: PhaseMetrics
+    jsd: float = Field(description="Mean JSD of output distributions on the test set.")
+    l2: float = Field(description="L2 distance of all weights.")
+    jsd_forget: float | None = Field(None, description="Mean JSD of outputs on D_f.")
+
+
+class Timings(BaseModel):
+    """Wall-clock seconds of every phase."""
+
+    round_seconds: list[float] = Field(default_factory=list)
+    unlearning_seconds: float | None = None
+    recovery_seconds: float | None = None
+    retrain_seconds: float | None = None
+    total_seconds: float | None = None
+
+
+class DeletionSummary(BaseModel):
+    """What was deleted and what the deletion step did."""
+
+    mode: str
+    round: int | None = None
+    clients: list[int] = Field(default_factory=list)
+    forget_samples: int = 0
+    forget_classes: list[int] = Field(default_factory=list)
+    relay_hops: int = 0
+    relay_min_accuracy: float | None = None
+
+
+class Bookkeeping(BaseModel):
+    """Sample passes over D_f reported by the clients: after the deletion it must be 0."""
+
+    deleted_passes_before_deletion: int = 0
+    deleted_passes_after_deletion: int = 0
+
+
+class Efficiency(BaseModel):
+    """Simulation efficiency = client compute seconds / (cores x round wall seconds)."""
+
+    cores: int
+    client_compute_seconds: float
+    round_wall_seconds: float
+    efficiency: float
+
+
+class Summary(BaseModel):
+    """Everything a run reports; written to ``summary.json``."""
+
+    fedforget_version: str
+    strategy: str
+    phases: Phases = Field(default_factory=Phases)
+    reference: Reference | None = None
+    timings: Timings = Field(default_factory=Timings)
+    deletion: DeletionSummary
+    bookkeeping: Bookkeeping = Field(default_factory=Bookkeeping)
+    efficiency: Efficiency | None = None
+    out_dir: str | None = None
+    config: dict[str, Any]

@@ -1,0 +1,142 @@
+"""The fedforget ServerApp: builds the strategy from configuration and runs it.
+
+``run_server`` is the one code path: the module-level ``app`` (for ``flwr run``) reads the
+configuration from the run config key ``fedforget-config`` (JSON; defaults when absent), and
+``fedforget simulate`` wraps the same function in a ServerApp of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedforget import protocol as P
+from fedforget.config import SimulationConfig
+from fedforget.data import Federation, build_federation
+from fedforget.metrics import Evaluator
+from fedforget.models import ClassifierModel, build_model
+from fedforget.report.recorder import Display, RunRecorder
+from fedforget.report.summary import Bookkeeping, DeletionSummary, Efficiency, Summary, Timings
+from fedforget.strategies import FederatedUnlearning, build_strategy
+from fedforget.training import resolve_device
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point for ``flwr run``."""
+    text = context.run_config.get(P.RUN_CONFIG_KEY)
+    config = SimulationConfig.from_json(str(text)) if text else SimulationConfig()
+    run_server(grid, config)
+
+
+def default_out_dir(config: SimulationConfig) -> Path:
+    """``runs/<time>-<strategy>-<mode>`` unless the configuration names a folder."""
+    if config.out is not None:
+        return config.out
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{config.strategy}-{config.deletion.mode}"
+
+
+def model_factory(config: SimulationConfig, federation: Federation):
+    """A zero-argument constructor of the run's model."""
+
+    def build() -> ClassifierModel:
+        return build_model(
+            config.model, federation.num_classes, federation.in_channels, federation.image_size
+        )
+
+    return build
+
+
+def run_server(grid: Grid, config: SimulationConfig, display: Display | None = None) -> Summary:
+    """Run the whole experiment on ``grid``: FedAvg, deletion, unlearning, relay, reference."""
+    started = time.perf_counter()
+    federation = build_federation(config)
+    build = model_factory(config, federation)
+    torch.manual_seed(config.seed)
+    initial_arrays = ArrayRecord(build().state_dict())
+    device = resolve_device(config.resources.server_device)
+    recorder = RunRecorder(
+        config, Evaluator(federation, device, config.seed), build, default_out_dir(config), display
+    )
+    strategy = build_strategy(
+        config,
+        build_model=build,
+        num_classes=federation.num_classes,
+        observer=recorder,
+        device=device,
+        message_config={P.RUN_CONFIG_KEY: config.to_json()},
+    )
+    result = strategy.start(grid, initial_arrays, num_rounds=config.train.rounds)
+    reference_state, retrain_seconds = None, None
+    if config.reference == "retrain":
+        ref_started = time.perf_counter()
+        reference = strategy.run_rounds(
+            grid, initial_arrays, config.train.rounds, "reference", handle_deletions=False
+        )
+        retrain_seconds = time.perf_counter() - ref_started
+        reference_state = _numpy(reference.arrays)
+    timings = Timings(
+        round_seconds=strategy.round_seconds,
+        unlearning_seconds=_if_deleted(strategy, strategy.deletion.unlearning_seconds),
+        recovery_seconds=_if_deleted(strategy, strategy.deletion.recovery_seconds),
+        retrain_seconds=retrain_seconds,
+        total_seconds=time.perf_counter() - started,
+    )
+    return recorder.finish(
+        final_state=_numpy(result.arrays),
+        reference_state=reference_state,
+        deletion=_deletion_summary(strategy, config),
+        extra={
+            "timings": timings,
+            "bookkeeping": Bookkeeping(
+                deleted_passes_before_deletion=strategy.bookkeeping.deleted_passes_before,
+                deleted_passes_after_deletion=strategy.bookkeeping.deleted_passes_after,
+            ),
+            "efficiency": _efficiency(recorder.rounds),
+        },
+    )
+
+
+def _if_deleted(strategy: FederatedUnlearning, seconds: float) -> float | None:
+    return seconds if strategy.deletion.round else None
+
+
+def _numpy(arrays: ArrayRecord) -> dict:
+    return {key: array.numpy() for key, array in arrays.items()}
+
+
+def _deletion_summary(strategy: FederatedUnlearning, config: SimulationConfig) -> DeletionSummary:
+    record = strategy.deletion
+    return DeletionSummary(
+        mode=config.deletion.mode,
+        round=record.round or None,
+        clients=record.clients,
+        forget_samples=record.forget_samples,
+        forget_classes=config.deletion.forget_classes,
+        relay_hops=record.relay_hops,
+        relay_min_accuracy=record.relay_min_accuracy,
+    )
+
+
+def _efficiency(rows: list[dict]) -> Efficiency | None:
+    rounds = [r for r in rows if r.get("phase") in ("federated", "reference") and "round" in r]
+    if not rounds:
+        return None
+    cores = os.cpu_count() or 1
+    compute = sum(r["client_compute_seconds"] for r in rounds)
+    wall = sum(r["exchange_seconds"] for r in rounds)
+    return Efficiency(
+        cores=cores,
+        client_compute_seconds=compute,
+        round_wall_seconds=wall,
+        efficiency=compute / (cores * wall) if wall else 0.0,
+    )

@@ -1,0 +1,104 @@
+"""Run a fedforget experiment on Flower's simulation engine (Ray actors)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.simulation import run_simulation
+
+from fedforget.config import ConfigError, SimulationConfig
+from fedforget.data import build_federation, source_names
+from fedforget.models import model_names
+from fedforget.report.recorder import Display
+from fedforget.report.summary import Summary
+from fedforget.server.app import run_server
+from fedforget.strategies.registry import check_strategy_name
+
+
+class SimulationError(RuntimeError):
+    """The simulation engine stopped before the run finished."""
+
+
+def check_run(config: SimulationConfig) -> None:
+    """Every check that needs the registries or the data, before Ray starts.
+
+    Raises
+    ------
+    ConfigError
+        Unknown dataset, model or strategy; a forget class out of range; deleting more than
+        the deleting clients hold; an unreadable custom dataset.
+    """
+    if config.data.dataset not in source_names():
+        raise ConfigError(
+            f"unknown dataset '{config.data.dataset}'; choose one of: {', '.join(source_names())}"
+        )
+    if config.model not in model_names():
+        raise ConfigError(f"unknown model '{config.model}'; choose one of: {', '.join(model_names())}")
+    check_strategy_name(config.strategy)
+    try:
+        build_federation(config)
+    except ConfigError:
+        raise
+    except ValueError as err:  # DataError and friends: one line for the user
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def backend_config(config: SimulationConfig) -> dict[str, Any]:
+    """Ray resources: each client actor gets ``client_cpus`` CPUs and ``client_gpus`` GPUs."""
+    return {
+        "client_resources": {
+            "num_cpus": config.resources.client_cpus,
+            "num_gpus": config.resources.client_gpus,
+        },
+        "init_args": {
+            "logging_level": "ERROR",
+            "log_to_driver": False,
+            "include_dashboard": False,
+            "num_cpus": os.cpu_count() or 1,
+        },
+    }
+
+
+def simulate(config: SimulationConfig, display: Display | None = None) -> Summary:
+    """Run the configured experiment and return its summary (also written to disk).
+
+    The ServerApp runs in a thread of this process (so it can update ``display``); the
+    clients run in Ray actors.
+    """
+    check_run(config)
+    outcome: dict[str, Any] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        try:
+            outcome["summary"] = run_server(grid, config, display)
+        except BaseException as err:  # re-raised below, in the caller's thread
+            outcome["error"] = err
+            raise
+
+    from fedforget.clients.app import app as client_app
+
+    _quiet_flower()
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=config.clients,
+        backend_config=backend_config(config),
+    )
+    if "error" in outcome:
+        raise outcome["error"]
+    if "summary" not in outcome:
+        raise SimulationError("the Flower simulation stopped before the run finished")
+    return outcome["summary"]
+
+
+def _quiet_flower() -> None:
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -1,0 +1,399 @@
+"""Flower strategies that run FedAvg, take deletion requests, unlearn and recover.
+
+:class:`FederatedUnlearning` is a :class:`flwr.serverapp.strategy.FedAvg` whose ``start``
+runs the usual rounds and, when clients report pending deletion requests in their train
+replies, runs the deletion step between two rounds:
+
+1. ``query.forget_data`` to the requesting clients: paper 000 gathers D_f on the server;
+2. the unlearner (any :class:`fedforget.unlearning.Unlearner`) on the server's device;
+3. ``query.deletion_complete``: the clients drop D_f for good;
+4. the recovery relay (paper 000 IV.C.3): ``query.local_eval`` to every client, the weakest
+   trains the model (``train.relay``), the server forwards it, until every client meets
+   ``min_accuracy`` or ``max_hops`` is reached;
+
+then FedAvg continues. :class:`Retrain` replaces step 2 by retraining from the initial
+weights without the deleted data (baseline B1).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Result
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
+
+from fedforget import protocol as P
+from fedforget.config import RecoveryConfig
+from fedforget.data.sources import ArrayDataset
+from fedforget.models import ClassifierModel
+from fedforget.report import RunObserver
+from fedforget.unlearning import Unlearner, UnlearningContext, UnlearningRequest
+
+ModelFactory = Callable[[], ClassifierModel]
+
+
+@dataclass
+class DeletionRecord:
+    """What the deletion step did and how long each part took."""
+
+    round: int = 0
+    clients: list[int] = field(default_factory=list)
+    forget_samples: int = 0
+    unlearning_seconds: float = 0.0
+    recovery_seconds: float = 0.0
+    relay_hops: int = 0
+    relay_min_accuracy: float | None = None
+
+
+@dataclass
+class Bookkeeping:
+    """Sample passes over deleted samples, before and after their deletion was carried out."""
+
+    deleted_passes_before: int = 0
+    deleted_passes_after: int = 0
+
+
+class FederatedUnlearning(FedAvg):
+    """FedAvg with deletion requests, server-side unlearning and a recovery relay.
+
+    Parameters
+    ----------
+    unlearner : Unlearner
+        The method run on the gathered D_f.
+    build_model : Callable[[], ClassifierModel]
+        Makes a fresh model of the federation's architecture.
+    message_config : dict
+        Entries added to every message's ``config`` (e.g. the run configuration).
+    recovery : RecoveryConfig
+        Relay settings.
+    num_classes, mode, forget_classes
+        Describe the deletion to the unlearner.
+    client_leaves : bool
+        Whether deleting clients leave the federation (``client`` mode).
+    observer : RunObserver, optional
+        Receives progress, per-round and phase events.
+    device : torch.device
+        Where the server computes (unlearning).
+    seed : int
+        Seeds node sampling, the unlearner and the clients' batch order.
+    **fedavg_options
+        Passed to :class:`FedAvg` (``fraction_train``, ``min_available_nodes``, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        unlearner: Unlearner | None,
+        build_model: ModelFactory,
+        message_config: dict | None = None,
+        recovery: RecoveryConfig | None = None,
+        num_classes: int,
+        mode: str = "backdoor",
+        forget_classes: Iterable[int] = (),
+        client_leaves: bool = False,
+        observer: RunObserver | None = None,
+        device: torch.device | None = None,
+        seed: int = 0,
+        **fedavg_options: object,
+    ) -> None:
+        fedavg_options.setdefault("fraction_evaluate", 0.0)
+        super().__init__(
+            arrayrecord_key=P.ARRAYS, configrecord_key=P.CONFIG, **fedavg_options
+        )
+        self.unlearner = unlearner
+        self.build_model = build_model
+        self.message_config = dict(message_config or {})
+        self.recovery = recovery or RecoveryConfig()
+        self.num_classes = num_classes
+        self.mode = mode
+        self.forget_classes = tuple(forget_classes)
+        self.client_leaves = client_leaves
+        self.observer = observer or RunObserver()
+        self.device = device or torch.device("cpu")
+        self.seed = seed
+        self.excluded_nodes: set[int] = set()
+        self.partition_of: dict[int, int] = {}
+        self.deletion = DeletionRecord()
+        self.bookkeeping = Bookkeeping()
+        self.round_seconds: list[float] = []
+        self._pending: dict[int, int] = {}
+        self._compute_seconds = 0.0
+        self._initial_arrays: ArrayRecord | None = None
+        self._rng = random.Random(seed)
+        self.timeout = 3600.0
+
+    # ------------------------------------------------------------------ FedAvg hooks
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample among the nodes that have not left; attach the run's message config."""
+        config = ConfigRecord({**dict(config), **self._round_config(server_round)})
+        record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
+        return self._construct_messages(record, self._sample(grid), P.TRAIN)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg aggregation, after noting pending deletions and deleted-sample passes."""
+        replies = list(replies)
+        for reply in replies:
+            if not reply.has_error():
+                self._note_train_reply(reply)
+        return super().aggregate_train(server_round, replies)
+
+    # ------------------------------------------------------------------ main loop
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Run ``num_rounds`` FedAvg rounds; handle deletion requests as they arrive."""
+        self._initial_arrays = initial_arrays
+        self.timeout = timeout
+        return self.run_rounds(
+            grid, initial_arrays, num_rounds, "federated", train_config, evaluate_fn
+        )
+
+    def run_rounds(
+        self,
+        grid: Grid,
+        arrays: ArrayRecord,
+        num_rounds: int,
+        phase: str,
+        train_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+        handle_deletions: bool = True,
+    ) -> Result:
+        """Plain FedAvg rounds (plus the deletion step when ``handle_deletions``)."""
+        result = Result()
+        train_config = train_config or ConfigRecord()
+        self.observer.run_started(phase, num_rounds)
+        for server_round in range(1, num_rounds + 1):
+            started = time.perf_counter()
+            arrays, info = self._fedavg_round(grid, server_round, arrays, train_config)
+            info["round_seconds"] = time.perf_counter() - started
+            if phase == "federated":
+                self.round_seconds.append(info["round_seconds"])
+            result.arrays = arrays
+            if evaluate_fn is not None:
+                metrics = evaluate_fn(server_round, arrays)
+                if metrics is not None:
+                    result.evaluate_metrics_serverapp[server_round] = metrics
+            self.observer.round_finished(phase, server_round, info)
+            self.observer.round_model(phase, server_round, _numpy_state(arrays))
+            if handle_deletions and self._pending:
+                arrays = self._deletion_step(grid, server_round, arrays)
+                result.arrays = arrays
+        return result
+
+    def _fedavg_round(
+        self, grid: Grid, server_round: int, arrays: ArrayRecord, train_config: ConfigRecord
+    ) -> tuple[ArrayRecord, dict]:
+        before = self.bookkeeping.deleted_passes_after + self.bookkeeping.deleted_passes_before
+        self._compute_seconds = 0.0
+        messages = self.configure_train(server_round, arrays, train_config, grid)
+        exchange_started = time.perf_counter()
+        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
+        exchange_seconds = time.perf_counter() - exchange_started
+        new_arrays, metrics = self.aggregate_train(server_round, replies)
+        failures = sum(reply.has_error() for reply in replies)
+        if new_arrays is None:
+            raise RuntimeError(f"round {server_round}: every client failed ({_errors(replies)})")
+        after = self.bookkeeping.deleted_passes_after + self.bookkeeping.deleted_passes_before
+        info = {
+            "clients": len(replies) - failures,
+            "failures": failures,
+            "exchange_seconds": exchange_seconds,
+            "client_compute_seconds": self._compute_seconds,
+            "train_loss": float(metrics[P.TRAIN_LOSS]) if metrics else float("nan"),
+            "deleted_sample_passes": after - before,
+        }
+        return new_arrays, info
+
+    # ------------------------------------------------------------------ deletion step
+    def _deletion_step(self, grid: Grid, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
+        nodes = sorted(self._pending)
+        self._pending.clear()
+        self.deletion.round = server_round
+        self.deletion.clients = sorted(self.partition_of.get(n, -1) for n in nodes)
+        self.observer.checkpoint("before_deletion", _numpy_state(arrays))
+        started = time.perf_counter()
+        unlearned = self.unlearn_step(grid, server_round, arrays, nodes)
+        self.deletion.unlearning_seconds = time.perf_counter() - started
+        self.observer.checkpoint("after_unlearning", _numpy_state(unlearned))
+        started = time.perf_counter()
+        recovered = self._relay(grid, unlearned)
+        self.deletion.recovery_seconds = time.perf_counter() - started
+        self.observer.checkpoint("after_recovery", _numpy_state(recovered))
+        return recovered
+
+    def unlearn_step(
+        self, grid: Grid, server_round: int, arrays: ArrayRecord, nodes: list[int]
+    ) -> ArrayRecord:
+        """Gather D_f, unlearn it, and tell the clients to drop it."""
+        if self.unlearner is None:
+            raise RuntimeError("FederatedUnlearning needs an unlearner")
+        forget = self._gather_forget_data(grid, nodes)
+        self.deletion.forget_samples = len(forget)
+        model = self._model_from(arrays)
+        context = UnlearningContext(
+            initial_state=_numpy_state(self._initial_arrays),
+            build_model=self.build_model,
+            device=self.device,
+            seed=self.seed + server_round,
+            progress=self.observer.progress,
+        )
+        request = UnlearningRequest(
+            forget=forget,
+            num_classes=self.num_classes,
+            mode=self.mode,
+            forget_classes=self.forget_classes,
+        )
+        unlearned = self.unlearner.unlearn(model, request, context)
+        self._complete_deletion(grid, nodes)
+        return ArrayRecord(unlearned.cpu().state_dict())
+
+    def _gather_forget_data(self, grid: Grid, nodes: list[int]) -> ArrayDataset:
+        replies = self._query(grid, nodes, P.FORGET_DATA, RecordDict({P.CONFIG: self._config()}))
+        xs, ys = [], []
+        for reply in replies:
+            record = reply.content[P.FORGET]
+            xs.append(record["x"].numpy())
+            ys.append(record["y"].numpy())
+        return ArrayDataset(x=np.concatenate(xs), y=np.concatenate(ys))
+
+    def _complete_deletion(self, grid: Grid, nodes: list[int]) -> None:
+        self._query(grid, nodes, P.DELETION_COMPLETE, RecordDict({P.CONFIG: self._config()}))
+        if self.client_leaves:
+            self.excluded_nodes.update(nodes)
+
+    # ------------------------------------------------------------------ recovery relay
+    def _relay(self, grid: Grid, arrays: ArrayRecord) -> ArrayRecord:
+        if not self.recovery.enabled:
+            return arrays
+        for hop in range(self.recovery.max_hops + 1):
+            scores = self._local_scores(grid, arrays)
+            weakest = min(scores, key=scores.__getitem__)
+            self.deletion.relay_hops = hop
+            self.deletion.relay_min_accuracy = scores[weakest]
+            self.observer.progress(
+                "recovery", hop, self.recovery.max_hops, {"min_accuracy": scores[weakest]}
+            )
+            if scores[weakest] >= self.recovery.min_accuracy or hop == self.recovery.max_hops:
+                return arrays
+            arrays = self._relay_train(grid, weakest, arrays)
+        return arrays
+
+    def _local_scores(self, grid: Grid, arrays: ArrayRecord) -> dict[int, float]:
+        record = RecordDict({P.ARRAYS: arrays, P.CONFIG: self._config()})
+        replies = self._query(grid, self._active_nodes(grid), P.LOCAL_EVAL, record)
+        return {
+            reply.metadata.src_node_id: float(reply.content[P.METRICS][P.ACCURACY])
+            for reply in replies
+            if int(reply.content[P.METRICS][P.NUM_EXAMPLES]) > 0
+        }
+
+    def _relay_train(self, grid: Grid, node: int, arrays: ArrayRecord) -> ArrayRecord:
+        config = self._config(**{P.EPOCHS: self.recovery.local_epochs})
+        record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
+        (reply,) = self._query(grid, [node], P.RELAY_TRAIN, record)
+        self._note_train_reply(reply)
+        return reply.content[P.ARRAYS]
+
+    # ------------------------------------------------------------------ helpers
+    def _round_config(self, server_round: int) -> dict:
+        return {
+            **self.message_config,
+            P.SERVER_ROUND: server_round,
+            P.SEED: self.seed * 1_000_003 + server_round * 10_007 + self._rng.randrange(10**6),
+        }
+
+    def _config(self, **extra: object) -> ConfigRecord:
+        return ConfigRecord({**self._round_config(0), **extra})
+
+    def _active_nodes(self, grid: Grid) -> list[int]:
+        _, all_nodes = sample_nodes(grid, self.min_available_nodes, 0)
+        return sorted(n for n in all_nodes if n not in self.excluded_nodes)
+
+    def _sample(self, grid: Grid) -> list[int]:
+        nodes = self._active_nodes(grid)
+        size = max(self.min_train_nodes, int(len(nodes) * self.fraction_train))
+        return nodes if size >= len(nodes) else sorted(self._rng.sample(nodes, size))
+
+    def _query(
+        self, grid: Grid, nodes: list[int], message_type: str, record: RecordDict
+    ) -> list[Message]:
+        messages = self._construct_messages(record, nodes, message_type)
+        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
+        failed = [reply for reply in replies if reply.has_error()]
+        if failed or len(replies) != len(nodes):
+            raise RuntimeError(
+                f"{message_type}: {len(nodes) - len(replies) + len(failed)} of {len(nodes)} "
+                f"clients did not answer ({_errors(failed)})"
+            )
+        return replies
+
+    def _note_train_reply(self, reply: Message) -> None:
+        metrics = reply.content[P.METRICS]
+        node = reply.metadata.src_node_id
+        self.partition_of[node] = int(metrics[P.PARTITION_ID])
+        self._compute_seconds += float(metrics[P.COMPUTE_SECONDS])
+        passes = int(metrics[P.DELETED_PASSES])
+        if int(metrics[P.DELETION_DONE]):
+            self.bookkeeping.deleted_passes_after += passes
+        else:
+            self.bookkeeping.deleted_passes_before += passes
+        if int(metrics[P.DELETION_PENDING]):
+            self._pending[node] = int(metrics[P.NUM_FORGET])
+
+    def _model_from(self, arrays: ArrayRecord) -> ClassifierModel:
+        model = self.build_model()
+        model.load_state_dict(arrays.to_torch_state_dict())
+        return model
+
+
+class Retrain(FederatedUnlearning):
+    """Baseline B1: at the deletion, retrain from the initial weights without D_f.
+
+    The deleting clients drop D_f first; then FedAvg reruns the rounds played so far from
+    w_0 on the retained data, and the run continues as usual. No relay is needed.
+    """
+
+    def __init__(self, **options: object) -> None:
+        options["unlearner"] = None
+        super().__init__(**options)
+        self.recovery = RecoveryConfig(enabled=False)
+
+    def unlearn_step(
+        self, grid: Grid, server_round: int, arrays: ArrayRecord, nodes: list[int]
+    ) -> ArrayRecord:
+        """Drop D_f at the clients and rerun ``server_round`` rounds from w_0."""
+        self._complete_deletion(grid, nodes)
+        result = self.run_rounds(
+            grid, self._initial_arrays, server_round, "retrain", handle_deletions=False
+        )
+        return result.arrays
+
+
+def _numpy_state(arrays: ArrayRecord) -> dict[str, np.ndarray]:
+    return {key: array.numpy() for key, array in arrays.items()}
+
+
+def _errors(replies: Iterable[Message]) -> str:
+    reasons = {reply.error.reason.strip().splitlines()[-1] for reply in replies if reply.has_error()}
+    return "; ".join(sorted(reasons)) or "timeout"
+
+
+__all__ = ["Bookkeeping", "DeletionRecord", "FederatedUnlearning", "Retrain"]
