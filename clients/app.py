@@ -57,9 +57,7 @@ def _mark_deletion_done(context: Context) -> None:
     context.state[STATE_KEY] = ConfigRecord({P.DELETION_DONE: True})
 
 
-def _local_data(
-    federation: Federation, context: Context
-) -> tuple[ArrayDataset, np.ndarray]:
+def _local_data(federation: Federation, context: Context) -> tuple[ArrayDataset, np.ndarray]:
     return federation.client_data(_partition_id(context), drop_deleted=deletion_done(context))
 
 

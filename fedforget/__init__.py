@@ -15,4 +15,4 @@ __version__ = "0.1.0"
 
 _checkout_root = Path(__file__).resolve().parent.parent
 if (_checkout_root / "strategies" / "__init__.py").is_file():
-    __path__.append(str(_checkout_root))  # type: ignore[name-defined]  # noqa: F821
+    __path__.append(str(_checkout_root))  # type: ignore[name-defined]

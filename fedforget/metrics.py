@@ -11,7 +11,6 @@ import math
 import numpy as np
 import torch
 from pydantic import BaseModel
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from fedforget.data.deletion import Federation
@@ -43,20 +42,25 @@ def entropy(probs: np.ndarray) -> np.ndarray:
 def membership_attack_success(
     retain_probs: np.ndarray, test_probs: np.ndarray, target_probs: np.ndarray, seed: int = 0
 ) -> float:
-    """Entropy-based membership inference (Chundawat et al.; paper 000, paper 002).
+    """Entropy-based membership inference on a target set (D_f); about 0.5 = forgotten.
 
-    A logistic regression on the output entropy learns members (retained training data) vs
-    non-members (test data), balanced; the score is the share of the target set (D_f) that it
-    calls members. About 0.5 or lower means D_f looks like unseen data.
+    The attack is a one-feature classifier on the output entropy, built from members (retained
+    training data) against non-members (test data), balanced; the score is the share of the
+    target set that it calls members. Paper 000/002 (after Chundawat et al.) fit a logistic
+    regression on the entropy; on one feature that is a threshold, and when members and
+    non-members are nearly indistinguishable (a well-generalising MNIST model: 53 % balanced
+    accuracy here) the fitted sign and threshold flip between random subsamples, sending the
+    score from 0 % to 100 %. We fix the attack's form instead: *member iff the entropy is at
+    most the median entropy of the balanced member + non-member pool*. It keeps the attack's
+    meaning (confident = member), is deterministic, scores unseen-looking data near or below
+    0.5 and memorised data near 1.
     """
     rng = np.random.default_rng(seed)
     n = min(len(retain_probs), len(test_probs), MIA_SAMPLES)
     members = entropy(retain_probs[rng.choice(len(retain_probs), n, replace=False)])
     non_members = entropy(test_probs[rng.choice(len(test_probs), n, replace=False)])
-    features = np.concatenate([members, non_members])[:, None]
-    labels = np.concatenate([np.ones(n), np.zeros(n)])
-    attack = LogisticRegression(class_weight="balanced").fit(features, labels)
-    return float(attack.predict(entropy(target_probs)[:, None]).mean())
+    threshold = float(np.median(np.concatenate([members, non_members])))
+    return float((entropy(target_probs) <= threshold).mean())
 
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
@@ -116,7 +120,9 @@ class Evaluator:
             mia = membership_attack_success(retain_probs, test_probs, forget_probs, self.seed)
         return PhaseMetrics(
             test_accuracy=_accuracy(test_probs, self.federation.test.y),
-            forget_accuracy=None if forget_probs is None else _accuracy(forget_probs, self.forget.y),
+            forget_accuracy=None
+            if forget_probs is None
+            else _accuracy(forget_probs, self.forget.y),
             retain_accuracy=_accuracy(retain_probs, self.retain.y),
             forget_test_accuracy=self._split_accuracy(model, self.forget_test),
             retain_test_accuracy=self._split_accuracy(model, self.retain_test),

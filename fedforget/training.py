@@ -27,9 +27,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def seeded_batches(
-    n: int, batch_size: int, generator: torch.Generator
-) -> Iterator[torch.Tensor]:
+def seeded_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Yield index tensors of a fresh seeded permutation of ``range(n)``."""
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, batch_size):
@@ -98,7 +96,9 @@ def train_local(
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: np.ndarray, device: torch.device | None = None) -> np.ndarray:
+def predict_proba(
+    model: nn.Module, x: np.ndarray, device: torch.device | None = None
+) -> np.ndarray:
     """Softmax outputs (N, C) of ``model`` on images ``x``."""
     device = device or torch.device("cpu")
     model.to(device).eval()

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from fedforget.strategies import FederatedUnlearning, build_strategy
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -23,7 +24,6 @@ from fedforget.metrics import Evaluator
 from fedforget.models import ClassifierModel, build_model
 from fedforget.report.recorder import Display, RunRecorder
 from fedforget.report.summary import Bookkeeping, DeletionSummary, Efficiency, Summary, Timings
-from fedforget.strategies import FederatedUnlearning, build_strategy
 from fedforget.training import resolve_device
 
 app = ServerApp()

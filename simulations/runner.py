@@ -7,6 +7,8 @@ import os
 import warnings
 from typing import Any
 
+from fedforget.server.app import run_server
+from fedforget.strategies.registry import check_strategy_name
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
@@ -16,8 +18,6 @@ from fedforget.data import build_federation, source_names
 from fedforget.models import model_names
 from fedforget.report.recorder import Display
 from fedforget.report.summary import Summary
-from fedforget.server.app import run_server
-from fedforget.strategies.registry import check_strategy_name
 
 
 class SimulationError(RuntimeError):
@@ -38,7 +38,9 @@ def check_run(config: SimulationConfig) -> None:
             f"unknown dataset '{config.data.dataset}'; choose one of: {', '.join(source_names())}"
         )
     if config.model not in model_names():
-        raise ConfigError(f"unknown model '{config.model}'; choose one of: {', '.join(model_names())}")
+        raise ConfigError(
+            f"unknown model '{config.model}'; choose one of: {', '.join(model_names())}"
+        )
     check_strategy_name(config.strategy)
     try:
         build_federation(config)

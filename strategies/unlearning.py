@@ -104,9 +104,7 @@ class FederatedUnlearning(FedAvg):
         **fedavg_options: object,
     ) -> None:
         fedavg_options.setdefault("fraction_evaluate", 0.0)
-        super().__init__(
-            arrayrecord_key=P.ARRAYS, configrecord_key=P.CONFIG, **fedavg_options
-        )
+        super().__init__(arrayrecord_key=P.ARRAYS, configrecord_key=P.CONFIG, **fedavg_options)
         self.unlearner = unlearner
         self.build_model = build_model
         self.message_config = dict(message_config or {})
@@ -392,7 +390,9 @@ def _numpy_state(arrays: ArrayRecord) -> dict[str, np.ndarray]:
 
 
 def _errors(replies: Iterable[Message]) -> str:
-    reasons = {reply.error.reason.strip().splitlines()[-1] for reply in replies if reply.has_error()}
+    reasons = {
+        reply.error.reason.strip().splitlines()[-1] for reply in replies if reply.has_error()
+    }
     return "; ".join(sorted(reasons)) or "timeout"
 
 

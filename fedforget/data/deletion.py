@@ -167,9 +167,9 @@ def plan_deletion(
 
     ``backdoor`` and ``random`` draw ``share`` x N samples uniformly from the deleting clients'
     data (backdoor: only samples whose label is not the target, since relabelling those would
-    be no attack); ``class`` takes every sample of the forgotten classes (from the named
-    deleting clients if given, else from all clients: category unlearning); ``client`` takes
-    the deleting clients' whole data.
+    be no attack); ``class`` takes every sample of the forgotten classes held by the deleting
+    clients (by default all clients: category unlearning); ``client`` takes the deleting
+    clients' whole data.
 
     Raises
     ------
@@ -185,18 +185,16 @@ def plan_deletion(
         bad = [c for c in deletion.forget_classes if not 0 <= c < num_classes]
         if bad:
             raise ConfigError(f"forget class {bad[0]} is out of range [0, {num_classes - 1}]")
-        holders = (
-            config.deleting_client_ids()
-            if deletion.deleting_clients is not None
-            else range(len(client_indices))
-        )
         chosen = {
             cid: client_indices[cid][np.isin(labels[client_indices[cid]], deletion.forget_classes)]
-            for cid in holders
+            for cid in config.deleting_client_ids()
         }
         return DeletionPlan("class", _nonempty(chosen), tuple(sorted(deletion.forget_classes)))
     if deletion.mode == "client":
-        return DeletionPlan("client", {cid: client_indices[cid] for cid in config.deleting_client_ids()})
+        leaving = config.deleting_client_ids()
+        if len(leaving) >= len(client_indices):
+            raise ConfigError("mode 'client' needs at least one client that stays")
+        return DeletionPlan("client", {cid: client_indices[cid] for cid in leaving})
     target = deletion.backdoor_target if deletion.mode == "backdoor" else None
     if target is not None and target >= num_classes:
         raise ConfigError(f"backdoor target {target} is out of range [0, {num_classes - 1}]")
@@ -218,7 +216,9 @@ def _draw_samples(
     pools = [client_indices[cid] for cid in clients]
     if target is not None:
         pools = [pool[labels[pool] != target] for pool in pools]
-    owners = np.concatenate([np.full(len(pool), cid) for cid, pool in zip(clients, pools)])
+    owners = np.concatenate(
+        [np.full(len(pool), cid) for cid, pool in zip(clients, pools, strict=True)]
+    )
     pool = np.concatenate(pools)
     wanted = round(config.deletion.share * len(labels))
     if wanted > len(pool):

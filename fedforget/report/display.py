@@ -37,7 +37,9 @@ def _pct(value: float | None) -> str:
 def _metrics_line(metrics: PhaseMetrics) -> str:
     values = metrics.model_dump()
     return "  ".join(
-        f"{label} {_pct(values[key])}" for key, label in METRIC_LABELS.items() if values[key] is not None
+        f"{label} {_pct(values[key])}"
+        for key, label in METRIC_LABELS.items()
+        if values[key] is not None
     )
 
 

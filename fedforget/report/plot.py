@@ -8,9 +8,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from fedforget.report.summary import Summary  # noqa: E402
+from fedforget.report.summary import Summary
 
 SERIES = (
     ("test_accuracy", "clean test accuracy", "tab:blue"),
@@ -24,11 +24,15 @@ RECOVERED_OFFSET = 0.66
 
 
 def _series(rows: list[dict[str, Any]], phase: str, key: str) -> tuple[list[float], list[float]]:
-    points = [(r["round"], r[key]) for r in rows if r.get("phase") == phase and r.get(key) is not None]
+    points = [
+        (r["round"], r[key]) for r in rows if r.get("phase") == phase and r.get(key) is not None
+    ]
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _checkpoint_points(rows: list[dict[str, Any]], key: str, deletion_round: int) -> tuple[list, list]:
+def _checkpoint_points(
+    rows: list[dict[str, Any]], key: str, deletion_round: int
+) -> tuple[list, list]:
     offsets = {"after_unlearning": UNLEARNED_OFFSET, "after_recovery": RECOVERED_OFFSET}
     xs, ys = [], []
     for row in rows:
@@ -49,7 +53,7 @@ def plot_run(rows: list[dict[str, Any]], summary: Summary, path: Path) -> Path:
             continue
         if deletion_round:
             cx, cy = _checkpoint_points(rows, key, deletion_round)
-            merged = sorted(zip(xs + cx, ys + cy))
+            merged = sorted(zip(xs + cx, ys + cy, strict=True))
             xs, ys = [m[0] for m in merged], [m[1] for m in merged]
         ax.plot(xs, ys, marker="o", markersize=3, color=color, label=label)
         rx, ry = _series(rows, "reference", key)

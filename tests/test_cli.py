@@ -1,0 +1,69 @@
+"""Every user error is one line on stderr and exit code 2, before any simulation starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedforget.cli import main, parse_share
+
+DIGITS = [
+    "simulate",
+    "--dataset",
+    "digits",
+    "--clients",
+    "4",
+    "--rounds",
+    "3",
+    "--deletion-round",
+    "2",
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--delete", "0%"], "strictly between"),
+        (["--delete", "100%"], "strictly between"),
+        (["--delete", "-3%"], "strictly between"),
+        (["--delete", "lots"], "6% or 0.06"),
+        (["--clients", "1"], "at least 2 clients"),
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--model", "vgg99"], "unknown model 'vgg99'"),
+        (["--strategy", "magic"], "unknown strategy 'magic'"),
+        (["--mode", "erase"], "deletion.mode"),
+        (["--mode", "class", "--forget-class", "12"], "forget class 12 is out of range"),
+        (["--mode", "class"], "--forget-class"),
+        (["--delete", "50%", "--deleting-clients", "0"], "needs more than"),
+        (["--rounds", "3", "--deletion-round", "4"], "beyond the last round"),
+        (["--dataset", "npz", "--data-path", "/nonexistent/data.npz"], "data.npz"),
+        (["--clients", "many"], "many"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_code_2(capsys, tmp_path, args, fragment):
+    with pytest.raises(SystemExit) as info:
+        main([*DIGITS, "--out", str(tmp_path), *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("error: ")
+    assert fragment in err
+
+
+def test_unreadable_custom_file_is_a_one_line_error(capsys, tmp_path):
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip file")
+    with pytest.raises(SystemExit) as info:
+        main([*DIGITS, "--dataset", "npz", "--data-path", str(broken)])
+    assert info.value.code == 2
+    assert "broken.npz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "value"), [("6%", 0.06), ("0.06", 0.06), (" 12.5% ", 0.125)])
+def test_parse_share(text, value):
+    assert parse_share(text) == pytest.approx(value)
+
+
+def test_list_names_the_registries(capsys):
+    main(["list"])
+    out = capsys.readouterr().out
+    assert "mnist" in out and "lenet5" in out and "distill" in out and "retrain" in out

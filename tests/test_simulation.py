@@ -1,0 +1,87 @@
+"""End to end through Flower's real simulation engine (Ray actors) on digits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fedforget.simulations.runner import simulate
+
+from fedforget.data import build_federation
+from fedforget.models import build_model
+from fedforget.report.recorder import MODEL_FILE, PLOT_FILE, ROUNDS_FILE, SUMMARY_FILE
+from fedforget.training import accuracy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def backdoor_run(tmp_path_factory):
+    from tests.conftest import digits_config
+
+    out = tmp_path_factory.mktemp("backdoor")
+    config = digits_config(
+        out=out,
+        train={"rounds": 4, "local_epochs": 3},
+        deletion={"round": 3, "share": 0.1},
+        unlearning={"batch_size": 16},
+    )
+    return config, simulate(config)
+
+
+def test_the_run_writes_every_output(backdoor_run):
+    config, summary = backdoor_run
+    out = config.out
+    for name in (SUMMARY_FILE, ROUNDS_FILE, MODEL_FILE, PLOT_FILE):
+        assert (out / name).is_file(), name
+    stored = json.loads((out / SUMMARY_FILE).read_text())
+    for phase in ("before_deletion", "after_unlearning", "after_recovery", "final"):
+        assert stored["phases"][phase]["test_accuracy"] is not None
+    assert stored["reference"]["final"]["backdoor_success"] is not None
+    assert stored["reference"]["jsd"] >= 0 and stored["reference"]["l2"] > 0
+    assert len(stored["timings"]["round_seconds"]) == config.train.rounds
+    state = torch.load(out / MODEL_FILE, weights_only=True)
+    model = build_model("lenet5", 10, 1, 8)
+    model.load_state_dict(state)  # strict: the saved weights are the model's, all of them
+    assert accuracy(model, build_federation(config).test) == pytest.approx(
+        summary.phases.final.test_accuracy
+    )
+    rows = [json.loads(line) for line in (out / ROUNDS_FILE).read_text().splitlines()]
+    assert sum(r["phase"] == "federated" for r in rows) == config.train.rounds
+    assert sum(r["phase"] == "reference" for r in rows) == config.train.rounds
+
+
+def test_deleted_samples_are_never_trained_on_after_the_deletion(backdoor_run):
+    config, summary = backdoor_run
+    assert summary.deletion.round == config.deletion.round
+    assert summary.deletion.forget_samples == round(0.1 * 1437)
+    # D_f was trained on before its deletion (the count is real) and never after
+    assert summary.bookkeeping.deleted_passes_before_deletion > 0
+    assert summary.bookkeeping.deleted_passes_after_deletion == 0
+
+
+def test_the_backdoor_was_learned_and_unlearned(backdoor_run):
+    _, summary = backdoor_run
+    before = summary.phases.before_deletion
+    assert before.backdoor_success > 0.5
+    assert summary.phases.after_unlearning.backdoor_success < before.backdoor_success / 2
+    assert summary.reference.final.backdoor_success < before.backdoor_success
+
+
+def test_client_mode_with_retrain_strategy(tmp_path):
+    from tests.conftest import digits_config
+
+    config = digits_config(
+        out=tmp_path,
+        strategy="retrain",
+        reference="none",
+        deletion={"mode": "client", "deleting_clients": [1]},
+    )
+    summary = simulate(config)
+    assert summary.deletion.clients == [1]
+    assert summary.reference is None
+    assert summary.bookkeeping.deleted_passes_after_deletion == 0
+    # the retrain strategy reran the deletion round's rounds from the initial weights
+    rows = [json.loads(line) for line in (tmp_path / ROUNDS_FILE).read_text().splitlines()]
+    assert sum(r["phase"] == "retrain" for r in rows) == config.deletion.round
