@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from fedforget.strategies import FederatedUnlearning, build_strategy
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -24,6 +23,7 @@ from fedforget.metrics import Evaluator
 from fedforget.models import ClassifierModel, build_model
 from fedforget.report.recorder import Display, RunRecorder
 from fedforget.report.summary import Bookkeeping, DeletionSummary, Efficiency, Summary, Timings
+from fedforget.strategies import FederatedUnlearning, build_strategy
 from fedforget.training import resolve_device
 
 app = ServerApp()
@@ -128,12 +128,13 @@ def _deletion_summary(strategy: FederatedUnlearning, config: SimulationConfig) -
 
 
 def _efficiency(rows: list[dict]) -> Efficiency | None:
+    """Client compute over cores x round wall time, over every FedAvg round of the run."""
     rounds = [r for r in rows if r.get("phase") in ("federated", "reference") and "round" in r]
     if not rounds:
         return None
     cores = os.cpu_count() or 1
     compute = sum(r["client_compute_seconds"] for r in rounds)
-    wall = sum(r["exchange_seconds"] for r in rounds)
+    wall = sum(r["round_seconds"] for r in rounds)
     return Efficiency(
         cores=cores,
         client_compute_seconds=compute,

@@ -7,8 +7,6 @@ import os
 import warnings
 from typing import Any
 
-from fedforget.server.app import run_server
-from fedforget.strategies.registry import check_strategy_name
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
@@ -18,6 +16,8 @@ from fedforget.data import build_federation, source_names
 from fedforget.models import model_names
 from fedforget.report.recorder import Display
 from fedforget.report.summary import Summary
+from fedforget.server.app import run_server
+from fedforget.strategies.registry import check_strategy_name
 
 
 class SimulationError(RuntimeError):

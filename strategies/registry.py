@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from fedforget.strategies.unlearning import FederatedUnlearning, ModelFactory, Retrain
 
 from fedforget.config import ConfigError, SimulationConfig
 from fedforget.report import RunObserver
+from fedforget.strategies.unlearning import FederatedUnlearning, ModelFactory, Retrain
 from fedforget.unlearning import build_unlearner, unlearner_names
 
 RETRAIN = "retrain"

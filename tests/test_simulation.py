@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from fedforget.simulations.runner import simulate
 
 from fedforget.data import build_federation
 from fedforget.models import build_model
 from fedforget.report.recorder import MODEL_FILE, PLOT_FILE, ROUNDS_FILE, SUMMARY_FILE
+from fedforget.simulations.runner import simulate
 from fedforget.training import accuracy
 
 pytestmark = pytest.mark.slow
