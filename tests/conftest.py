@@ -25,7 +25,7 @@ def digits_config(**overrides: object) -> SimulationConfig:
     return validate_config(values)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_config():
     """Factory fixture for digits configurations."""
     return digits_config

@@ -17,11 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def backdoor_run(tmp_path_factory):
-    from tests.conftest import digits_config
-
+def backdoor_run(tmp_path_factory, make_config):
     out = tmp_path_factory.mktemp("backdoor")
-    config = digits_config(
+    config = make_config(
         out=out,
         train={"rounds": 4, "local_epochs": 3},
         deletion={"round": 3, "share": 0.1},
@@ -69,10 +67,8 @@ def test_the_backdoor_was_learned_and_unlearned(backdoor_run):
     assert summary.reference.final.backdoor_success < before.backdoor_success
 
 
-def test_client_mode_with_retrain_strategy(tmp_path):
-    from tests.conftest import digits_config
-
-    config = digits_config(
+def test_client_mode_with_retrain_strategy(tmp_path, make_config):
+    config = make_config(
         out=tmp_path,
         strategy="retrain",
         reference="none",

@@ -23,11 +23,9 @@ SMALL_DATA_OPTIONS: dict[str, dict] = {"distill": {"batch_size": 16}}
 
 
 @pytest.fixture(scope="module")
-def trained(request):
+def trained(make_config):
     """LeNet-5 trained centrally on digits, with class 3 to be forgotten."""
-    from tests.conftest import digits_config
-
-    config = digits_config(deletion={"mode": "class", "forget_classes": [FORGOTTEN_CLASS]})
+    config = make_config(deletion={"mode": "class", "forget_classes": [FORGOTTEN_CLASS]})
     federation = build_federation(config)
     torch.manual_seed(0)
     model = build_model("lenet5", federation.num_classes, 1, federation.image_size)
