@@ -79,7 +79,7 @@ def _deletion_pending(
     return holds and arrived and not deletion_done(context)
 
 
-def _train_reply(message: Message, context: Context, epochs: int) -> Message:
+def _train_reply(message: Message, context: Context, epochs: int, lr: float) -> Message:
     config = _config(message)
     federation = build_federation(config)
     data, indices = _local_data(federation, context)
@@ -91,7 +91,7 @@ def _train_reply(message: Message, context: Context, epochs: int) -> Message:
         model,
         data,
         epochs=epochs,
-        lr=config.train.lr,
+        lr=lr,
         momentum=config.train.momentum,
         batch_size=config.train.batch_size,
         seed=int(message.content[P.CONFIG].get(P.SEED, 0)) + _partition_id(context),
@@ -118,13 +118,15 @@ def _train_reply(message: Message, context: Context, epochs: int) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """A FedAvg round: train on the local data that is still held; report pending deletions."""
-    return _train_reply(message, context, _config(message).train.local_epochs)
+    train = _config(message).train
+    return _train_reply(message, context, train.local_epochs, train.lr)
 
 
 @app.train("relay")
 def relay_train(message: Message, context: Context) -> Message:
     """Recovery relay (paper 000 IV.C.3): the weakest client trains the model it was sent."""
-    return _train_reply(message, context, int(message.content[P.CONFIG][P.EPOCHS]))
+    config = message.content[P.CONFIG]
+    return _train_reply(message, context, int(config[P.EPOCHS]), float(config[P.LEARNING_RATE]))
 
 
 @app.query("forget_data")

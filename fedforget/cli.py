@@ -96,6 +96,9 @@ def simulate(
         float | None, typer.Option(help="Relay stops when every client reaches this.")
     ] = None,
     max_hops: Annotated[int | None, typer.Option(help="Relay hop limit.")] = None,
+    relay_lr: Annotated[
+        float | None, typer.Option(help="Relay learning rate (default: the clients').")
+    ] = None,
     unlearn_epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
     unlearn_lr: Annotated[float | None, typer.Option(help="Distillation learning rate.")] = None,
     mu_distill: Annotated[float | None, typer.Option(help="Weight of L_D (0 = off).")] = None,
@@ -149,7 +152,9 @@ def simulate(
             {"rounds": rounds, "local_epochs": local_epochs, "lr": lr, "batch_size": batch_size}
         ),
         "unlearning": unlearning,
-        "recovery": _drop_none({"min_accuracy": min_accuracy, "max_hops": max_hops}),
+        "recovery": _drop_none(
+            {"min_accuracy": min_accuracy, "max_hops": max_hops, "lr": relay_lr}
+        ),
         "resources": {
             "client_cpus": client_cpus,
             "client_gpus": client_gpus,

@@ -111,6 +111,7 @@ class RecoveryConfig(_Section):
     min_accuracy: float = Field(0.97, ge=0, le=1)
     max_hops: int = Field(5, ge=0)
     local_epochs: int = Field(1, ge=1)
+    lr: float | None = Field(None, gt=0, description="Relay learning rate; None = train.lr.")
 
 
 class ResourceConfig(_Section):

@@ -18,6 +18,7 @@ FORGET = "forget"
 RUN_CONFIG_KEY = "fedforget-config"
 SERVER_ROUND = "server-round"
 EPOCHS = "local-epochs"
+LEARNING_RATE = "lr"
 SEED = "seed"
 
 NUM_EXAMPLES = "num-examples"

@@ -34,6 +34,7 @@ def build_strategy(
         build_model=build_model,
         message_config=message_config,
         recovery=config.recovery,
+        relay_lr=config.recovery.lr or config.train.lr,
         num_classes=num_classes,
         mode=config.deletion.mode,
         forget_classes=config.deletion.forget_classes,

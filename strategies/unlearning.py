@@ -73,6 +73,8 @@ class FederatedUnlearning(FedAvg):
         Entries added to every message's ``config`` (e.g. the run configuration).
     recovery : RecoveryConfig
         Relay settings.
+    relay_lr : float
+        Learning rate of the relay's local training.
     num_classes, mode, forget_classes
         Describe the deletion to the unlearner.
     client_leaves : bool
@@ -94,6 +96,7 @@ class FederatedUnlearning(FedAvg):
         build_model: ModelFactory,
         message_config: dict | None = None,
         recovery: RecoveryConfig | None = None,
+        relay_lr: float = 0.05,
         num_classes: int,
         mode: str = "backdoor",
         forget_classes: Iterable[int] = (),
@@ -109,6 +112,7 @@ class FederatedUnlearning(FedAvg):
         self.build_model = build_model
         self.message_config = dict(message_config or {})
         self.recovery = recovery or RecoveryConfig()
+        self.relay_lr = relay_lr
         self.num_classes = num_classes
         self.mode = mode
         self.forget_classes = tuple(forget_classes)
@@ -304,7 +308,9 @@ class FederatedUnlearning(FedAvg):
         }
 
     def _relay_train(self, grid: Grid, node: int, arrays: ArrayRecord) -> ArrayRecord:
-        config = self._config(**{P.EPOCHS: self.recovery.local_epochs})
+        config = self._config(
+            **{P.EPOCHS: self.recovery.local_epochs, P.LEARNING_RATE: self.relay_lr}
+        )
         record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
         (reply,) = self._query(grid, [node], P.RELAY_TRAIN, record)
         self._note_train_reply(reply)
