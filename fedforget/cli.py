@@ -108,6 +108,9 @@ def simulate(
         None
     ),
     reg_weight: Annotated[float | None, typer.Option(help="Weight of ||w - w_o||^2.")] = None,
+    prune_mads: Annotated[
+        float | None, typer.Option(help="Outlier pruning before distilling (0 = off).")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No live display.")] = False,
 ) -> None:
     """Run a federation that learns, receives deletion requests, unlearns and recovers."""
@@ -123,6 +126,8 @@ def simulate(
     )
     if bound is not None:
         unlearning["bound"] = bound or None
+    if prune_mads is not None:
+        unlearning["prune_mads"] = prune_mads or None
     values = {
         "clients": clients,
         "seed": seed,

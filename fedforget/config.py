@@ -86,8 +86,8 @@ class DistillConfig(_Section):
 
     Defaults follow the paper: mu = 0.33 each, q = 2, BND = 15, unlearning learning rate
     5e-3 (Table IV), regulariser weight 0.4 (Table IV). ``reg_reduction = "mean"`` divides
-    ``||w - w_o||^2`` by the number of parameters: the paper's sum at weight 0.4 made the
-    backdoor resurface after recovery in our measurement (see README).
+    ``||w - w_o||^2`` by the number of parameters. ``prune_mads`` is our addition for durable
+    forgetting (see :mod:`fedforget.unlearning.distillation` and the README).
     """
 
     epochs: int = Field(5, ge=1)
@@ -102,6 +102,13 @@ class DistillConfig(_Section):
     bound: float | None = Field(15.0, gt=0, description="BND of Eq. 12; None = unbounded Eq. 9.")
     reg_weight: float = Field(0.4, ge=0)
     reg_reduction: Literal["mean", "sum"] = "mean"
+    stop_accuracy: float | None = Field(0.01, ge=0, le=1, description="Stop once D_f acc <=.")
+    prune_mads: float | None = Field(
+        5.0, gt=0, description="Prune outlying D_f units first (our addition); None = off."
+    )
+    prune_max: int = Field(32, ge=1)
+    prune_layer: str | None = None
+    reset_class_outputs: bool = True
 
 
 class RecoveryConfig(_Section):
