@@ -154,10 +154,18 @@ def deletion_complete(message: Message, context: Context) -> Message:
 
 @app.query("local_eval")
 def local_eval(message: Message, context: Context) -> Message:
-    """Recovery relay: test the received model on this client's local data."""
+    """Recovery relay: test the received model on this client's local data.
+
+    At most ``recovery.eval_samples`` local samples (a fixed seeded subset) are scored: the
+    relay only needs to rank clients and check a threshold, and every hop evaluates them all.
+    """
     config = _config(message)
     federation = build_federation(config)
     data, _ = _local_data(federation, context)
+    limit = config.recovery.eval_samples
+    if len(data) > limit:
+        rng = np.random.default_rng(config.seed + _partition_id(context))
+        data = data.subset(np.sort(rng.choice(len(data), limit, replace=False)))
     model = _received_model(message, federation, config)
     score = accuracy(model, data, _device(config)) if len(data) else 1.0
     metrics = MetricRecord(

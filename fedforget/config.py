@@ -119,6 +119,7 @@ class RecoveryConfig(_Section):
     max_hops: int = Field(5, ge=0)
     local_epochs: int = Field(1, ge=1)
     lr: float | None = Field(None, gt=0, description="Relay learning rate; None = train.lr.")
+    eval_samples: int = Field(1000, ge=1, description="Local samples each client scores.")
 
 
 class ResourceConfig(_Section):
