@@ -73,6 +73,7 @@ def simulate(config: SimulationConfig, display: Display | None = None) -> Summar
     clients run in Ray actors.
     """
     check_run(config)
+    _quiet_flower()
     outcome: dict[str, Any] = {}
     server_app = ServerApp()
 
@@ -86,7 +87,6 @@ def simulate(config: SimulationConfig, display: Display | None = None) -> Summar
 
     from fedforget.clients.app import app as client_app
 
-    _quiet_flower()
     run_simulation(
         server_app=server_app,
         client_app=client_app,
@@ -101,6 +101,9 @@ def simulate(config: SimulationConfig, display: Display | None = None) -> Summar
 
 
 def _quiet_flower() -> None:
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    # run_simulation's deprecation notice and FedAvg's "evaluation skipped" notice would
+    # break the live display; errors still show.
+    logging.getLogger("flwr").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
