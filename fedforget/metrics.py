@@ -110,13 +110,13 @@ class Evaluator:
             return None
         return predict_proba(model, data.x, self.device)
 
-    def evaluate(self, model: nn.Module, with_mia: bool = True) -> PhaseMetrics:
+    def evaluate(self, model: nn.Module) -> PhaseMetrics:
         """All phase metrics of ``model``."""
         test_probs = self._probs(model, self.federation.test)
         retain_probs = self._probs(model, self.retain)
         forget_probs = self._probs(model, self.forget)
         mia = None
-        if with_mia and forget_probs is not None:
+        if forget_probs is not None:
             mia = membership_attack_success(retain_probs, test_probs, forget_probs, self.seed)
         return PhaseMetrics(
             test_accuracy=_accuracy(test_probs, self.federation.test.y),

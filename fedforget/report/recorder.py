@@ -68,7 +68,6 @@ class RunRecorder(RunObserver):
         self.display = display or Display()
         self.phases = Phases()
         self.rounds: list[dict[str, Any]] = []
-        self.states: dict[str, dict[str, Any]] = {}
         self._pending_round: dict[str, Any] = {}
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / ROUNDS_FILE).write_text("")
@@ -91,13 +90,11 @@ class RunRecorder(RunObserver):
         self.rounds.append(row)
         with (self.out_dir / ROUNDS_FILE).open("a") as handle:
             handle.write(json.dumps(row) + "\n")
-        self.states[f"{phase}:last"] = model_state
         self.display.round_metrics(phase, server_round, metrics)
 
     def checkpoint(self, name: str, model_state: dict[str, Any]) -> None:
         metrics = self.evaluator.evaluate(self.model(model_state))
         setattr(self.phases, name, metrics)
-        self.states[name] = model_state
         self.rounds.append({"phase": "checkpoint", "checkpoint": name, **metrics.model_dump()})
         self.display.checkpoint_metrics(name, metrics)
 

@@ -39,7 +39,7 @@ server does; it is close in spirit to fine-pruning (Liu et al., 2018).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -186,10 +186,6 @@ class DistillationUnlearner(Unlearner):
         if cfg.reg_weight:
             total = total + cfg.reg_weight * weight_regulariser(student, anchor, cfg.reg_reduction)
         return total, hard
-
-    def describe(self) -> dict[str, object]:
-        """The settings as a plain dict (for ``summary.json``)."""
-        return asdict(self.settings)
 
 
 @torch.no_grad()
