@@ -11,12 +11,11 @@ from fedforget.unlearning.base import (
     register_unlearner,
     unlearner_names,
 )
-from fedforget.unlearning.distillation import DistillationSettings, DistillationUnlearner
+from fedforget.unlearning.distillation import DistillationUnlearner
 
 __all__ = [
     "UNLEARNER_REGISTRY",
     "DataNeed",
-    "DistillationSettings",
     "DistillationUnlearner",
     "UnknownUnlearnerError",
     "Unlearner",

@@ -33,17 +33,20 @@ position) that carry outlying evidence for D_f's labels: unit j scores
 unit is zeroed and the scores recomputed while its score exceeds the median + ``prune_mads``
 median absolute deviations of the first scores (at most ``prune_max`` units; none when the
 model does not fit D_f, accuracy <= ``stop_accuracy``), scored on at most ``PRUNE_SAMPLES``
-samples of D_f. This uses D_f only, as the paper's
-server does; it is close in spirit to fine-pruning (Liu et al., 2018).
+samples of D_f. This uses D_f only, as the paper's server does; it is close in spirit to
+fine-pruning (Liu et al., 2018).
+
+The hyperparameters are :class:`fedforget.config.DistillConfig`: a zero ``mu_*`` drops a loss
+term, ``bound=None`` uses the unbounded hard loss of Eq. 9, ``lr_decay=None`` keeps the
+learning rate constant, ``reg_weight=0`` drops the regulariser.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from fedforget.config import DistillConfig
 from fedforget.models import ClassifierModel
 from fedforget.training import load_numpy_state, seeded_batches, to_tensors
 from fedforget.unlearning.base import (
@@ -59,34 +62,6 @@ from fedforget.unlearning.losses import (
     weight_regulariser,
 )
 
-
-@dataclass(frozen=True)
-class DistillationSettings:
-    """Hyperparameters; every term and improvement can be switched off for ablation.
-
-    A zero ``mu_*`` drops a loss term, ``bound=None`` uses the unbounded hard loss of Eq. 9,
-    ``lr_decay=None`` keeps the learning rate constant, ``reg_weight=0`` drops the regulariser.
-    """
-
-    epochs: int = 5
-    batch_size: int = 100
-    lr: float = 5e-3
-    lr_decay: float | None = 0.7
-    mu_distill: float = 0.33
-    mu_attention: float = 0.33
-    mu_hard: float = 0.33
-    temperature: float = 1.0
-    attention_q: float = 2.0
-    bound: float | None = 15.0
-    reg_weight: float = 0.4
-    reg_reduction: str = "mean"
-    prune_mads: float | None = 5.0
-    prune_max: int = 32
-    prune_layer: str | None = None
-    stop_accuracy: float | None = 0.01
-    reset_class_outputs: bool = True
-
-
 PRUNE_SAMPLES = 1024  # attribution scores are means over D_f: a sample keeps pruning cheap
 
 
@@ -100,7 +75,7 @@ class DistillationUnlearner(Unlearner):
     name = "distill"
 
     def __init__(self, **settings: object) -> None:
-        self.settings = DistillationSettings(**settings)  # type: ignore[arg-type]
+        self.settings = DistillConfig(**settings)  # type: ignore[arg-type]
 
     def unlearn(
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
