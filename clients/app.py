@@ -47,18 +47,38 @@ def _partition_id(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
-def deletion_done(context: Context) -> bool:
+def _state_key(message: Message) -> str:
+    """Where this node keeps its deletion state: one slot per branch of ``fedforget compare``.
+
+    ``compare`` replays one deletion under several strategies from the same checkpoint; each
+    branch names itself in the message config, so a node's deletion in one branch does not
+    leak into the next. A plain run has a single, unnamed branch.
+    """
+    branch = str(message.content[P.CONFIG].get(P.BRANCH, ""))
+    return f"{STATE_KEY}:{branch}" if branch else STATE_KEY
+
+
+def deletion_done(context: Context, message: Message) -> bool:
     """Whether this node has carried out its deletion (its D_f is gone for good)."""
-    record = context.state.get(STATE_KEY)
+    record = context.state.get(_state_key(message))
     return bool(record is not None and record.get(P.DELETION_DONE, False))
 
 
-def _mark_deletion_done(context: Context) -> None:
-    context.state[STATE_KEY] = ConfigRecord({P.DELETION_DONE: True})
+def _mark_deletion_done(context: Context, message: Message) -> None:
+    context.state[_state_key(message)] = ConfigRecord({P.DELETION_DONE: True})
 
 
-def _local_data(federation: Federation, context: Context) -> tuple[ArrayDataset, np.ndarray]:
-    return federation.client_data(_partition_id(context), drop_deleted=deletion_done(context))
+def _local_data(
+    federation: Federation, context: Context, message: Message
+) -> tuple[ArrayDataset, np.ndarray]:
+    drop = deletion_done(context, message)
+    return federation.client_data(_partition_id(context), drop_deleted=drop)
+
+
+def _data_reply(message: Message, context: Context, data: ArrayDataset) -> Message:
+    arrays = ArrayRecord(array_dict={"x": Array(data.x), "y": Array(data.y)})
+    metrics = MetricRecord({P.NUM_EXAMPLES: len(data), P.PARTITION_ID: _partition_id(context)})
+    return Message(RecordDict({P.DATA: arrays, P.METRICS: metrics}), reply_to=message)
 
 
 def _received_model(
@@ -72,17 +92,17 @@ def _received_model(
 
 
 def _deletion_pending(
-    federation: Federation, context: Context, config: SimulationConfig, server_round: int
+    federation: Federation, context: Context, message: Message, server_round: int
 ) -> bool:
     holds = len(federation.client_forget_indices(_partition_id(context))) > 0
-    arrived = server_round >= config.deletion.round
-    return holds and arrived and not deletion_done(context)
+    arrived = server_round >= _config(message).deletion.round
+    return holds and arrived and not deletion_done(context, message)
 
 
 def _train_reply(message: Message, context: Context, epochs: int, lr: float) -> Message:
     config = _config(message)
     federation = build_federation(config)
-    data, indices = _local_data(federation, context)
+    data, indices = _local_data(federation, context, message)
     if len(data) == 0:
         raise RuntimeError("this client holds no data any more (it left the federation)")
     model = _received_model(message, federation, config)
@@ -98,14 +118,14 @@ def _train_reply(message: Message, context: Context, epochs: int, lr: float) -> 
         device=_device(config),
     )
     deleted_passes = int(result.index_counts[federation.is_deleted(indices)].sum())
-    pending = _deletion_pending(federation, context, config, server_round)
+    pending = _deletion_pending(federation, context, message, server_round)
     metrics = MetricRecord(
         {
             P.NUM_EXAMPLES: result.num_examples,
             P.TRAIN_LOSS: result.mean_loss,
             P.COMPUTE_SECONDS: result.seconds,
             P.DELETED_PASSES: deleted_passes,
-            P.DELETION_DONE: int(deletion_done(context)),
+            P.DELETION_DONE: int(deletion_done(context, message)),
             P.DELETION_PENDING: int(pending),
             P.NUM_FORGET: len(federation.client_forget_indices(_partition_id(context))),
             P.PARTITION_ID: _partition_id(context),
@@ -122,11 +142,21 @@ def train(message: Message, context: Context) -> Message:
     return _train_reply(message, context, train.local_epochs, train.lr)
 
 
+def _train_as_told(message: Message, context: Context) -> Message:
+    config = message.content[P.CONFIG]
+    return _train_reply(message, context, int(config[P.EPOCHS]), float(config[P.LEARNING_RATE]))
+
+
 @app.train("relay")
 def relay_train(message: Message, context: Context) -> Message:
     """Recovery relay (paper 000 IV.C.3): the weakest client trains the model it was sent."""
-    config = message.content[P.CONFIG]
-    return _train_reply(message, context, int(config[P.EPOCHS]), float(config[P.LEARNING_RATE]))
+    return _train_as_told(message, context)
+
+
+@app.train("local")
+def local_train(message: Message, context: Context) -> Message:
+    """Training asked for by an unlearner (e.g. FedEraser's calibration), on retained data."""
+    return _train_as_told(message, context)
 
 
 @app.query("forget_data")
@@ -134,19 +164,28 @@ def forget_data(message: Message, context: Context) -> Message:
     """Send D_f^i to the server, as paper 000 gathers D_f there for unlearning."""
     federation = build_federation(_config(message))
     indices = federation.client_forget_indices(_partition_id(context))
-    if deletion_done(context):
+    if deletion_done(context, message):
         indices = indices[:0]
-    forget = federation.train.subset(indices)
-    arrays = ArrayRecord(array_dict={"x": Array(forget.x), "y": Array(forget.y)})
-    metrics = MetricRecord({P.NUM_EXAMPLES: len(forget), P.PARTITION_ID: _partition_id(context)})
-    return Message(RecordDict({P.FORGET: arrays, P.METRICS: metrics}), reply_to=message)
+    return _data_reply(message, context, federation.train.subset(indices))
+
+
+@app.query("retain_data")
+def retain_data(message: Message, context: Context) -> Message:
+    """Send a seeded sample of the retained local data, for methods that need one."""
+    config = _config(message)
+    federation = build_federation(config)
+    data, _ = federation.client_data(_partition_id(context), drop_deleted=True)
+    limit = int(message.content[P.CONFIG][P.RETAIN_SAMPLES])
+    rng = np.random.default_rng(config.seed + _partition_id(context))
+    keep = np.sort(rng.choice(len(data), min(limit, len(data)), replace=False))
+    return _data_reply(message, context, data.subset(keep))
 
 
 @app.query("deletion_complete")
 def deletion_complete(message: Message, context: Context) -> Message:
-    """The server has unlearned: drop the deleted samples for good."""
+    """The deletion is being carried out: drop the deleted samples for good."""
     federation = build_federation(_config(message))
-    _mark_deletion_done(context)
+    _mark_deletion_done(context, message)
     dropped = len(federation.client_forget_indices(_partition_id(context)))
     metrics = MetricRecord({P.NUM_FORGET: dropped, P.PARTITION_ID: _partition_id(context)})
     return Message(RecordDict({P.METRICS: metrics}), reply_to=message)
@@ -161,7 +200,7 @@ def local_eval(message: Message, context: Context) -> Message:
     """
     config = _config(message)
     federation = build_federation(config)
-    data, _ = _local_data(federation, context)
+    data, _ = _local_data(federation, context, message)
     limit = config.recovery.eval_samples
     if len(data) > limit:
         rng = np.random.default_rng(config.seed + _partition_id(context))

@@ -6,6 +6,7 @@ and exit with code 2; no traceback.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 import click
 import typer
 
-from fedforget.config import ConfigError, validate_config
+from fedforget.config import ConfigError, SimulationConfig, validate_config
 
 EXIT_USAGE = 2
 
@@ -53,6 +54,26 @@ def parse_ids(text: str | None) -> list[int] | None:
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+def parse_options(items: list[str] | None, strategy: str) -> dict[str, dict[str, Any]]:
+    """``["lau.alpha=0.5", "epochs=3"]`` -> ``{"lau": {"alpha": 0.5}, strategy: {"epochs": 3}}``.
+
+    A key without a ``name.`` prefix belongs to ``strategy``; values are read as JSON when
+    they parse (numbers, true/false, null), else kept as text.
+    """
+    options: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option expects NAME.KEY=VALUE or KEY=VALUE, got '{item}'")
+        name, _, field = key.strip().rpartition(".")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        options.setdefault(name or strategy, {})[field] = value
+    return options
 
 
 @app.command()
@@ -111,63 +132,87 @@ def simulate(
     prune_mads: Annotated[
         float | None, typer.Option(help="Outlier pruning before distilling (0 = off).")
     ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(help="A method's option, NAME.KEY=VALUE (e.g. lau.alpha=0.5); repeatable."),
+    ] = None,
+    retain_per_client: Annotated[
+        int | None, typer.Option(help="Retained samples per client, for methods that need them.")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No live display.")] = False,
 ) -> None:
     """Run a federation that learns, receives deletion requests, unlearns and recovers."""
+    config = config_from_options(locals())
+    _run(config, quiet)
+
+
+def config_from_options(params: dict[str, Any]) -> SimulationConfig:
+    """The validated configuration from the options of ``simulate`` (also used by compare)."""
+    p = dict(params)
     unlearning = _drop_none(
         {
-            "epochs": unlearn_epochs,
-            "lr": unlearn_lr,
-            "mu_distill": mu_distill,
-            "mu_attention": mu_attention,
-            "mu_hard": mu_hard,
-            "reg_weight": reg_weight,
+            "epochs": p["unlearn_epochs"],
+            "lr": p["unlearn_lr"],
+            "mu_distill": p["mu_distill"],
+            "mu_attention": p["mu_attention"],
+            "mu_hard": p["mu_hard"],
+            "reg_weight": p["reg_weight"],
         }
     )
-    if bound is not None:
-        unlearning["bound"] = bound or None
-    if prune_mads is not None:
-        unlearning["prune_mads"] = prune_mads or None
+    if p["bound"] is not None:
+        unlearning["bound"] = p["bound"] or None
+    if p["prune_mads"] is not None:
+        unlearning["prune_mads"] = p["prune_mads"] or None
     values = {
-        "clients": clients,
-        "seed": seed,
-        "model": model,
-        "strategy": strategy,
-        "reference": reference,
-        "out": out,
+        "clients": p["clients"],
+        "seed": p["seed"],
+        "model": p["model"],
+        "strategy": p["strategy"],
+        "reference": p["reference"],
+        "out": p["out"],
         "data": _drop_none(
             {
-                "dataset": dataset,
-                "path": data_path,
-                "data_dir": data_dir,
-                "partition": partition,
-                "alpha": alpha,
+                "dataset": p["dataset"],
+                "path": p["data_path"],
+                "data_dir": p["data_dir"],
+                "partition": p["partition"],
+                "alpha": p["alpha"],
             }
         ),
         "deletion": _drop_none(
             {
-                "mode": mode,
-                "share": parse_share(delete),
-                "deleting_clients": parse_ids(deleting_clients),
-                "round": deletion_round,
-                "forget_classes": forget_class or [],
+                "mode": p["mode"],
+                "share": parse_share(p["delete"]),
+                "deleting_clients": parse_ids(p["deleting_clients"]),
+                "round": p["deletion_round"],
+                "forget_classes": p["forget_class"] or [],
             }
         ),
         "train": _drop_none(
-            {"rounds": rounds, "local_epochs": local_epochs, "lr": lr, "batch_size": batch_size}
+            {
+                "rounds": p["rounds"],
+                "local_epochs": p["local_epochs"],
+                "lr": p["lr"],
+                "batch_size": p["batch_size"],
+            }
         ),
         "unlearning": unlearning,
         "recovery": _drop_none(
-            {"min_accuracy": min_accuracy, "max_hops": max_hops, "lr": relay_lr}
+            {"min_accuracy": p["min_accuracy"], "max_hops": p["max_hops"], "lr": p["relay_lr"]}
+        ),
+        "methods": _drop_none(
+            {
+                "retain_per_client": p["retain_per_client"],
+                "options": parse_options(p["option"], p["strategy"]),
+            }
         ),
         "resources": {
-            "client_cpus": client_cpus,
-            "client_gpus": client_gpus,
-            "server_device": server_device,
+            "client_cpus": p["client_cpus"],
+            "client_gpus": p["client_gpus"],
+            "server_device": p["server_device"],
         },
     }
-    config = validate_config(values)
-    _run(config, quiet)
+    return validate_config(values)
 
 
 def _run(config: Any, quiet: bool) -> None:
@@ -189,6 +234,48 @@ def _run(config: Any, quiet: bool) -> None:
     console.print(f"run folder: [bold]{summary.out_dir}[/]")
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def compare(
+    ctx: typer.Context,
+    strategies: Annotated[
+        str, typer.Option(help="Comma-separated strategy names, or 'all'.")
+    ] = "distill,retrain",
+) -> None:
+    """Branch several strategies from one checkpoint and compare them in one table.
+
+    Every option of `fedforget simulate` applies (dataset, clients, --delete, --mode,
+    --forget-class, --option NAME.KEY=VALUE, --out, --quiet, ...). The federation trains once
+    up to the deletion round; each strategy then carries out the same deletion from there.
+    """
+    from rich.console import Console
+
+    from fedforget.report.display import RichDisplay, comparison_table
+    from fedforget.simulations.compare import compare as run_compare
+    from fedforget.simulations.compare import parse_strategies
+
+    params = _simulate_params(ctx.args)
+    config = config_from_options(params)
+    names = parse_strategies(strategies)
+    console = Console()
+    display = None if params["quiet"] else RichDisplay(console)
+    if display is None:
+        result = run_compare(config, names)
+    else:
+        with display:
+            result = run_compare(config, names, display)
+    console.print(comparison_table(result.rows, config.deletion.mode))
+    console.print(f"results: [bold]{result.out_dir}[/] (compare.csv, .json, .md, .png)")
+
+
+def _simulate_params(args: list[str]) -> dict[str, Any]:
+    """Parse ``args`` as options of ``simulate`` (defaults filled in)."""
+    command = typer.main.get_command(app).commands["simulate"]  # type: ignore[attr-defined]
+    with command.make_context("fedforget compare", list(args)) as context:
+        return dict(context.params)
+
+
 @data_app.command("mnist")
 def data_mnist(
     data_dir: Annotated[Path | None, typer.Option(help="Where to store it.")] = None,
@@ -205,11 +292,17 @@ def list_registered() -> None:
     """List registered datasets, models and strategies."""
     from fedforget.data import source_names
     from fedforget.models import model_names
-    from fedforget.strategies import STRATEGY_NAMES
+    from fedforget.strategies import strategy_names
 
     typer.echo(f"datasets:   {', '.join(source_names())}")
     typer.echo(f"models:     {', '.join(model_names())}")
-    typer.echo(f"strategies: {', '.join(STRATEGY_NAMES)}")
+    from fedforget.unlearning import UNLEARNER_REGISTRY
+
+    typer.echo("strategies (and what each needs from the clients):")
+    for name in strategy_names():
+        method = UNLEARNER_REGISTRY.get(name)
+        needs = ", ".join(sorted(method.needs)) if method else "rounds (retrain from w_0)"
+        typer.echo(f"  {name:<16} {needs}")
 
 
 def main(argv: list[str] | None = None) -> None:

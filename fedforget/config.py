@@ -122,6 +122,22 @@ class RecoveryConfig(_Section):
     eval_samples: int = Field(1000, ge=1, description="Local samples each client scores.")
 
 
+OptionValue = bool | int | float | str | None
+
+
+class MethodsConfig(_Section):
+    """Settings of the unlearning methods other than ``distill`` (whose are ``unlearning``).
+
+    ``options`` maps a strategy name to its options, e.g. ``{"lau": {"alpha": 0.5}}``; each
+    method validates its own (see ``fedforget list`` and the README).
+    """
+
+    retain_per_client: int = Field(
+        150, ge=1, description="Retained samples each client sends to methods that need them."
+    )
+    options: dict[str, dict[str, OptionValue]] = Field(default_factory=dict)
+
+
 class ResourceConfig(_Section):
     """Ray resources per simulated client and where the server computes."""
 
@@ -144,6 +160,7 @@ class SimulationConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     unlearning: DistillConfig = Field(default_factory=DistillConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    methods: MethodsConfig = Field(default_factory=MethodsConfig)
     resources: ResourceConfig = Field(default_factory=ResourceConfig)
 
     @field_validator("clients")

@@ -15,11 +15,14 @@ from torch import nn
 
 from fedforget.data.deletion import Federation
 from fedforget.data.sources import ArrayDataset
+from fedforget.models import ClassifierModel
 from fedforget.training import predict_proba
+from fedforget.unlearning.losses import attention_map
 
 EPS = 1e-12
 MIA_SAMPLES = 5000
 RETAIN_EVAL_SAMPLES = 10000
+ATTENTION_SAMPLES = 1000
 
 
 class PhaseMetrics(BaseModel):
@@ -149,3 +152,47 @@ class Evaluator:
                 predict_proba(reference, self.forget.x, self.device),
             )
         return result
+
+
+def unlearning_score(retain_accuracy: float, forget_accuracy: float) -> float:
+    """Paper 004's unlearning score US (Eq. 8), in [0, 1]; accuracies as fractions.
+
+    ``(exp(acc_r) + exp(1 - acc_f) - 2) / (2 (e - 1))``: 1 when the retained data are all
+    right and the forgotten all wrong.
+    """
+    return (math.exp(retain_accuracy) + math.exp(1.0 - forget_accuracy) - 2.0) / (
+        2.0 * (math.e - 1.0)
+    )
+
+
+def forgetting_rate(before: float, after: float) -> float:
+    """Paper 003's FR (Eq. 15): the relative accuracy drop on D_f, ``(before - after) / before``."""
+    return (before - after) / before if before else 0.0
+
+
+def memory_retention_rate(before: float, after: float) -> float:
+    """Paper 003's MRR (Eq. 16): accuracy on D_r after unlearning over the accuracy before."""
+    return after / before if before else 0.0
+
+
+@torch.no_grad()
+def attention_discrepancy(
+    model: ClassifierModel, reference: ClassifierModel, x: np.ndarray, device: torch.device
+) -> float:
+    """Paper 000's attention-map discrepancy (Table III) between a model and the reference.
+
+    Mean over samples and over the models' ``feature_layers`` of the L2 distance between the
+    normalised attention maps ``A(F) = sum_c |F_c|^2`` (Eq. 6-7) of the two models.
+    """
+    model.to(device).eval()
+    reference.to(device).eval()
+    distances = []
+    for start in range(0, len(x), 500):
+        batch = torch.from_numpy(x[start : start + 500]).to(device)
+        _, ours = model.forward_features(batch)
+        _, theirs = reference.forward_features(batch)
+        per_layer = [
+            (attention_map(ours[name]) - attention_map(theirs[name])).norm(dim=1) for name in ours
+        ]
+        distances.append(torch.stack(per_layer).mean(dim=0).cpu())
+    return float(torch.cat(distances).mean()) if distances else float("nan")

@@ -6,20 +6,24 @@ so the two sides cannot drift apart. Message types follow Flower's ``<category>.
 
 TRAIN = "train"
 RELAY_TRAIN = "train.relay"
+LOCAL_TRAIN = "train.local"
 FORGET_DATA = "query.forget_data"
+RETAIN_DATA = "query.retain_data"
 DELETION_COMPLETE = "query.deletion_complete"
 LOCAL_EVAL = "query.local_eval"
 
 ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
-FORGET = "forget"
+DATA = "data"
 
 RUN_CONFIG_KEY = "fedforget-config"
 SERVER_ROUND = "server-round"
 EPOCHS = "local-epochs"
 LEARNING_RATE = "lr"
 SEED = "seed"
+BRANCH = "branch"
+RETAIN_SAMPLES = "retain-samples"
 
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"

@@ -17,7 +17,11 @@ from fedforget.models import model_names
 from fedforget.report.recorder import Display
 from fedforget.report.summary import Summary
 from fedforget.server.app import run_server
-from fedforget.strategies.registry import check_strategy_name
+from fedforget.strategies.registry import (
+    RETRAIN,
+    build_configured_unlearner,
+    check_strategy_name,
+)
 
 
 class SimulationError(RuntimeError):
@@ -41,13 +45,21 @@ def check_run(config: SimulationConfig) -> None:
         raise ConfigError(
             f"unknown model '{config.model}'; choose one of: {', '.join(model_names())}"
         )
-    check_strategy_name(config.strategy)
+    check_strategies(config, [config.strategy])
     try:
         build_federation(config)
     except ConfigError:
         raise
     except ValueError as err:  # DataError and friends: one line for the user
         raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def check_strategies(config: SimulationConfig, names: list[str]) -> None:
+    """Known strategy names, and options that each method accepts (else :class:`ConfigError`)."""
+    for name in dict.fromkeys([*names, *config.methods.options]):
+        check_strategy_name(name)
+        if name != RETRAIN:
+            build_configured_unlearner(config, name)
 
 
 def backend_config(config: SimulationConfig) -> dict[str, Any]:

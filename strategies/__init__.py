@@ -1,6 +1,6 @@
 """Flower server strategies: deletion handling, unlearning step, recovery relay."""
 
-from fedforget.strategies.registry import STRATEGY_NAMES, build_strategy
+from fedforget.strategies.registry import build_strategy, strategy_names
 from fedforget.strategies.unlearning import (
     Bookkeeping,
     DeletionRecord,
@@ -9,10 +9,10 @@ from fedforget.strategies.unlearning import (
 )
 
 __all__ = [
-    "STRATEGY_NAMES",
     "Bookkeeping",
     "DeletionRecord",
     "FederatedUnlearning",
     "Retrain",
     "build_strategy",
+    "strategy_names",
 ]

@@ -7,16 +7,28 @@ import torch
 from fedforget.config import ConfigError, SimulationConfig
 from fedforget.report import RunObserver
 from fedforget.strategies.unlearning import FederatedUnlearning, ModelFactory, Retrain
-from fedforget.unlearning import build_unlearner, unlearner_names
+from fedforget.unlearning import Unlearner, build_unlearner, unlearner_names
 
 RETRAIN = "retrain"
-STRATEGY_NAMES: tuple[str, ...] = (*unlearner_names(), RETRAIN)
+
+
+def strategy_names() -> list[str]:
+    """Every registered unlearner, plus ``retrain`` (baseline B1)."""
+    return [*unlearner_names(), RETRAIN]
 
 
 def check_strategy_name(name: str) -> None:
     """Raise :class:`ConfigError` for a strategy name that is not registered."""
-    if name not in STRATEGY_NAMES:
-        raise ConfigError(f"unknown strategy '{name}'; choose one of: {', '.join(STRATEGY_NAMES)}")
+    if name not in strategy_names():
+        choices = ", ".join(strategy_names())
+        raise ConfigError(f"unknown strategy '{name}'; choose one of: {choices}")
+
+
+def build_configured_unlearner(config: SimulationConfig, name: str) -> Unlearner:
+    """The unlearner ``name`` with its options from ``config`` (raises :class:`ConfigError`)."""
+    settings = config.unlearning.model_dump() if name == "distill" else {}
+    settings.update(config.methods.options.get(name, {}))
+    return build_unlearner(name, **settings)
 
 
 def build_strategy(
@@ -35,6 +47,9 @@ def build_strategy(
         message_config=message_config,
         recovery=config.recovery,
         relay_lr=config.recovery.lr or config.train.lr,
+        local_epochs=config.train.local_epochs,
+        local_lr=config.train.lr,
+        retain_per_client=config.methods.retain_per_client,
         num_classes=num_classes,
         mode=config.deletion.mode,
         forget_classes=config.deletion.forget_classes,
@@ -47,5 +62,5 @@ def build_strategy(
     )
     if config.strategy == RETRAIN:
         return Retrain(**options)
-    settings = config.unlearning.model_dump() if config.strategy == "distill" else {}
-    return FederatedUnlearning(unlearner=build_unlearner(config.strategy, **settings), **options)
+    unlearner = build_configured_unlearner(config, config.strategy)
+    return FederatedUnlearning(unlearner=unlearner, **options)

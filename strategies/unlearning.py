@@ -4,14 +4,17 @@
 runs the usual rounds and, when clients report pending deletion requests in their train
 replies, runs the deletion step between two rounds:
 
-1. ``query.forget_data`` to the requesting clients: paper 000 gathers D_f on the server;
-2. the unlearner (any :class:`fedforget.unlearning.Unlearner`) on the server's device;
-3. ``query.deletion_complete``: the clients drop D_f for good;
-4. the recovery relay (paper 000 IV.C.3): ``query.local_eval`` to every client, the weakest
-   trains the model (``train.relay``), the server forwards it, until every client meets
-   ``min_accuracy`` or ``max_hops`` is reached;
+1. what the unlearner needs, gathered the federated way: ``query.forget_data`` to the
+   requesting clients (D_f, as paper 000's server receives it), ``query.retain_data`` to every
+   client (a sample of retained data), the per-round client updates kept during training;
+2. ``query.deletion_complete``: the clients drop D_f for good (before any further training);
+3. the unlearner (any :class:`fedforget.unlearning.Unlearner`) on the server's device; methods
+   that train on the clients do so with ``train.local`` messages (on retained data only);
+4. if the method includes it (paper 000's), the recovery relay (IV.C.3): ``query.local_eval``
+   to every client, the weakest trains the model (``train.relay``), the server forwards it,
+   until every client meets ``min_accuracy`` or ``max_hops`` is reached;
 
-then FedAvg continues. :class:`Retrain` replaces step 2 by retraining from the initial
+then FedAvg continues. :class:`Retrain` replaces step 3 by retraining from the initial
 weights without the deleted data (baseline B1).
 """
 
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
@@ -32,9 +35,16 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from fedforget import protocol as P
 from fedforget.config import RecoveryConfig
 from fedforget.data.sources import ArrayDataset
+from fedforget.federated import as_history
 from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
-from fedforget.unlearning import Unlearner, UnlearningContext, UnlearningRequest
+from fedforget.unlearning import (
+    ClientUpdate,
+    HistoryRound,
+    Unlearner,
+    UnlearningContext,
+    UnlearningRequest,
+)
 
 ModelFactory = Callable[[], ClassifierModel]
 
@@ -50,6 +60,9 @@ class DeletionRecord:
     recovery_seconds: float = 0.0
     relay_hops: int = 0
     relay_min_accuracy: float | None = None
+    retain_samples: int = 0
+    history_bytes: int = 0
+    client_training_calls: int = 0
 
 
 @dataclass
@@ -75,6 +88,10 @@ class FederatedUnlearning(FedAvg):
         Relay settings.
     relay_lr : float
         Learning rate of the relay's local training.
+    local_epochs, local_lr : int, float
+        The federation's local training settings (for unlearners that train on the clients).
+    retain_per_client : int
+        Retained samples each client sends to methods that need a retained sample.
     num_classes, mode, forget_classes
         Describe the deletion to the unlearner.
     client_leaves : bool
@@ -97,6 +114,9 @@ class FederatedUnlearning(FedAvg):
         message_config: dict | None = None,
         recovery: RecoveryConfig | None = None,
         relay_lr: float = 0.05,
+        local_epochs: int = 2,
+        local_lr: float = 0.05,
+        retain_per_client: int = 150,
         num_classes: int,
         mode: str = "backdoor",
         forget_classes: Iterable[int] = (),
@@ -113,6 +133,11 @@ class FederatedUnlearning(FedAvg):
         self.message_config = dict(message_config or {})
         self.recovery = recovery or RecoveryConfig()
         self.relay_lr = relay_lr
+        self.local_epochs = local_epochs
+        self.local_lr = local_lr
+        self.retain_per_client = retain_per_client
+        self.keeps_history = unlearner is not None and "history" in unlearner.needs
+        self.history: list[HistoryRound] = []
         self.num_classes = num_classes
         self.mode = mode
         self.forget_classes = tuple(forget_classes)
@@ -162,11 +187,36 @@ class FederatedUnlearning(FedAvg):
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
     ) -> Result:
         """Run ``num_rounds`` FedAvg rounds; handle deletion requests as they arrive."""
-        self._initial_arrays = initial_arrays
-        self.timeout = timeout
+        self.begin(initial_arrays, timeout)
         return self.run_rounds(
             grid, initial_arrays, num_rounds, "federated", train_config, evaluate_fn
         )
+
+    def begin(self, initial_arrays: ArrayRecord, timeout: float = 3600) -> None:
+        """Remember the initial weights w_0 (the retrain start, the incompetent teacher)."""
+        self._initial_arrays = initial_arrays
+        self.timeout = timeout
+
+    @property
+    def pending_deletions(self) -> dict[int, int]:
+        """Node id -> number of samples, for the deletion requests not yet carried out."""
+        return dict(self._pending)
+
+    def take_over(self, parent: FederatedUnlearning) -> None:
+        """Continue from ``parent``'s federation state: w_0, pending requests, history, ids.
+
+        ``fedforget compare`` trains once and lets each strategy take over from there.
+        """
+        self.begin(parent._initial_arrays, parent.timeout)
+        self._pending = dict(parent._pending)
+        self.partition_of = dict(parent.partition_of)
+        self.excluded_nodes = set(parent.excluded_nodes)
+        if self.keeps_history:
+            self.history = list(parent.history)
+
+    def carry_out_deletion(self, grid: Grid, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
+        """The deletion step now, for the pending requests; returns the new global weights."""
+        return self._deletion_step(grid, server_round, arrays)
 
     def run_rounds(
         self,
@@ -184,7 +234,9 @@ class FederatedUnlearning(FedAvg):
         self.observer.run_started(phase, num_rounds)
         for server_round in range(1, num_rounds + 1):
             started = time.perf_counter()
-            arrays, info = self._fedavg_round(grid, server_round, arrays, train_config)
+            arrays, info = self._fedavg_round(
+                grid, server_round, arrays, train_config, record=phase == "federated"
+            )
             info["round_seconds"] = time.perf_counter() - started
             if phase == "federated":
                 self.round_seconds.append(info["round_seconds"])
@@ -201,7 +253,12 @@ class FederatedUnlearning(FedAvg):
         return result
 
     def _fedavg_round(
-        self, grid: Grid, server_round: int, arrays: ArrayRecord, train_config: ConfigRecord
+        self,
+        grid: Grid,
+        server_round: int,
+        arrays: ArrayRecord,
+        train_config: ConfigRecord,
+        record: bool = False,
     ) -> tuple[ArrayRecord, dict]:
         before = self.bookkeeping.deleted_passes_after + self.bookkeeping.deleted_passes_before
         self._compute_seconds = 0.0
@@ -213,6 +270,9 @@ class FederatedUnlearning(FedAvg):
         failures = sum(reply.has_error() for reply in replies)
         if new_arrays is None:
             raise RuntimeError(f"round {server_round}: every client failed ({_errors(replies)})")
+        if record and self.keeps_history:
+            trained = [_client_update(r) for r in replies if not r.has_error()]
+            self.history.append(as_history(server_round, _numpy_state(arrays), trained))
         after = self.bookkeeping.deleted_passes_after + self.bookkeeping.deleted_passes_before
         info = {
             "clients": len(replies) - failures,
@@ -227,6 +287,7 @@ class FederatedUnlearning(FedAvg):
     # ------------------------------------------------------------------ deletion step
     def _deletion_step(self, grid: Grid, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
         nodes = sorted(self._pending)
+        self.deletion.forget_samples = sum(self._pending.values())
         self._pending.clear()
         self.deletion.round = server_round
         self.deletion.clients = sorted(self.partition_of.get(n, -1) for n in nodes)
@@ -247,34 +308,61 @@ class FederatedUnlearning(FedAvg):
         """Gather D_f, unlearn it, and tell the clients to drop it."""
         if self.unlearner is None:
             raise RuntimeError("FederatedUnlearning needs an unlearner")
-        forget = self._gather_forget_data(grid, nodes)
-        self.deletion.forget_samples = len(forget)
-        model = self._model_from(arrays)
+        needs = self.unlearner.needs
+        forget = self._gather_forget_data(grid, nodes) if "forget" in needs else None
+        retain = self._gather_retain_data(grid) if "retain" in needs else None
+        history = tuple(self.history) if "history" in needs else ()
+        self.deletion.history_bytes = sum(h.nbytes() for h in history)
+        self._complete_deletion(grid, nodes)
         context = UnlearningContext(
             initial_state=_numpy_state(self._initial_arrays),
             build_model=self.build_model,
             device=self.device,
             seed=self.seed + server_round,
             progress=self.observer.progress,
+            federated_train=self._training_on_clients(grid) if "rounds" in needs else None,
+            local_epochs=self.local_epochs,
+            local_lr=self.local_lr,
         )
         request = UnlearningRequest(
-            forget=forget,
+            forget=forget if forget is not None else _empty_like(retain),
             num_classes=self.num_classes,
             mode=self.mode,
             forget_classes=self.forget_classes,
+            retain=retain,
+            history=history,
+            leaving_clients=tuple(self.deletion.clients) if self.client_leaves else (),
         )
-        unlearned = self.unlearner.unlearn(model, request, context)
-        self._complete_deletion(grid, nodes)
+        unlearned = self.unlearner.unlearn(self._model_from(arrays), request, context)
         return ArrayRecord(unlearned.cpu().state_dict())
 
     def _gather_forget_data(self, grid: Grid, nodes: list[int]) -> ArrayDataset:
         replies = self._query(grid, nodes, P.FORGET_DATA, RecordDict({P.CONFIG: self._config()}))
-        xs, ys = [], []
-        for reply in replies:
-            record = reply.content[P.FORGET]
-            xs.append(record["x"].numpy())
-            ys.append(record["y"].numpy())
-        return ArrayDataset(x=np.concatenate(xs), y=np.concatenate(ys))
+        return _concatenate_data(replies)
+
+    def _gather_retain_data(self, grid: Grid) -> ArrayDataset:
+        config = self._config(**{P.RETAIN_SAMPLES: self.retain_per_client})
+        nodes = self._active_nodes(grid)
+        retain = _concatenate_data(
+            self._query(grid, nodes, P.RETAIN_DATA, RecordDict({P.CONFIG: config}))
+        )
+        self.deletion.retain_samples = len(retain)
+        return retain
+
+    def _training_on_clients(self, grid: Grid) -> Callable[..., list[ClientUpdate]]:
+        """The ``rounds`` need: every remaining client trains the given weights locally."""
+
+        def train(state: dict[str, np.ndarray], epochs: int, lr: float) -> list[ClientUpdate]:
+            config = self._config(**{P.EPOCHS: epochs, P.LEARNING_RATE: lr})
+            arrays = ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in state.items()})
+            record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
+            replies = self._query(grid, self._active_nodes(grid), P.LOCAL_TRAIN, record)
+            self.deletion.client_training_calls += 1
+            for reply in replies:
+                self._note_train_reply(reply)
+            return [_client_update(reply) for reply in replies]
+
+        return train
 
     def _complete_deletion(self, grid: Grid, nodes: list[int]) -> None:
         self._query(grid, nodes, P.DELETION_COMPLETE, RecordDict({P.CONFIG: self._config()}))
@@ -283,7 +371,7 @@ class FederatedUnlearning(FedAvg):
 
     # ------------------------------------------------------------------ recovery relay
     def _relay(self, grid: Grid, arrays: ArrayRecord) -> ArrayRecord:
-        if not self.recovery.enabled:
+        if not (self.recovery.enabled and self.unlearner is not None and self.unlearner.uses_relay):
             return arrays
         for hop in range(self.recovery.max_hops + 1):
             scores = self._local_scores(grid, arrays)
@@ -393,6 +481,30 @@ class Retrain(FederatedUnlearning):
 
 def _numpy_state(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {key: array.numpy() for key, array in arrays.items()}
+
+
+def _client_update(reply: Message) -> ClientUpdate:
+    metrics = reply.content[P.METRICS]
+    return ClientUpdate(
+        _numpy_state(reply.content[P.ARRAYS]),
+        int(metrics[P.NUM_EXAMPLES]),
+        int(metrics[P.PARTITION_ID]),
+    )
+
+
+def _concatenate_data(replies: Iterable[Message]) -> ArrayDataset:
+    records = [reply.content[P.DATA] for reply in replies]
+    return ArrayDataset(
+        x=np.concatenate([r["x"].numpy() for r in records]),
+        y=np.concatenate([r["y"].numpy() for r in records]),
+    )
+
+
+def _empty_like(data: ArrayDataset | None) -> ArrayDataset:
+    """An empty D_f for methods that never receive it."""
+    if data is None:
+        return ArrayDataset(x=np.empty((0, 1, 1, 1), np.float32), y=np.empty(0, np.int64))
+    return data.subset(np.empty(0, dtype=np.int64))
 
 
 def _errors(replies: Iterable[Message]) -> str:

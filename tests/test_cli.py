@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedforget.cli import main, parse_share
+from fedforget.cli import main, parse_options, parse_share
 
 DIGITS = [
     "simulate",
@@ -37,6 +37,10 @@ DIGITS = [
         (["--rounds", "3", "--deletion-round", "4"], "beyond the last round"),
         (["--dataset", "npz", "--data-path", "/nonexistent/data.npz"], "data.npz"),
         (["--clients", "many"], "many"),
+        (["--option", "distill.epochs=0"], "distill option epochs"),
+        (["--option", "lau.no_such=1"], "lau option no_such"),
+        (["--option", "magic.x=1"], "unknown strategy 'magic'"),
+        (["--option", "noequals"], "NAME.KEY=VALUE"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_code_2(capsys, tmp_path, args, fragment):
@@ -67,3 +71,33 @@ def test_list_names_the_registries(capsys):
     main(["list"])
     out = capsys.readouterr().out
     assert "mnist" in out and "lenet5" in out and "distill" in out and "retrain" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--strategies", "distill,magic"], "unknown strategy 'magic'"),
+        (["--strategies", ","], "at least one strategy"),
+        (["--strategies", "lau", "--option", "lau.no_such=1"], "lau option no_such"),
+        (["--strategies", "lau", "--no-such-flag"], "--no-such-flag"),
+        (["--strategies", "lau", "--delete", "0%"], "strictly between"),
+    ],
+)
+def test_compare_errors_are_one_line_too(capsys, tmp_path, args, fragment):
+    with pytest.raises(SystemExit) as info:
+        main(["compare", *DIGITS[1:], "--out", str(tmp_path), *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err, err
+
+
+def test_options_go_to_the_named_method_or_the_chosen_strategy():
+    options = parse_options(
+        ["lau.alpha=0.5", "epochs=3", "nad.mode=fast", "x.flag=true"], "distill"
+    )
+    assert options == {
+        "lau": {"alpha": 0.5},
+        "distill": {"epochs": 3},
+        "nad": {"mode": "fast"},
+        "x": {"flag": True},
+    }

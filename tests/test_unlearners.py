@@ -1,4 +1,9 @@
-"""Conformance: every registered unlearner forgets D_f without destroying the rest."""
+"""Conformance: every registered unlearner forgets D_f without destroying the rest.
+
+The setting is a tiny federation (sklearn digits, 4 clients, in-process FedAvg from
+:mod:`fedforget.federated`), so every need can be met: D_f, a retained sample, the stored
+round history and training rounds on the clients (without their deleted samples).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ import pytest
 import torch
 
 from fedforget.data import build_federation
+from fedforget.federated import LocalFederation
+from fedforget.metrics import Evaluator
 from fedforget.models import build_model
-from fedforget.training import accuracy, state_to_numpy, train_local
+from fedforget.training import load_numpy_state, state_to_numpy
 from fedforget.unlearning import (
     UnknownUnlearnerError,
     UnlearningContext,
@@ -18,54 +25,109 @@ from fedforget.unlearning import (
 )
 
 FORGOTTEN_CLASS = 3
+ROUNDS = 6
 # digits' D_f is ~145 samples: a smaller batch gives the defaults' epochs enough steps.
-SMALL_DATA_OPTIONS: dict[str, dict] = {"distill": {"batch_size": 16}}
+SMALL_DATA_OPTIONS: dict[str, dict] = {
+    "distill": {"batch_size": 16},
+    "federaser": {"calibration_ratio": 1.0},  # 6 rounds on digits: half epochs undertrain
+    "finetune": {"lr_scale": 1.0, "rounds": 8},  # 2x lr diverges on digits' batch of 16
+    "randomk": {"batch_size": 16},  # 400 retained samples: batch 64 gives ~70 repair steps
+}
+
+
+def _setup(make_config, mode: str):
+    deletion = {"mode": mode, "share": 0.1}
+    if mode == "class":
+        deletion["forget_classes"] = [FORGOTTEN_CLASS]
+    config = make_config(deletion=deletion, train={"batch_size": 16})
+    federation = build_federation(config)
+
+    def build():
+        return build_model("lenet5", federation.num_classes, 1, federation.image_size)
+
+    torch.manual_seed(0)
+    initial = state_to_numpy(build())
+    history: list = []
+    full = LocalFederation.from_federation(federation, build, config.train, drop_deleted=False)
+    trained = full.run(initial, ROUNDS, history)
+    kept = LocalFederation.from_federation(
+        federation, build, config.train, drop_deleted=True, seed=1
+    )
+    return config, federation, build, initial, trained, history, kept
 
 
 @pytest.fixture(scope="module")
-def trained(make_config):
-    """LeNet-5 trained centrally on digits, with class 3 to be forgotten."""
-    config = make_config(deletion={"mode": "class", "forget_classes": [FORGOTTEN_CLASS]})
-    federation = build_federation(config)
-    torch.manual_seed(0)
-    model = build_model("lenet5", federation.num_classes, 1, federation.image_size)
-    initial = state_to_numpy(model)
-    train_local(model, federation.train, epochs=15, lr=0.05, momentum=0.9, batch_size=32, seed=0)
-    return federation, model, initial
+def federations(make_config):
+    """Trained tiny federations, one per deletion mode."""
+    return {mode: _setup(make_config, mode) for mode in ("class", "backdoor")}
 
 
+def _forgotten_and_kept(evaluator: Evaluator, model, mode: str) -> tuple[float, float]:
+    metrics = evaluator.evaluate(model)
+    if mode == "class":
+        return metrics.forget_test_accuracy, metrics.retain_test_accuracy
+    return metrics.backdoor_success, metrics.test_accuracy
+
+
+# Faithful methods measured not to forget in this setting (see each module's docstring):
+# they must still keep the rest; the day one of them forgets, the test says so.
+DOES_NOT_FORGET = {
+    ("nad", "class"): "NAD distils attention on clean data only (MNIST: class 3 67.5 % left)",
+    ("nad", "backdoor"): "NAD never activates the trigger's pathway (MNIST: backdoor 87.7 %)",
+    ("cf-k", "class"): "at the paper's lr 1e-4 CF-k barely moves a model that fits D_r "
+    "(MNIST: class 3 95.4 % left)",
+    ("cf-k", "backdoor"): "fine-tuning the head on clean data keeps the trigger (MNIST: 99.9 %)",
+    ("eu-k", "backdoor"): "on 8x8 digits the frozen conv layers carry the 2x2 trigger "
+    "(MNIST: EU-3 takes the backdoor to 0.41 %)",
+}
+
+
+@pytest.mark.parametrize("mode", ["class", "backdoor"])
 @pytest.mark.parametrize("name", unlearner_names())
-def test_unlearner_forgets_the_class_and_keeps_the_rest(trained, name):
-    federation, model, initial = trained
-    forgotten_test, kept_test = federation.class_test_split()
-    before_forgotten = accuracy(model, forgotten_test)
-    before_kept = accuracy(model, kept_test)
+def test_unlearner_forgets_and_keeps_the_rest(federations, name, mode):
+    config, federation, build, initial, trained, history, kept = federations[mode]
+    evaluator = Evaluator(federation)
+    before_forgotten, before_kept = _forgotten_and_kept(
+        evaluator, load_numpy_state(build(), trained), mode
+    )
     assert before_forgotten > 0.8 and before_kept > 0.8  # the setup really learned
 
-    retain = federation.train.subset(federation.retain_indices())
+    rng = np.random.default_rng(0)
+    retain_ids = federation.retain_indices()
     request = UnlearningRequest(
         forget=federation.forget_set(),
         num_classes=federation.num_classes,
-        mode="class",
-        forget_classes=(FORGOTTEN_CLASS,),
-        retain=retain,
+        mode=mode,
+        forget_classes=tuple(config.deletion.forget_classes),
+        retain=federation.train.subset(np.sort(rng.choice(retain_ids, 400, replace=False))),
+        history=tuple(history),
     )
     context = UnlearningContext(
         initial_state=initial,
-        build_model=lambda: build_model("lenet5", federation.num_classes, 1, 8),
+        build_model=build,
+        federated_train=kept.federated_train,
+        local_epochs=config.train.local_epochs,
+        local_lr=config.train.lr,
     )
-    student = build_model("lenet5", federation.num_classes, 1, 8)
-    student.load_state_dict(model.state_dict())
-    unlearned = build_unlearner(name, **SMALL_DATA_OPTIONS.get(name, {})).unlearn(
-        student, request, context
-    )
+    unlearner = build_unlearner(name, **SMALL_DATA_OPTIONS.get(name, {}))
+    unlearned = unlearner.unlearn(load_numpy_state(build(), trained), request, context)
 
-    assert accuracy(unlearned, forgotten_test) < 0.2 * before_forgotten
-    assert accuracy(unlearned, kept_test) > before_kept - 0.35
-    # the teacher's weights were not modified
-    assert all(np.array_equal(v, initial[k]) for k, v in initial.items())
+    after_forgotten, after_kept = _forgotten_and_kept(evaluator, unlearned, mode)
+    assert after_kept > before_kept - 0.25
+    assert all(np.array_equal(v, initial[k]) for k, v in initial.items())  # w_0 untouched
+    if (name, mode) in DOES_NOT_FORGET:
+        assert after_forgotten >= 0.5 * before_forgotten, f"{name} forgets now: update the list"
+        pytest.xfail(DOES_NOT_FORGET[name, mode])
+    assert after_forgotten < 0.5 * before_forgotten
 
 
 def test_unknown_unlearner_lists_the_choices():
     with pytest.raises(UnknownUnlearnerError, match=r"choose one of: .*distill"):
         build_unlearner("nope")
+
+
+def test_unknown_option_is_a_config_error():
+    from fedforget.config import ConfigError
+
+    with pytest.raises(ConfigError, match="distill option epochs_typo"):
+        build_unlearner("distill", epochs_typo=3)

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedforget.metrics import PhaseMetrics
+from fedforget.report.comparison import ORIGINAL, format_cell, visible_columns
 from fedforget.report.recorder import Display
 from fedforget.report.summary import Summary
 
@@ -133,4 +134,18 @@ def timing_table(summary: Summary) -> Table:
         table.add_row("L2 to retrain (weights)", f"{summary.reference.l2:.3f}")
     if summary.efficiency is not None:
         table.add_row("simulation efficiency", f"{summary.efficiency.efficiency:.2f}")
+    return table
+
+
+def comparison_table(rows: list[dict[str, Any]], mode: str) -> Table:
+    """``fedforget compare``'s rows as a rich table (accuracies and attack rates in %)."""
+    table = Table(title=f"fedforget compare — {mode} deletion (accuracies in %)")
+    table.add_column("strategy")
+    columns = visible_columns(rows)
+    for _, label in columns:
+        table.add_column(label, justify="right")
+    for row in rows:
+        style = "dim" if row["strategy"] == ORIGINAL else None
+        cells = [format_cell(key, row.get(key)) for key, _ in columns]
+        table.add_row(row["strategy"], *cells, style=style)
     return table

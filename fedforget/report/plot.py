@@ -78,3 +78,34 @@ def plot_run(rows: list[dict[str, Any]], summary: Summary, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+COMPARISON_PANELS = (
+    (("test_accuracy", "retain_test_accuracy"), "accuracy kept (%)"),
+    (
+        ("forget_accuracy", "forget_test_accuracy", "backdoor_success", "mia_success"),
+        "forgetting (%)",
+    ),
+    (("seconds",), "wall time (s)"),
+)
+
+
+def plot_comparison(rows: list[dict[str, Any]], path: Path) -> None:
+    """Grouped bars per strategy: what it keeps, what it forgets, what it costs."""
+    names = [r["strategy"] for r in rows]
+    fig, axes = plt.subplots(1, len(COMPARISON_PANELS), figsize=(6 * len(COMPARISON_PANELS), 4.5))
+    for axis, (keys, title) in zip(axes, COMPARISON_PANELS, strict=True):
+        keys = [k for k in keys if any(r.get(k) is not None for r in rows)]
+        width = 0.8 / max(len(keys), 1)
+        for i, key in enumerate(keys):
+            scale = 1.0 if key == "seconds" else 100.0
+            values = [scale * (r.get(key) or 0.0) for r in rows]
+            positions = [j + (i - (len(keys) - 1) / 2) * width for j in range(len(names))]
+            axis.bar(positions, values, width, label=key.replace("_", " "))
+        axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        axis.set_title(title)
+        if len(keys) > 1:
+            axis.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

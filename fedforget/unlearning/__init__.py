@@ -1,10 +1,15 @@
 """Unlearning methods behind one interface (:class:`Unlearner`) and a name registry."""
 
+from fedforget.unlearning.bad_teacher import BadTeacherUnlearner
 from fedforget.unlearning.base import (
     UNLEARNER_REGISTRY,
+    ClientUpdate,
     DataNeed,
+    FederatedTrainFn,
+    HistoryRound,
     UnknownUnlearnerError,
     Unlearner,
+    UnlearnerSettings,
     UnlearningContext,
     UnlearningRequest,
     build_unlearner,
@@ -12,13 +17,36 @@ from fedforget.unlearning.base import (
     unlearner_names,
 )
 from fedforget.unlearning.distillation import DistillationUnlearner
+from fedforget.unlearning.federaser import FedEraserUnlearner
+from fedforget.unlearning.finetune import FinetuneUnlearner
+from fedforget.unlearning.gradient_ascent import GradientAscentUnlearner
+from fedforget.unlearning.last_layers import CatastrophicForgettingK, ExactUnlearningK
+from fedforget.unlearning.lau import LayerAttackUnlearner
+from fedforget.unlearning.nad import NeuralAttentionDistillationUnlearner
+from fedforget.unlearning.perturbation import RandomKUnlearner, TopKUnlearner
+from fedforget.unlearning.random_label import RandomLabelUnlearner
 
 __all__ = [
     "UNLEARNER_REGISTRY",
+    "BadTeacherUnlearner",
+    "CatastrophicForgettingK",
+    "ClientUpdate",
     "DataNeed",
     "DistillationUnlearner",
+    "ExactUnlearningK",
+    "FedEraserUnlearner",
+    "FederatedTrainFn",
+    "FinetuneUnlearner",
+    "GradientAscentUnlearner",
+    "HistoryRound",
+    "LayerAttackUnlearner",
+    "NeuralAttentionDistillationUnlearner",
+    "RandomKUnlearner",
+    "RandomLabelUnlearner",
+    "TopKUnlearner",
     "UnknownUnlearnerError",
     "Unlearner",
+    "UnlearnerSettings",
     "UnlearningContext",
     "UnlearningRequest",
     "build_unlearner",

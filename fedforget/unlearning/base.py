@@ -1,8 +1,23 @@
 """The unlearner extension point: one interface, one registry.
 
 An unlearner turns the current global model into one that has forgotten a request's data.
-It declares which data it needs (:attr:`Unlearner.needs`), and the Flower strategy gathers
-exactly that from the clients as messages; the core never reaches into a client.
+It declares what it needs (:attr:`Unlearner.needs`) and the Flower strategy provides exactly
+that, the federated way; the core never reaches into a client:
+
+``forget``
+    D_f, sent by the deleting clients (``query.forget_data``), as paper 000's server receives it.
+``retain``
+    a sample of retained data, at most ``retain_per_client`` samples sent by each client
+    (``query.retain_data``); a privacy cost that the run records (``retain_samples``).
+``history``
+    the per-round client updates the server kept during training (FedEraser); their storage
+    is recorded (``history_bytes``).
+``rounds``
+    training run *on the clients* (:attr:`UnlearningContext.federated_train`): the server sends
+    weights, every remaining client trains them on its retained data and sends them back.
+
+Every unlearner has a pydantic ``Settings`` model: options are validated once, and a bad
+option is a :class:`fedforget.config.ConfigError` with one line.
 """
 
 from __future__ import annotations
@@ -10,16 +25,20 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fedforget.config import ConfigError
 from fedforget.data.sources import ArrayDataset
+from fedforget.federated import ClientUpdate, HistoryRound, State
 from fedforget.models import ClassifierModel
 
-DataNeed = Literal["forget", "retain", "history"]
+DataNeed = Literal["forget", "retain", "history", "rounds"]
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
+FederatedTrainFn = Callable[[State, int, float], list[ClientUpdate]]
+"""``(weights, epochs, lr) -> updated weights of every remaining client`` (trained on D_r)."""
 
 
 class UnknownUnlearnerError(ValueError):
@@ -42,6 +61,11 @@ class UnlearningRequest:
         Forgotten classes in class mode.
     retain : ArrayDataset | None
         A retained subset, for methods that declare the ``retain`` need.
+    history : tuple[HistoryRound, ...]
+        The stored rounds up to the request, for methods that declare ``history``.
+    leaving_clients : tuple[int, ...]
+        Partition ids of clients that leave the federation (``client`` mode): their stored
+        updates must be dropped.
     """
 
     forget: ArrayDataset
@@ -49,6 +73,8 @@ class UnlearningRequest:
     mode: str = "backdoor"
     forget_classes: tuple[int, ...] = ()
     retain: ArrayDataset | None = None
+    history: tuple[HistoryRound, ...] = ()
+    leaving_clients: tuple[int, ...] = ()
 
 
 @dataclass
@@ -67,13 +93,20 @@ class UnlearningContext:
         Seed for batch order and any randomness.
     progress : ProgressFn | None
         Called as ``progress(phase, step, total, metrics)``.
+    federated_train : FederatedTrainFn | None
+        Runs local training on every remaining client (the ``rounds`` need).
+    local_epochs, local_lr : int, float
+        The federation's local training settings (for methods that replay rounds).
     """
 
-    initial_state: dict[str, np.ndarray]
+    initial_state: State
     build_model: Callable[[], ClassifierModel]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
     progress: ProgressFn | None = None
+    federated_train: FederatedTrainFn | None = None
+    local_epochs: int = 1
+    local_lr: float = 0.05
 
     def report(self, phase: str, step: int, total: int, **metrics: float) -> None:
         """Forward a progress event when a callback is set."""
@@ -81,17 +114,49 @@ class UnlearningContext:
             self.progress(phase, step, total, metrics)
 
 
+class UnlearnerSettings(BaseModel):
+    """Base of every unlearner's options (unknown options are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Unlearner(ABC):
-    """Base class of every unlearning method."""
+    """Base class of every unlearning method.
+
+    Subclasses set ``name``, ``needs``, a ``Settings`` model and implement :meth:`unlearn`;
+    ``uses_relay`` says whether the method includes paper 000's recovery relay.
+    """
 
     name: ClassVar[str]
     needs: ClassVar[frozenset[DataNeed]] = frozenset({"forget"})
+    uses_relay: ClassVar[bool] = False
+    Settings: ClassVar[type[BaseModel]] = UnlearnerSettings
+
+    def __init__(self, **options: Any) -> None:
+        try:
+            self.settings = self.Settings(**options)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(f"{self.name} option {where}: {first['msg']}") from None
 
     @abstractmethod
     def unlearn(
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
     ) -> ClassifierModel:
         """Return the unlearned model (may modify ``model`` in place)."""
+
+
+@torch.no_grad()
+def batch_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of ``model`` on tensors ``(x, y)`` in eval mode; restores the model's mode."""
+    if len(x) == 0:
+        return 0.0
+    was_training = model.training
+    model.eval()
+    accuracy = float((model(x).argmax(dim=1) == y).float().mean())
+    model.train(was_training)
+    return accuracy
 
 
 UNLEARNER_REGISTRY: dict[str, type[Unlearner]] = {}

@@ -53,6 +53,7 @@ from fedforget.unlearning.base import (
     Unlearner,
     UnlearningContext,
     UnlearningRequest,
+    batch_accuracy,
     register_unlearner,
 )
 from fedforget.unlearning.losses import (
@@ -73,9 +74,9 @@ class DistillationUnlearner(Unlearner):
     """
 
     name = "distill"
-
-    def __init__(self, **settings: object) -> None:
-        self.settings = DistillConfig(**settings)  # type: ignore[arg-type]
+    uses_relay = True
+    Settings = DistillConfig
+    settings: DistillConfig
 
     def unlearn(
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
@@ -107,7 +108,7 @@ class DistillationUnlearner(Unlearner):
         for epoch in range(cfg.epochs):
             optimizer.param_groups[0]["lr"] = cfg.lr * (cfg.lr_decay or 1.0) ** epoch
             totals = self._run_epoch(student, teacher, anchor, x, y, optimizer, generator)
-            totals["forget_accuracy"] = _accuracy(student, x, y)
+            totals["forget_accuracy"] = batch_accuracy(student, x, y)
             context.report("unlearning", epoch + 1, cfg.epochs, **totals)
             if cfg.stop_accuracy is not None and totals["forget_accuracy"] <= cfg.stop_accuracy:
                 break
@@ -182,15 +183,6 @@ def _linear_layer(model: nn.Module, name: str | None) -> nn.Linear:
         if isinstance(module, nn.Linear):
             return module
     raise ValueError("the model has no linear layer to prune")
-
-
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    was_training = model.training
-    model.eval()
-    accuracy = float((model(x).argmax(dim=1) == y).float().mean())
-    model.train(was_training)
-    return accuracy
 
 
 def prune_forget_units(

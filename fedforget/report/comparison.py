@@ -1,0 +1,78 @@
+"""Columns and formatting of ``fedforget compare``'s table (CSV, Markdown, terminal)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+ORIGINAL = "original"
+METRIC_COLUMNS = (
+    "test_accuracy",
+    "forget_accuracy",
+    "retain_accuracy",
+    "forget_test_accuracy",
+    "retain_test_accuracy",
+    "backdoor_success",
+    "mia_success",
+    "jsd",
+    "l2",
+    "attention_discrepancy",
+    "us",
+    "fr",
+    "mrr",
+    "similarity",
+    "seconds",
+    "speedup_vs_retrain",
+)
+CSV_COLUMNS = ("strategy", *METRIC_COLUMNS)
+
+PERCENT_COLUMNS = frozenset(METRIC_COLUMNS[:7])
+TABLE_COLUMNS = (
+    ("test_accuracy", "test"),
+    ("retain_accuracy", "D_r"),
+    ("forget_accuracy", "D_f"),
+    ("retain_test_accuracy", "D_tr"),
+    ("forget_test_accuracy", "D_tf"),
+    ("backdoor_success", "backdoor"),
+    ("mia_success", "MIA"),
+    ("jsd", "JSD"),
+    ("l2", "L2"),
+    ("attention_discrepancy", "att."),
+    ("us", "US"),
+    ("fr", "FR"),
+    ("mrr", "MRR"),
+    ("similarity", "sim."),
+    ("seconds", "s"),
+    ("speedup_vs_retrain", "speedup"),
+)
+
+
+def format_cell(key: str, value: Any) -> str:
+    """Percentages for accuracies and attack rates, short decimals for the rest."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if key in PERCENT_COLUMNS:
+        return f"{100 * value:.2f}"
+    if key == "seconds":
+        return f"{value:.1f}"
+    if key in ("l2", "speedup_vs_retrain"):
+        return f"{value:.2f}"
+    return f"{value:.4f}" if key == "jsd" else f"{value:.3f}"
+
+
+def visible_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The table's columns that have a value in at least one row."""
+    return [(k, label) for k, label in TABLE_COLUMNS if any(r.get(k) is not None for r in rows)]
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table (accuracies and attack rates in %)."""
+    columns = visible_columns(rows)
+    lines = [
+        "| strategy | " + " | ".join(label for _, label in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for row in rows:
+        cells = [format_cell(key, row.get(key)) for key, _ in columns]
+        lines.append(f"| {row['strategy']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

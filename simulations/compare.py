@@ -1,0 +1,310 @@
+"""``fedforget compare``: every strategy branched from one checkpoint, one table.
+
+The federation trains once, up to the deletion round, with the deletion requests arriving as
+in ``simulate``; that checkpoint is saved, and every strategy then carries out the *same*
+deletion from it, inside the same Flower run (same clients, same seed). Each branch is named
+in its messages, so a client's deletion state in one branch (D_f dropped) does not leak into
+the next (see :func:`fedforget.clients.app._state_key`). ``retrain`` always runs first: it is
+the reference of JSD, L2, attention discrepancy, similarity and speedup.
+
+Each row describes the model right after the strategy's deletion step (its unlearning, plus
+the recovery relay for methods that include it), the point where paper 000 Table II and
+paper 004 Table 1 measure; the FedAvg rounds after the deletion are not run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.simulation import run_simulation
+
+from fedforget import protocol as P
+from fedforget.config import ConfigError, SimulationConfig
+from fedforget.data import Federation, build_federation
+from fedforget.metrics import (
+    ATTENTION_SAMPLES,
+    Evaluator,
+    PhaseMetrics,
+    attention_discrepancy,
+    forgetting_rate,
+    jensen_shannon,
+    memory_retention_rate,
+    unlearning_score,
+)
+from fedforget.models import ClassifierModel
+from fedforget.report import RunObserver
+from fedforget.report.comparison import CSV_COLUMNS, ORIGINAL, markdown_table
+from fedforget.server.app import default_out_dir, model_factory
+from fedforget.simulations.runner import (
+    SimulationError,
+    _quiet_flower,
+    backend_config,
+    check_run,
+    check_strategies,
+)
+from fedforget.strategies import FederatedUnlearning, build_strategy
+from fedforget.strategies.registry import RETRAIN, strategy_names
+from fedforget.training import load_numpy_state, predict_proba, resolve_device
+
+
+@dataclass
+class Comparison:
+    """The outcome of ``fedforget compare``: one row per strategy, plus the original model."""
+
+    rows: list[dict[str, Any]]
+    out_dir: Path
+    config: dict[str, Any]
+    base_seconds: float = 0.0
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def row(self, strategy: str) -> dict[str, Any]:
+        """The row of one strategy (or of ``original``)."""
+        return next(r for r in self.rows if r["strategy"] == strategy)
+
+
+def parse_strategies(text: str) -> list[str]:
+    """``"distill,lau"`` or ``"all"`` -> registered names; unknown names are a ConfigError."""
+    names = strategy_names() if text.strip() == "all" else [t.strip() for t in text.split(",")]
+    names = [n for n in dict.fromkeys(names) if n]
+    if not names:
+        raise ConfigError("--strategies needs at least one strategy name")
+    return names
+
+
+class _BranchObserver(RunObserver):
+    """Forwards progress to the display and keeps the model states of the deletion step."""
+
+    def __init__(self, display: RunObserver | None, branch: str) -> None:
+        self.display = display or RunObserver()
+        self.branch = branch
+        self.states: dict[str, dict[str, Any]] = {}
+
+    def run_started(self, phase: str, total_rounds: int) -> None:
+        self.display.run_started(self._label(phase), total_rounds)
+
+    def round_finished(self, phase: str, server_round: int, info: dict[str, Any]) -> None:
+        self.display.round_finished(self._label(phase), server_round, info)
+
+    def checkpoint(self, name: str, model_state: dict[str, Any]) -> None:
+        self.states[name] = model_state
+
+    def progress(self, phase: str, step: int, total: int, info: dict[str, float]) -> None:
+        self.display.progress(self._label(phase), step, total, info)
+
+    def _label(self, phase: str) -> str:
+        return phase if self.branch == "" else f"{self.branch}: {phase}"
+
+
+def compare(
+    config: SimulationConfig, strategies: list[str], display: RunObserver | None = None
+) -> Comparison:
+    """Run the comparison on Flower's simulation engine; write and return the results."""
+    check_run(config)
+    check_strategies(config, strategies)
+    _quiet_flower()
+    outcome: dict[str, Any] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        try:
+            outcome["result"] = run_comparison(grid, config, strategies, display)
+        except BaseException as err:  # re-raised below, in the caller's thread
+            outcome["error"] = err
+            raise
+
+    from fedforget.clients.app import app as client_app
+
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=config.clients,
+        backend_config=backend_config(config),
+    )
+    if "error" in outcome:
+        raise outcome["error"]
+    if "result" not in outcome:
+        raise SimulationError("the Flower simulation stopped before the comparison finished")
+    return outcome["result"]
+
+
+class _Scorer:
+    """Every column of the table for one model, given the original and the retrained one."""
+
+    def __init__(self, federation: Federation, evaluator: Evaluator, device: torch.device):
+        self.federation = federation
+        self.evaluator = evaluator
+        self.device = device
+        rng = np.random.default_rng(0)
+        forget = evaluator.forget
+        pick = rng.choice(len(forget), min(len(forget), ATTENTION_SAMPLES), replace=False)
+        self.forget_x = forget.x[np.sort(pick)]
+        test = federation.test
+        pick = rng.choice(len(test), min(len(test), ATTENTION_SAMPLES), replace=False)
+        self.clean_x = test.x[np.sort(pick)]
+        self.original: PhaseMetrics | None = None
+        self.reference: ClassifierModel | None = None
+
+    def metrics(self, model: ClassifierModel) -> dict[str, Any]:
+        row = self.evaluator.evaluate(model).model_dump()
+        if self.original is None or self.reference is None:
+            return row
+        distances = self.evaluator.divergence(model, self.reference)
+        forget_attention = attention_discrepancy(model, self.reference, self.forget_x, self.device)
+        clean_attention = attention_discrepancy(model, self.reference, self.clean_x, self.device)
+        ours = predict_proba(model, self.forget_x, self.device)
+        theirs = predict_proba(self.reference, self.forget_x, self.device)
+        before = self.original
+        row.update(
+            jsd=distances["jsd"],
+            l2=distances["l2"],
+            jsd_forget=distances.get("jsd_forget"),
+            attention_discrepancy=(forget_attention + clean_attention) / 2,
+            attention_discrepancy_forget=forget_attention,
+            attention_discrepancy_clean=clean_attention,
+            us=unlearning_score(row["retain_test_accuracy"], _forgotten_accuracy(row)),
+            fr=forgetting_rate(before.forget_accuracy or 0.0, row["forget_accuracy"] or 0.0),
+            mrr=memory_retention_rate(before.retain_accuracy, row["retain_accuracy"]),
+            similarity=1.0 - jensen_shannon(ours, theirs) / math.log(2),
+        )
+        return row
+
+
+def _forgotten_accuracy(row: dict[str, Any]) -> float:
+    """The accuracy US counts as forgotten: D_tf (class), backdoor success, else D_f."""
+    for key in ("forget_test_accuracy", "backdoor_success", "forget_accuracy"):
+        if row.get(key) is not None:
+            return float(row[key])
+    return 0.0
+
+
+def run_comparison(
+    grid: Grid,
+    config: SimulationConfig,
+    strategies: list[str],
+    display: RunObserver | None = None,
+) -> Comparison:
+    """Train to the deletion round once, then branch every strategy from that checkpoint."""
+    out_dir = default_out_dir(config.model_copy(update={"strategy": "compare"}))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    federation = build_federation(config)
+    build = model_factory(config, federation)
+    torch.manual_seed(config.seed)
+    initial = ArrayRecord(build().state_dict())
+    device = resolve_device(config.resources.server_device)
+    names = [RETRAIN, *(s for s in strategies if s != RETRAIN)]
+    branches = {name: _branch(config, name, build, federation, device, display) for name in names}
+    started = time.perf_counter()
+    base = _branch(config, "", build, federation, device, display)
+    base.keeps_history = any(b.keeps_history for b in branches.values())
+    base.begin(initial)
+    checkpoint = base.run_rounds(
+        grid, initial, config.deletion.round, "federated", handle_deletions=False
+    ).arrays
+    base_seconds = time.perf_counter() - started
+    if not base.pending_deletions:
+        raise ConfigError("no client reported a deletion request by the deletion round")
+    _save(checkpoint, out_dir / "checkpoint.pt")
+    scorer = _Scorer(federation, Evaluator(federation, device, config.seed), device)
+    original = load_numpy_state(build(), _numpy(checkpoint))
+    rows = [{"strategy": ORIGINAL, **scorer.metrics(original)}]
+    scorer.original = PhaseMetrics(**{k: rows[0][k] for k in PhaseMetrics.model_fields})
+    details: dict[str, dict[str, Any]] = {}
+    for name, strategy in branches.items():
+        strategy.take_over(base)
+        arrays = strategy.carry_out_deletion(grid, config.deletion.round, checkpoint)
+        model = load_numpy_state(build(), _numpy(arrays))
+        if name == RETRAIN:
+            scorer.reference = model
+        seconds = strategy.deletion.unlearning_seconds + strategy.deletion.recovery_seconds
+        rows.append({"strategy": name, **scorer.metrics(model), "seconds": seconds})
+        details[name] = _details(strategy)
+        _save(arrays, out_dir / "models" / f"{name}.pt")
+    rows[0] = {"strategy": ORIGINAL, **scorer.metrics(original)}  # now with its distances
+    _fill_speedups(rows)
+    result = Comparison(rows, out_dir, json.loads(config.to_json()), base_seconds, details)
+    write_comparison(result)
+    return result
+
+
+def _branch(
+    config: SimulationConfig,
+    name: str,
+    build,
+    federation: Federation,
+    device: torch.device,
+    display: RunObserver | None,
+) -> FederatedUnlearning:
+    message_config = {P.RUN_CONFIG_KEY: config.to_json(), P.BRANCH: name}
+    return build_strategy(
+        config.model_copy(update={"strategy": name or RETRAIN}),
+        build_model=build,
+        num_classes=federation.num_classes,
+        observer=_BranchObserver(display, name),
+        device=device,
+        message_config=message_config,
+    )
+
+
+def _details(strategy: FederatedUnlearning) -> dict[str, Any]:
+    record = strategy.deletion
+    needs = sorted(strategy.unlearner.needs) if strategy.unlearner else ["rounds"]
+    return {
+        "needs": needs,
+        "unlearning_seconds": record.unlearning_seconds,
+        "recovery_seconds": record.recovery_seconds,
+        "relay_hops": record.relay_hops,
+        "forget_samples": record.forget_samples,
+        "retain_samples": record.retain_samples,
+        "history_bytes": record.history_bytes,
+        "client_training_calls": record.client_training_calls,
+    }
+
+
+def _fill_speedups(rows: list[dict[str, Any]]) -> None:
+    retrain = next(r for r in rows if r["strategy"] == RETRAIN)
+    for row in rows:
+        if row["strategy"] == ORIGINAL:
+            continue
+        row.setdefault("jsd", 0.0)
+        row["speedup_vs_retrain"] = retrain["seconds"] / row["seconds"] if row["seconds"] else None
+
+
+def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
+    return {key: array.numpy() for key, array in arrays.items()}
+
+
+def _save(arrays: ArrayRecord, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(arrays.to_torch_state_dict(), path)
+
+
+def write_comparison(result: Comparison) -> None:
+    """Write ``compare.csv``, ``compare.json``, ``compare.md`` and ``compare.png``."""
+    out = result.out_dir
+    with (out / "compare.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in result.rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
+    payload = {
+        "rows": result.rows,
+        "details": result.details,
+        "base_seconds": result.base_seconds,
+        "config": result.config,
+    }
+    (out / "compare.json").write_text(json.dumps(payload, indent=2))
+    (out / "compare.md").write_text(markdown_table(result.rows) + "\n")
+    from fedforget.report.plot import plot_comparison
+
+    plot_comparison(result.rows, out / "compare.png")

@@ -1,0 +1,75 @@
+"""``fedforget compare`` end to end on digits: one checkpoint, several branches, one table."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from fedforget.config import ConfigError
+from fedforget.report.comparison import CSV_COLUMNS, ORIGINAL
+from fedforget.simulations.compare import compare, parse_strategies
+
+pytestmark = pytest.mark.slow
+
+STRATEGIES = ["distill", "federaser", "bad-teacher"]
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory, make_config):
+    config = make_config(
+        out=tmp_path_factory.mktemp("compare"),
+        train={"rounds": 5, "local_epochs": 3},  # 3 rounds leave retrain barely trained
+        deletion={"round": 5, "share": 0.1},
+        unlearning={"batch_size": 16},
+        methods={"options": {"federaser": {"calibration_ratio": 1.0}}},
+    )
+    return config, compare(config, STRATEGIES)
+
+
+def test_every_strategy_has_its_row_in_every_file(comparison):
+    config, _ = comparison
+    expected = [ORIGINAL, "retrain", *STRATEGIES]
+    with (config.out / "compare.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == CSV_COLUMNS
+        assert [row["strategy"] for row in reader] == expected
+    stored = json.loads((config.out / "compare.json").read_text())
+    assert [row["strategy"] for row in stored["rows"]] == expected
+    markdown = (config.out / "compare.md").read_text()
+    assert all(f"| {name} |" in markdown for name in expected)
+    assert (config.out / "compare.png").stat().st_size > 0
+    assert (config.out / "checkpoint.pt").is_file()
+    assert all((config.out / "models" / f"{name}.pt").is_file() for name in expected[1:])
+
+
+def test_retrain_is_the_reference(comparison):
+    _, result = comparison
+    retrain = result.row("retrain")
+    assert retrain["jsd"] == pytest.approx(0.0, abs=1e-9)
+    assert retrain["l2"] == 0.0
+    assert retrain["similarity"] == pytest.approx(1.0)
+    assert retrain["speedup_vs_retrain"] == pytest.approx(1.0)
+    assert result.row("distill")["l2"] > 0
+
+
+def test_each_branch_starts_from_the_same_deletion(comparison):
+    _, result = comparison
+    original = result.row(ORIGINAL)
+    assert original["backdoor_success"] > 0.5
+    for name in ("retrain", *STRATEGIES):
+        # a branch that saw another branch's deletion would find no D_f left to forget
+        assert result.row(name)["backdoor_success"] < original["backdoor_success"] / 2, name
+        assert result.row(name)["seconds"] > 0
+    assert result.details["distill"]["forget_samples"] == round(0.1 * 1437)
+    assert result.details["bad-teacher"]["retain_samples"] == 4 * 150
+    assert result.details["federaser"]["history_bytes"] > 0
+    assert result.details["federaser"]["retain_samples"] == 0
+
+
+def test_strategy_lists():
+    assert parse_strategies("distill, retrain,distill") == ["distill", "retrain"]
+    assert "retrain" in parse_strategies("all")
+    with pytest.raises(ConfigError):
+        parse_strategies(" , ")
