@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context
-from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
+from flwr.app import ArrayRecord
+from flwr.serverapp import Grid
 
 from fedforget import protocol as P
 from fedforget.config import ConfigError, SimulationConfig
@@ -46,11 +45,9 @@ from fedforget.report import RunObserver
 from fedforget.report.comparison import CSV_COLUMNS, ORIGINAL, markdown_table
 from fedforget.server.app import default_out_dir, model_factory
 from fedforget.simulations.runner import (
-    SimulationError,
-    _quiet_flower,
-    backend_config,
     check_run,
     check_strategies,
+    run_on_simulation_engine,
 )
 from fedforget.strategies import FederatedUnlearning, build_strategy
 from fedforget.strategies.registry import RETRAIN, strategy_names
@@ -111,31 +108,9 @@ def compare(
     """Run the comparison on Flower's simulation engine; write and return the results."""
     check_run(config)
     check_strategies(config, strategies)
-    _quiet_flower()
-    outcome: dict[str, Any] = {}
-    server_app = ServerApp()
-
-    @server_app.main()
-    def _main(grid: Grid, context: Context) -> None:
-        try:
-            outcome["result"] = run_comparison(grid, config, strategies, display)
-        except BaseException as err:  # re-raised below, in the caller's thread
-            outcome["error"] = err
-            raise
-
-    from fedforget.clients.app import app as client_app
-
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=config.clients,
-        backend_config=backend_config(config),
+    return run_on_simulation_engine(
+        config, lambda grid: run_comparison(grid, config, strategies, display)
     )
-    if "error" in outcome:
-        raise outcome["error"]
-    if "result" not in outcome:
-        raise SimulationError("the Flower simulation stopped before the comparison finished")
-    return outcome["result"]
 
 
 class _Scorer:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -22,6 +23,8 @@ from fedforget.strategies.registry import (
     build_configured_unlearner,
     check_strategy_name,
 )
+
+T = TypeVar("T")
 
 
 class SimulationError(RuntimeError):
@@ -85,6 +88,16 @@ def simulate(config: SimulationConfig, display: Display | None = None) -> Summar
     clients run in Ray actors.
     """
     check_run(config)
+    return run_on_simulation_engine(config, lambda grid: run_server(grid, config, display))
+
+
+def run_on_simulation_engine(config: SimulationConfig, server_main: Callable[[Grid], T]) -> T:
+    """Run ``server_main(grid)`` as the ServerApp of a Flower simulation; return its result.
+
+    The ServerApp runs in a thread of this process (so it can update a live display); the
+    clients are :mod:`fedforget.clients.app` in Ray actors. An exception in ``server_main``
+    is re-raised here, in the caller's thread.
+    """
     _quiet_flower()
     outcome: dict[str, Any] = {}
     server_app = ServerApp()
@@ -92,7 +105,7 @@ def simulate(config: SimulationConfig, display: Display | None = None) -> Summar
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
         try:
-            outcome["summary"] = run_server(grid, config, display)
+            outcome["result"] = server_main(grid)
         except BaseException as err:  # re-raised below, in the caller's thread
             outcome["error"] = err
             raise
@@ -107,9 +120,9 @@ def simulate(config: SimulationConfig, display: Display | None = None) -> Summar
     )
     if "error" in outcome:
         raise outcome["error"]
-    if "summary" not in outcome:
+    if "result" not in outcome:
         raise SimulationError("the Flower simulation stopped before the run finished")
-    return outcome["summary"]
+    return outcome["result"]
 
 
 def _quiet_flower() -> None:

@@ -99,8 +99,7 @@ class BadTeacherUnlearner(Unlearner):
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
     ) -> ClassifierModel:
         """Train ``model`` (the student) against the two teachers on D_f + retained data."""
-        if request.retain is None:
-            raise ValueError("bad-teacher needs a retained sample (the 'retain' need)")
+        self.require_retained(request)
         cfg = self.settings
         device = context.device
         generator = torch.Generator().manual_seed(context.seed)

@@ -140,6 +140,17 @@ class Unlearner(ABC):
             where = ".".join(str(part) for part in first["loc"])
             raise ConfigError(f"{self.name} option {where}: {first['msg']}") from None
 
+    def require_retained(self, request: UnlearningRequest) -> None:
+        """Raise unless ``request`` carries a non-empty retained sample (the ``retain`` need)."""
+        if request.retain is None or len(request.retain) == 0:
+            raise ValueError(f"{self.name} needs a retained sample (the 'retain' need)")
+
+    def require_client_training(self, context: UnlearningContext) -> FederatedTrainFn:
+        """The context's training on the clients (the ``rounds`` need), or an error."""
+        if context.federated_train is None:
+            raise ValueError(f"{self.name} needs training rounds on the clients (federated_train)")
+        return context.federated_train
+
     @abstractmethod
     def unlearn(
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext

@@ -70,8 +70,7 @@ class FedEraserUnlearner(Unlearner):
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
     ) -> ClassifierModel:
         """Replay the kept rounds from w_0, calibrating each client's stored update."""
-        if context.federated_train is None:
-            raise ValueError("federaser needs training rounds on the clients (federated_train)")
+        train_on_clients = self.require_client_training(context)
         if not request.history:
             raise ValueError("federaser needs the stored client updates of the past rounds")
         kept = request.history[:: self.settings.interval]
@@ -80,7 +79,7 @@ class FedEraserUnlearner(Unlearner):
         leaving = set(request.leaving_clients)
         state = {key: value.copy() for key, value in context.initial_state.items()}
         for step, stored in enumerate(kept, start=1):
-            trained = context.federated_train(state, epochs, lr)
+            trained = train_on_clients(state, epochs, lr)
             state = calibrated_step(state, stored, trained, leaving)
             context.report("calibration", step, len(kept), round=float(stored.round))
         return load_numpy_state(model, state).eval()

@@ -91,14 +91,13 @@ class FinetuneUnlearner(Unlearner):
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
     ) -> ClassifierModel:
         """Run ``rounds`` FedAvg rounds from ``model`` on the remaining clients."""
-        if context.federated_train is None:
-            raise ValueError("finetune needs training rounds on the clients (federated_train)")
+        train_on_clients = self.require_client_training(context)
         cfg = self.settings
         epochs = cfg.epochs or context.local_epochs
         lr = cfg.lr if cfg.lr is not None else cfg.lr_scale * context.local_lr
         state = state_to_numpy(model)
         for round_ in range(cfg.rounds):
-            updates = context.federated_train(state, epochs, lr)
+            updates = train_on_clients(state, epochs, lr)
             new_state = weighted_average(updates)
             context.report(
                 "fine-tuning",

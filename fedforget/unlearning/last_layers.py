@@ -106,8 +106,7 @@ class LastLayersUnlearner(Unlearner):
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
     ) -> ClassifierModel:
         """Freeze all but the last ``k`` layers, :meth:`prepare` them, train them on D_r."""
-        if request.retain is None or len(request.retain) == 0:
-            raise ValueError(f"{self.name} needs a retained sample (the 'retain' need)")
+        self.require_retained(request)
         cfg = self.settings
         model = model.to(context.device)
         layers = parameterised_layers(model)

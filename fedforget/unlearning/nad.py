@@ -122,8 +122,7 @@ class NeuralAttentionDistillationUnlearner(Unlearner):
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
     ) -> ClassifierModel:
         """Step 1: fine-tune a teacher copy; step 2: attention-distil it into ``model``."""
-        if request.retain is None:
-            raise ValueError("nad needs a clean retained sample (the 'retain' need)")
+        self.require_retained(request)
         cfg = self.settings
         generator = torch.Generator().manual_seed(context.seed)
         x, y = to_tensors(request.retain, context.device)

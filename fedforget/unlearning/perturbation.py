@@ -191,8 +191,7 @@ class PerturbationUnlearner(Unlearner):
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
     ) -> ClassifierModel:
         """Perturb ``model`` and repair it on the retained sample (Algorithm 1)."""
-        if request.retain is None or len(request.retain) == 0:
-            raise ValueError(f"{self.name} needs a retained sample (the 'retain' need)")
+        self.require_retained(request)
         device = context.device
         model = model.to(device)
         forget = to_tensors(request.forget, device)

@@ -80,8 +80,7 @@ class RandomLabelUnlearner(Unlearner):
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
     ) -> ClassifierModel:
         """Fine-tune ``model`` on relabelled D_f and the retained sample."""
-        if request.retain is None:
-            raise ValueError("random-label needs a retained sample (the 'retain' need)")
+        self.require_retained(request)
         cfg = self.settings
         device = context.device
         model = model.to(device).train()
