@@ -124,6 +124,7 @@ def _deletion_summary(strategy: FederatedUnlearning, config: SimulationConfig) -
         forget_classes=config.deletion.forget_classes,
         relay_hops=record.relay_hops,
         relay_min_accuracy=record.relay_min_accuracy,
+        forget_samples_received=record.forget_samples_received,
         retain_samples=record.retain_samples,
         history_bytes=record.history_bytes,
         client_training_calls=record.client_training_calls,

@@ -240,6 +240,7 @@ def _details(strategy: FederatedUnlearning) -> dict[str, Any]:
         "recovery_seconds": record.recovery_seconds,
         "relay_hops": record.relay_hops,
         "forget_samples": record.forget_samples,
+        "forget_samples_received": record.forget_samples_received,
         "retain_samples": record.retain_samples,
         "history_bytes": record.history_bytes,
         "client_training_calls": record.client_training_calls,

@@ -60,6 +60,7 @@ class DeletionRecord:
     recovery_seconds: float = 0.0
     relay_hops: int = 0
     relay_min_accuracy: float | None = None
+    forget_samples_received: int = 0
     retain_samples: int = 0
     history_bytes: int = 0
     client_training_calls: int = 0
@@ -338,7 +339,9 @@ class FederatedUnlearning(FedAvg):
 
     def _gather_forget_data(self, grid: Grid, nodes: list[int]) -> ArrayDataset:
         replies = self._query(grid, nodes, P.FORGET_DATA, RecordDict({P.CONFIG: self._config()}))
-        return _concatenate_data(replies)
+        forget = _concatenate_data(replies)
+        self.deletion.forget_samples_received = len(forget)
+        return forget
 
     def _gather_retain_data(self, grid: Grid) -> ArrayDataset:
         config = self._config(**{P.RETAIN_SAMPLES: self.retain_per_client})

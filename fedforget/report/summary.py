@@ -47,6 +47,7 @@ class DeletionSummary(BaseModel):
     forget_classes: list[int] = Field(default_factory=list)
     relay_hops: int = 0
     relay_min_accuracy: float | None = None
+    forget_samples_received: int = Field(0, description="D_f samples the server received.")
     retain_samples: int = Field(0, description="Retained samples the clients sent the server.")
     history_bytes: int = Field(0, description="Stored client updates handed to the unlearner.")
     client_training_calls: int = Field(0, description="Trainings the unlearner ran on clients.")
