@@ -203,3 +203,22 @@ def test_lenet5_loss_decreases_with_sgd() -> None:
         losses.append(loss.item())
     assert losses[-1] < 0.9 * losses[0]
     assert losses[-1] == min(losses)
+
+
+def test_load_model_reads_weights_and_says_what_is_wrong_in_one_line(tmp_path):
+    from fedforget.models import load_model
+
+    model = build_model("lenet5", 10, 1, 28)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt", "lenet5", 10, 1, 28)
+    pairs = zip(loaded.parameters(), model.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    (tmp_path / "text.pt").write_text("not weights")
+    for args, fragment in [
+        ((tmp_path / "none.pt", "lenet5", 10, 1, 28), "no such model file"),
+        ((tmp_path / "m.pt", "lenet5", 10, 3, 32), "does not hold lenet5 weights for 3x32x32"),
+        ((tmp_path / "text.pt", "lenet5", 10, 1, 28), "not a torch weights file"),
+    ]:
+        with pytest.raises(ValueError, match=fragment) as info:
+            load_model(*args)
+        assert "\n" not in str(info.value)

@@ -9,6 +9,7 @@ from fedforget.models.base import (
     ClassifierModel,
     UnknownModelError,
     build_model,
+    load_model,
     model_names,
     register_model,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "LeNet5",
     "UnknownModelError",
     "build_model",
+    "load_model",
     "model_names",
     "register_model",
 ]

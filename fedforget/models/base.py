@@ -11,10 +11,12 @@ Every model exposes three views of one forward pass:
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar, TypeVar
 
+import torch
 from torch import Tensor, nn
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "ModelFactory",
     "UnknownModelError",
     "build_model",
+    "load_model",
     "model_names",
     "register_model",
 ]
@@ -196,3 +199,39 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int) 
         if value < 1:
             raise ValueError(f"{arg} must be positive, got {value}")
     return MODEL_REGISTRY[name](num_classes, in_channels, image_size)
+
+
+def load_model(
+    path: str | os.PathLike[str], name: str, num_classes: int, in_channels: int, image_size: int
+) -> ClassifierModel:
+    """A registered model holding the weights saved at ``path`` (a ``state_dict``).
+
+    The file is read with ``torch.load(..., weights_only=True)``: a saved model cannot run code.
+
+    Raises
+    ------
+    ValueError
+        With one line when the file is missing, is not a state dict, or does not fit the model.
+    """
+    model = build_model(name, num_classes, in_channels, image_size)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such model file") from None
+    except Exception:  # a corrupt or foreign file (or a pickle that would run code)
+        raise ValueError(f"{path}: not a torch weights file (a saved state_dict)") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state_dict, found {type(state).__name__}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path}: does not hold {name} weights for {in_channels}x{image_size}x{image_size} "
+            f"images and {num_classes} classes ({_first_line(err)})"
+        ) from None
+    return model.eval()
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[1] if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
