@@ -26,6 +26,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Obtain datasets for offline use.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+verify_app = typer.Typer(
+    help="Check on your own machine whether a model forgot (Skyeye GAN, SPD-GAN degree).",
+    no_args_is_help=True,
+)
+app.add_typer(verify_app, name="verify")
 
 
 def parse_share(text: str) -> float:
@@ -274,6 +279,84 @@ def _simulate_params(args: list[str]) -> dict[str, Any]:
     command = typer.main.get_command(app).commands["simulate"]  # type: ignore[attr-defined]
     with command.make_context("fedforget compare", list(args)) as context:
         return dict(context.params)
+
+
+def _dataset_and_model(
+    dataset: str, data_path: Path | None, data_dir: Path | None, model_name: str, path: Path
+) -> tuple[Any, Any]:
+    """The dataset bundle and the model saved at ``path`` (a state_dict), as ConfigErrors."""
+    from fedforget.data import load_dataset
+    from fedforget.models import load_model
+
+    options = _drop_none({"path": data_path, "data_dir": data_dir})
+    try:
+        bundle = load_dataset(dataset, **options)
+        channels, size = bundle.train.x.shape[1], bundle.train.x.shape[2]
+        return bundle, load_model(path, model_name, bundle.num_classes, channels, size)
+    except ValueError as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def _forget_set(bundle: Any, classes: list[int] | None, data: Path | None) -> Any:
+    """D_f for a standalone verification: the training samples of ``classes``, or a file."""
+    import numpy as np
+
+    from fedforget.data import ArrayDataset
+
+    if data is not None:
+        try:
+            with np.load(data) as arrays:
+                return ArrayDataset(
+                    x=arrays["x"].astype(np.float32), y=arrays["y"].astype(np.int64)
+                )
+        except (OSError, KeyError, ValueError) as err:
+            raise ConfigError(f"{data}: expected an .npz with arrays x and y ({err})") from None
+    if not classes:
+        raise ConfigError("say what was forgotten: --forget-class C (repeatable) or --forget-data")
+    bad = [c for c in classes if not 0 <= c < bundle.num_classes]
+    if bad:
+        raise ConfigError(f"forget class {bad[0]} is out of range [0, {bundle.num_classes - 1}]")
+    keep = np.flatnonzero(np.isin(bundle.train.y, classes))
+    return bundle.train.subset(keep)
+
+
+@verify_app.command("spd")
+def verify_spd(
+    model: Annotated[Path, typer.Option(help="The unlearned model (a state_dict file).")],
+    source: Annotated[Path, typer.Option(help="The model before unlearning (state_dict).")],
+    forget_class: Annotated[
+        list[int] | None, typer.Option(help="Forgotten class: D_f = its training samples.")
+    ] = None,
+    forget_data: Annotated[
+        Path | None, typer.Option(help="D_f as an .npz with x (N,C,H,W in [0,1]) and y.")
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="mnist, digits, npz, ...")] = "mnist",
+    data_path: Annotated[Path | None, typer.Option(help="Custom data file or folder.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Dataset cache folder.")] = None,
+    model_name: Annotated[str, typer.Option(help="Architecture of both models.")] = "lenet5",
+    samples: Annotated[int, typer.Option(help="At most this many D_f samples.")] = 2000,
+    epochs: Annotated[int, typer.Option(help="Generator training epochs.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
+    out: Annotated[Path, typer.Option(help="Where spd.json and spd.png go.")] = Path("verify-spd"),
+) -> None:
+    """SPD-GAN unlearning degree (paper 003): acc(source, D_p) - acc(unlearned, D_p)."""
+    from fedforget.verification.spd import SpdConfig, spd_degree, write_spd
+
+    bundle, unlearned = _dataset_and_model(dataset, data_path, data_dir, model_name, model)
+    _, original = _dataset_and_model(dataset, data_path, data_dir, model_name, source)
+    forget = _forget_set(bundle, forget_class, forget_data)
+    try:
+        config = SpdConfig(max_samples=samples, epochs=epochs, seed=seed, device=device)
+    except ValueError as err:
+        raise ConfigError(str(err).splitlines()[-1].strip()) from None
+    result = spd_degree(original, unlearned, forget, bundle.num_classes, config)
+    write_spd(result, out)
+    typer.echo(
+        f"SPD degree {result.degree:.4f} (max {result.max_degree:.4f}): source "
+        f"{result.source_accuracy:.2%} vs unlearned {result.unlearned_accuracy:.2%} on "
+        f"{result.samples} perturbed D_f samples, {result.seconds:.1f} s -> {out}/spd.json"
+    )
 
 
 @data_app.command("mnist")

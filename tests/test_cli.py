@@ -101,3 +101,43 @@ def test_options_go_to_the_named_method_or_the_chosen_strategy():
         "nad": {"mode": "fast"},
         "x": {"flag": True},
     }
+
+
+def _saved_digits_model(path):
+    import torch
+
+    from fedforget.models import build_model
+
+    torch.manual_seed(0)
+    torch.save(build_model("lenet5", 10, 1, 8).state_dict(), path)
+    return str(path)
+
+
+def test_verify_spd_writes_the_degree(tmp_path, capsys):
+    import json
+
+    model = _saved_digits_model(tmp_path / "m.pt")
+    args = ["verify", "spd", "--dataset", "digits", "--model", model, "--source", model]
+    main([*args, "--forget-class", "3", "--epochs", "1", "--samples", "64", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "spd.json").read_text())
+    assert result["degree"] == 0.0  # a model against itself has forgotten nothing
+    assert result["samples"] == 64
+    assert "SPD degree 0.0000" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ([], "--forget-class"),
+        (["--forget-class", "12"], "forget class 12 is out of range"),
+        (["--forget-class", "3", "--model", "/nope.pt"], "no such model file"),
+        (["--forget-class", "3", "--model-name", "resnet20"], "does not hold resnet20 weights"),
+    ],
+)
+def test_verify_errors_are_one_line(tmp_path, capsys, extra, fragment):
+    model = _saved_digits_model(tmp_path / "m.pt")
+    with pytest.raises(SystemExit) as info:
+        main(["verify", "spd", "--dataset", "digits", "--model", model, "--source", model, *extra])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err, err
