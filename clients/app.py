@@ -10,6 +10,8 @@ configuration carried in every message, built once per Ray actor and cached
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ from fedforget.config import SimulationConfig
 from fedforget.data import ArrayDataset, Federation, build_federation
 from fedforget.models import ClassifierModel, build_model
 from fedforget.training import accuracy, train_local
+from fedforget.verification import build_verifier, client_task
 
 STATE_KEY = "fedforget"
 
@@ -62,6 +65,11 @@ def deletion_done(context: Context, message: Message) -> bool:
     """Whether this node has carried out its deletion (its D_f is gone for good)."""
     record = context.state.get(_state_key(message))
     return bool(record is not None and record.get(P.DELETION_DONE, False))
+
+
+def _reference_key(message: Message) -> str:
+    """Where this node keeps the global model it received before asking for its deletion."""
+    return f"{_state_key(message)}:reference"
 
 
 def _mark_deletion_done(context: Context, message: Message) -> None:
@@ -119,6 +127,8 @@ def _train_reply(message: Message, context: Context, epochs: int, lr: float) -> 
     )
     deleted_passes = int(result.index_counts[federation.is_deleted(indices)].sum())
     pending = _deletion_pending(federation, context, message, server_round)
+    if pending:  # the last global model before the deletion: the user's verification reference
+        context.state[_reference_key(message)] = message.content[P.ARRAYS]
     metrics = MetricRecord(
         {
             P.NUM_EXAMPLES: result.num_examples,
@@ -211,3 +221,42 @@ def local_eval(message: Message, context: Context) -> Message:
         {P.ACCURACY: score, P.NUM_EXAMPLES: len(data), P.PARTITION_ID: _partition_id(context)}
     )
     return Message(RecordDict({P.METRICS: metrics}), reply_to=message)
+
+
+@app.query("verify")
+def verify(message: Message, context: Context) -> Message:
+    """The deleting user checks, on this node, that the received model forgot their data.
+
+    The verifier (``--verify``) compares the received model with the global model this node
+    received before it asked for the deletion (kept in ``Context.state``), using only what
+    the node holds. The report travels back; the pictures go to the folder named in the
+    message (the run folder in a simulation) or stay unwritten when none is named.
+    """
+    config = _config(message)
+    federation = build_federation(config)
+    stored = context.state.get(_reference_key(message))
+    if stored is None:
+        raise RuntimeError("this node kept no model from before its deletion request")
+    reference = build_model(
+        config.model, federation.num_classes, federation.in_channels, federation.image_size
+    )
+    reference.load_state_dict(stored.to_torch_state_dict())
+    partition = _partition_id(context)
+    task = client_task(
+        federation,
+        config,
+        partition,
+        _received_model(message, federation, config),
+        reference,
+        "the global model this client received before its deletion request",
+    )
+    name = config.verify.method
+    options = {"seed": config.seed + partition, "device": str(_device(config))}
+    verifier = build_verifier(name, **{**options, **config.methods.options.get(name, {})})
+    result = verifier.verify(task)
+    folder = str(message.content[P.CONFIG].get(P.VERIFY_DIR, ""))
+    if folder:
+        result.write(Path(folder) / f"client-{partition}")
+    report = ConfigRecord({P.REPORT: json.dumps(result.to_json())})
+    metrics = MetricRecord({P.PARTITION_ID: partition})
+    return Message(RecordDict({P.CONFIG: report, P.METRICS: metrics}), reply_to=message)

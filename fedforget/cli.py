@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -144,6 +145,11 @@ def simulate(
     retain_per_client: Annotated[
         int | None, typer.Option(help="Retained samples per client, for methods that need them.")
     ] = None,
+    verify: Annotated[
+        str,
+        typer.Option(help="After the run the deleting clients verify: none | skyeye | spd."),
+    ] = "none",
+    verify_clients: Annotated[int, typer.Option(help="How many deleting clients verify.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No live display.")] = False,
 ) -> None:
     """Run a federation that learns, receives deletion requests, unlearns and recovers."""
@@ -211,6 +217,7 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
                 "options": parse_options(p["option"], p["strategy"]),
             }
         ),
+        "verify": {"method": p["verify"], "clients": p["verify_clients"]},
         "resources": {
             "client_cpus": p["client_cpus"],
             "client_gpus": p["client_gpus"],
@@ -297,20 +304,25 @@ def _dataset_and_model(
         raise ConfigError(str(err).splitlines()[0]) from None
 
 
-def _forget_set(bundle: Any, classes: list[int] | None, data: Path | None) -> Any:
-    """D_f for a standalone verification: the training samples of ``classes``, or a file."""
+def _npz_dataset(path: Path) -> Any:
+    """An .npz with arrays ``x`` (N, C, H, W in [0, 1]) and ``y``, as a dataset."""
     import numpy as np
 
     from fedforget.data import ArrayDataset
 
+    try:
+        with np.load(path) as arrays:
+            return ArrayDataset(x=arrays["x"].astype(np.float32), y=arrays["y"].astype(np.int64))
+    except (OSError, KeyError, ValueError) as err:
+        raise ConfigError(f"{path}: expected an .npz with arrays x and y ({err})") from None
+
+
+def _forget_set(bundle: Any, classes: list[int] | None, data: Path | None) -> Any:
+    """D_f for a standalone verification: a file, or the training samples of ``classes``."""
+    import numpy as np
+
     if data is not None:
-        try:
-            with np.load(data) as arrays:
-                return ArrayDataset(
-                    x=arrays["x"].astype(np.float32), y=arrays["y"].astype(np.int64)
-                )
-        except (OSError, KeyError, ValueError) as err:
-            raise ConfigError(f"{data}: expected an .npz with arrays x and y ({err})") from None
+        return _npz_dataset(data)
     if not classes:
         raise ConfigError("say what was forgotten: --forget-class C (repeatable) or --forget-data")
     bad = [c for c in classes if not 0 <= c < bundle.num_classes]
@@ -320,43 +332,193 @@ def _forget_set(bundle: Any, classes: list[int] | None, data: Path | None) -> An
     return bundle.train.subset(keep)
 
 
+ModelPath = Annotated[Path, typer.Option(help="The model under verification (state_dict).")]
+ReferencePath = Annotated[
+    Path,
+    typer.Option(
+        "--reference",
+        "--source",
+        help="The model from before the unlearning (state_dict): judge / source model.",
+    ),
+]
+ForgetClasses = Annotated[
+    list[int] | None, typer.Option(help="Forgotten class (repeatable); D_f = its samples.")
+]
+ForgetData = Annotated[
+    Path | None, typer.Option(help="The deleted samples D_f: .npz with x (N,C,H,W in [0,1]), y.")
+]
+DatasetName = Annotated[str, typer.Option(help="mnist, digits, npz, ...")]
+DataPath = Annotated[Path | None, typer.Option(help="Custom data file or folder.")]
+DataDir = Annotated[Path | None, typer.Option(help="Dataset cache folder.")]
+ModelName = Annotated[str, typer.Option(help="Architecture of both models.")]
+Seed = Annotated[int, typer.Option(help="Seed.")]
+Device = Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")]
+
+
+@verify_app.command("skyeye")
+def verify_skyeye(
+    model: ModelPath,
+    reference: ReferencePath,
+    forget_class: ForgetClasses = None,
+    backdoor_target: Annotated[
+        int | None, typer.Option(help="Backdoor deletion: the trigger's target class.")
+    ] = None,
+    trigger_size: Annotated[int, typer.Option(help="Side of the square trigger.")] = 4,
+    forget_data: ForgetData = None,
+    local_data: Annotated[
+        Path | None, typer.Option(help="Your own images (.npz with x, y); default: a sample.")
+    ] = None,
+    local_samples: Annotated[
+        int, typer.Option(help="Without --local-data: this many retained training images.")
+    ] = 3000,
+    dataset: DatasetName = "mnist",
+    data_path: DataPath = None,
+    data_dir: DataDir = None,
+    model_name: ModelName = "lenet5",
+    architecture: Annotated[str, typer.Option(help="dcgan (fast default) | paper.")] = "dcgan",
+    steps: Annotated[int, typer.Option(help="GAN training steps.")] = 2000,
+    samples_per_class: Annotated[int, typer.Option(help="Drawings the judge reads.")] = 100,
+    control: Annotated[
+        bool, typer.Option(help="Also train a GAN with the reference (Fig. 11's before).")
+    ] = True,
+    seed: Seed = 0,
+    device: Device = "auto",
+    out: Annotated[Path, typer.Option(help="Where skyeye.json and the PNGs go.")] = Path(
+        "verify-skyeye"
+    ),
+) -> None:
+    """Skyeye (paper 000): a GAN draws what the model still knows; the reference judges."""
+    import numpy as np
+
+    from fedforget.data.deletion import apply_trigger
+
+    bundle, unlearned = _dataset_and_model(dataset, data_path, data_dir, model_name, model)
+    _, before = _dataset_and_model(dataset, data_path, data_dir, model_name, reference)
+    classes = sorted(set(forget_class or []))
+    if not classes and backdoor_target is None:
+        raise ConfigError("say what was deleted: --forget-class C or --backdoor-target T")
+    if backdoor_target is not None and not 0 <= backdoor_target < bundle.num_classes:
+        raise ConfigError(f"backdoor target {backdoor_target} is out of range")
+    forget = None
+    if forget_data is not None or classes:
+        forget = _forget_set(bundle, classes, forget_data)
+    elif backdoor_target is not None:
+        rng = np.random.default_rng(seed)
+        pool = np.flatnonzero(bundle.train.y != backdoor_target)
+        chosen = bundle.train.subset(np.sort(rng.choice(pool, min(300, len(pool)), False)))
+        forget = type(chosen)(
+            x=apply_trigger(chosen.x, trigger_size), y=np.full(len(chosen), backdoor_target)
+        )
+    own = _local_images(bundle, local_data, classes, local_samples, seed)
+    if backdoor_target is not None and forget is not None:
+        own = type(own)(x=np.concatenate([own.x, forget.x]), y=np.concatenate([own.y, forget.y]))
+    task = _task(bundle, unlearned, before, reference, own, forget, classes)
+    if backdoor_target is not None:
+        task = replace(task, backdoor_target=backdoor_target, trigger_size=trigger_size)
+    options = {
+        "architecture": architecture,
+        "steps": steps,
+        "samples_per_class": samples_per_class,
+        "control": control,
+        "seed": seed,
+        "device": device,
+    }
+    result = _run_verifier("skyeye", task, options, out)
+    report = result.to_json()
+    shown = ", ".join(f"{c}: {r:.0%}" for c, r in report["recognition"].items())
+    typer.echo(f"Skyeye verdict: {report['verdict']} ({report['seconds']:.0f} s) -> {out}")
+    typer.echo(f"recognition by the reference judge: {shown}")
+    for reason in getattr(result, "reasons", []):
+        typer.echo(f"  {reason}")
+
+
 @verify_app.command("spd")
 def verify_spd(
-    model: Annotated[Path, typer.Option(help="The unlearned model (a state_dict file).")],
-    source: Annotated[Path, typer.Option(help="The model before unlearning (state_dict).")],
-    forget_class: Annotated[
-        list[int] | None, typer.Option(help="Forgotten class: D_f = its training samples.")
-    ] = None,
-    forget_data: Annotated[
-        Path | None, typer.Option(help="D_f as an .npz with x (N,C,H,W in [0,1]) and y.")
-    ] = None,
-    dataset: Annotated[str, typer.Option(help="mnist, digits, npz, ...")] = "mnist",
-    data_path: Annotated[Path | None, typer.Option(help="Custom data file or folder.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Dataset cache folder.")] = None,
-    model_name: Annotated[str, typer.Option(help="Architecture of both models.")] = "lenet5",
+    model: ModelPath,
+    reference: ReferencePath,
+    forget_class: ForgetClasses = None,
+    forget_data: ForgetData = None,
+    dataset: DatasetName = "mnist",
+    data_path: DataPath = None,
+    data_dir: DataDir = None,
+    model_name: ModelName = "lenet5",
     samples: Annotated[int, typer.Option(help="At most this many D_f samples.")] = 2000,
     epochs: Annotated[int, typer.Option(help="Generator training epochs.")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
+    seed: Seed = 0,
+    device: Device = "auto",
     out: Annotated[Path, typer.Option(help="Where spd.json and spd.png go.")] = Path("verify-spd"),
 ) -> None:
     """SPD-GAN unlearning degree (paper 003): acc(source, D_p) - acc(unlearned, D_p)."""
-    from fedforget.verification.spd import SpdConfig, spd_degree, write_spd
-
     bundle, unlearned = _dataset_and_model(dataset, data_path, data_dir, model_name, model)
-    _, original = _dataset_and_model(dataset, data_path, data_dir, model_name, source)
+    _, original = _dataset_and_model(dataset, data_path, data_dir, model_name, reference)
     forget = _forget_set(bundle, forget_class, forget_data)
-    try:
-        config = SpdConfig(max_samples=samples, epochs=epochs, seed=seed, device=device)
-    except ValueError as err:
-        raise ConfigError(str(err).splitlines()[-1].strip()) from None
-    result = spd_degree(original, unlearned, forget, bundle.num_classes, config)
-    write_spd(result, out)
+    task = _task(bundle, unlearned, original, reference, forget, forget, forget_class or [])
+    options = {"max_samples": samples, "epochs": epochs, "seed": seed, "device": device}
+    result = _run_verifier("spd", task, options, out)
     typer.echo(
         f"SPD degree {result.degree:.4f} (max {result.max_degree:.4f}): source "
         f"{result.source_accuracy:.2%} vs unlearned {result.unlearned_accuracy:.2%} on "
         f"{result.samples} perturbed D_f samples, {result.seconds:.1f} s -> {out}/spd.json"
     )
+
+
+def _local_images(
+    bundle: Any, path: Path | None, forgotten: list[int], limit: int, seed: int
+) -> Any:
+    """The user's own images: a file, or a seeded sample of the retained training data."""
+    import numpy as np
+
+    if path is not None:
+        return _npz_dataset(path)
+    keep = np.flatnonzero(~np.isin(bundle.train.y, forgotten))
+    rng = np.random.default_rng(seed)
+    return bundle.train.subset(np.sort(rng.choice(keep, min(limit, len(keep)), replace=False)))
+
+
+def _task(
+    bundle: Any,
+    model: Any,
+    reference: Any,
+    reference_path: Path,
+    local: Any,
+    forget: Any,
+    classes: list[int],
+) -> Any:
+    from fedforget.verification import VerificationTask
+
+    return VerificationTask(
+        model=model,
+        reference=reference,
+        reference_name=f"model before unlearning ({reference_path.name})",
+        num_classes=bundle.num_classes,
+        local_data=local,
+        forget=forget,
+        forgotten_classes=tuple(sorted(set(classes))),
+    )
+
+
+def _run_verifier(name: str, task: Any, options: dict[str, Any], out: Path) -> Any:
+    """Build, check and run a verifier with a progress bar; write its files into ``out``."""
+    from rich.progress import Progress
+
+    from fedforget.verification import build_verifier
+
+    verifier = build_verifier(name, **options)
+    try:
+        verifier.check(task)
+    except ValueError as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+    with Progress(transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(phase: str, step: int, total: int, metrics: dict[str, float]) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(f"{name}: {phase}", total=total)
+            bar.update(tasks[phase], completed=step)
+
+        result = verifier.verify(task, progress)
+    result.write(out)
+    return result
 
 
 @data_app.command("mnist")
@@ -386,6 +548,11 @@ def list_registered() -> None:
         method = UNLEARNER_REGISTRY.get(name)
         needs = ", ".join(sorted(method.needs)) if method else "rounds (retrain from w_0)"
         typer.echo(f"  {name:<16} {needs}")
+    from fedforget.verification import VERIFIER_REGISTRY
+
+    typer.echo("verifiers (fedforget verify NAME, simulate --verify NAME):")
+    for name, verifier in sorted(VERIFIER_REGISTRY.items()):
+        typer.echo(f"  {name:<16} {verifier.summary}")
 
 
 def main(argv: list[str] | None = None) -> None:

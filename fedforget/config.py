@@ -138,6 +138,18 @@ class MethodsConfig(_Section):
     options: dict[str, dict[str, OptionValue]] = Field(default_factory=dict)
 
 
+class VerifyConfig(_Section):
+    """Verification by the deleting clients after the run (``--verify``).
+
+    ``method`` names a verifier (``skyeye``, ``spd``) or ``none``; its options come from
+    ``methods.options[method]`` (``--option skyeye.steps=1000``). The first ``clients``
+    deleting clients (by partition id) verify the final global model on their own machine.
+    """
+
+    method: str = "none"
+    clients: int = Field(1, ge=1, description="How many deleting clients verify.")
+
+
 class ResourceConfig(_Section):
     """Ray resources per simulated client and where the server computes."""
 
@@ -161,6 +173,7 @@ class SimulationConfig(_Section):
     unlearning: DistillConfig = Field(default_factory=DistillConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     methods: MethodsConfig = Field(default_factory=MethodsConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
     resources: ResourceConfig = Field(default_factory=ResourceConfig)
 
     @field_validator("clients")
@@ -185,6 +198,8 @@ class SimulationConfig(_Section):
                 )
         if self.deletion.mode == "class" and not self.deletion.forget_classes:
             raise ValueError("mode 'class' needs at least one --forget-class")
+        if self.verify.method == "skyeye" and self.deletion.mode not in ("class", "backdoor"):
+            raise ValueError("--verify skyeye checks class and backdoor deletions (--mode)")
         return self
 
     def deleting_client_ids(self) -> list[int]:

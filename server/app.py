@@ -7,6 +7,7 @@ configuration from the run config key ``fedforget-config`` (JSON; defaults when 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import datetime
@@ -76,6 +77,7 @@ def run_server(grid: Grid, config: SimulationConfig, display: Display | None = N
         message_config={P.RUN_CONFIG_KEY: config.to_json()},
     )
     result = strategy.start(grid, initial_arrays, num_rounds=config.train.rounds)
+    verification = _verify(strategy, grid, result.arrays, config, recorder.out_dir)
     reference_state, retrain_seconds = None, None
     if config.reference == "retrain":
         ref_started = time.perf_counter()
@@ -102,8 +104,35 @@ def run_server(grid: Grid, config: SimulationConfig, display: Display | None = N
                 deleted_passes_after_deletion=strategy.bookkeeping.deleted_passes_after,
             ),
             "efficiency": _efficiency(recorder.rounds),
+            "verification": verification,
         },
     )
+
+
+def _verify(
+    strategy: FederatedUnlearning,
+    grid: Grid,
+    arrays: ArrayRecord,
+    config: SimulationConfig,
+    out_dir: Path,
+) -> list[dict] | None:
+    """``--verify``: the deleting clients verify the final model; reports into the run folder.
+
+    Each verifying client writes its pictures to ``verification/client-<id>/`` (the run
+    folder is on the same machine in a simulation); the server writes each report there as
+    ``<method>.json``, so the run folder holds them on a real deployment too.
+    """
+    method = config.verify.method
+    if method == "none" or not strategy.deletion.round:
+        return None
+    folder = out_dir / "verification"
+    reports = strategy.verify_deletion(grid, arrays, method, config.verify.clients, str(folder))
+    for report in reports:
+        target = folder / f"client-{report['client']}"
+        target.mkdir(parents=True, exist_ok=True)
+        body = {k: v for k, v in report.items() if k not in ("client", "method")}
+        (target / f"{method}.json").write_text(json.dumps(body, indent=2) + "\n")
+    return reports
 
 
 def _if_deleted(strategy: FederatedUnlearning, seconds: float) -> float | None:

@@ -23,6 +23,7 @@ from fedforget.strategies.registry import (
     build_configured_unlearner,
     check_strategy_name,
 )
+from fedforget.verification import build_verifier, verifier_names
 
 T = TypeVar("T")
 
@@ -59,10 +60,24 @@ def check_run(config: SimulationConfig) -> None:
 
 def check_strategies(config: SimulationConfig, names: list[str]) -> None:
     """Known strategy names, and options that each method accepts (else :class:`ConfigError`)."""
+    verifiers = verifier_names()
     for name in dict.fromkeys([*names, *config.methods.options]):
+        if name in verifiers and name not in names:
+            continue
         check_strategy_name(name)
         if name != RETRAIN:
             build_configured_unlearner(config, name)
+    check_verifier(config)
+
+
+def check_verifier(config: SimulationConfig) -> None:
+    """A known ``--verify`` method whose options (``--option NAME.KEY=VALUE``) it accepts."""
+    method = config.verify.method
+    if method != "none":
+        build_verifier(method, **config.methods.options.get(method, {}))
+    unused = [n for n in config.methods.options if n in verifier_names() and n != method]
+    if unused:
+        raise ConfigError(f"options for verifier '{unused[0]}' but --verify is {method}")
 
 
 def backend_config(config: SimulationConfig) -> dict[str, Any]:

@@ -20,6 +20,7 @@ weights without the deleted data (baseline B1).
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -64,6 +65,7 @@ class DeletionRecord:
     retain_samples: int = 0
     history_bytes: int = 0
     client_training_calls: int = 0
+    nodes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -292,6 +294,7 @@ class FederatedUnlearning(FedAvg):
         self._pending.clear()
         self.deletion.round = server_round
         self.deletion.clients = sorted(self.partition_of.get(n, -1) for n in nodes)
+        self.deletion.nodes = nodes
         self.observer.checkpoint("before_deletion", _numpy_state(arrays))
         started = time.perf_counter()
         unlearned = self.unlearn_step(grid, server_round, arrays, nodes)
@@ -406,6 +409,48 @@ class FederatedUnlearning(FedAvg):
         (reply,) = self._query(grid, [node], P.RELAY_TRAIN, record)
         self._note_train_reply(reply)
         return reply.content[P.ARRAYS]
+
+    # ------------------------------------------------------------------ verification
+    def verify_deletion(
+        self, grid: Grid, arrays: ArrayRecord, method: str, clients: int, folder: str = ""
+    ) -> list[dict]:
+        """Ask the first ``clients`` deleting clients to verify ``arrays`` with ``method``.
+
+        Each runs the verifier on its own node (``query.verify``) and replies with its report;
+        a client that fails is recorded with its error and does not stop the run.
+
+        Returns
+        -------
+        list of dict
+            One report per client: ``client`` (partition id), ``method``, then the verifier's
+            JSON object, or ``error``.
+        """
+        nodes = sorted(self.deletion.nodes, key=lambda n: self.partition_of.get(n, n))[:clients]
+        if not nodes:
+            return []
+        extra = {P.VERIFY_DIR: folder} if folder else {}
+        record = RecordDict({P.ARRAYS: arrays, P.CONFIG: self._config(**extra)})
+        self.observer.progress("verification", 0, len(nodes), {})
+        messages = self._construct_messages(record, nodes, P.VERIFY)
+        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
+        reports = []
+        for reply in replies:
+            head = {
+                "client": self.partition_of.get(reply.metadata.src_node_id, -1),
+                "method": method,
+            }
+            if reply.has_error():
+                reports.append({**head, "error": reply.error.reason.splitlines()[-1]})
+            else:
+                reports.append({**head, **json.loads(str(reply.content[P.CONFIG][P.REPORT]))})
+        answered = {r.metadata.src_node_id for r in replies}
+        reports += [
+            {"client": self.partition_of.get(n, -1), "method": method, "error": "no reply"}
+            for n in nodes
+            if n not in answered
+        ]
+        self.observer.progress("verification", len(nodes), len(nodes), {})
+        return sorted(reports, key=lambda report: report["client"])
 
     # ------------------------------------------------------------------ helpers
     def _round_config(self, server_round: int) -> dict:

@@ -71,6 +71,7 @@ def test_list_names_the_registries(capsys):
     main(["list"])
     out = capsys.readouterr().out
     assert "mnist" in out and "lenet5" in out and "distill" in out and "retrain" in out
+    assert "skyeye" in out and "spd" in out
 
 
 @pytest.mark.parametrize(
@@ -138,6 +139,55 @@ def test_verify_errors_are_one_line(tmp_path, capsys, extra, fragment):
     model = _saved_digits_model(tmp_path / "m.pt")
     with pytest.raises(SystemExit) as info:
         main(["verify", "spd", "--dataset", "digits", "--model", model, "--source", model, *extra])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err, err
+
+
+def test_verify_skyeye_writes_the_contract(tmp_path, capsys):
+    import json
+
+    model = _saved_digits_model(tmp_path / "m.pt")
+    args = ["verify", "skyeye", "--dataset", "digits", "--model", model, "--reference", model]
+    tiny = ["--steps", "5", "--samples-per-class", "3", "--local-samples", "300"]
+    main([*args, *tiny, "--forget-class", "3", "--out", str(tmp_path / "class")])
+    report = json.loads((tmp_path / "class" / "skyeye.json").read_text())
+    keys = {"verdict", "recognition", "forgotten_classes", "thresholds", "judge", "seconds"}
+    assert keys <= set(report) and report["forgotten_classes"] == [3]
+    assert "before_recognition" in report  # the control run with the reference model
+    assert (tmp_path / "class" / "skyeye_before_after.png").is_file()
+    assert "Skyeye verdict" in capsys.readouterr().out
+    backdoor = ["--backdoor-target", "0", "--trigger-size", "2", "--no-control"]
+    main([*args, *tiny, *backdoor, "--out", str(tmp_path / "bd")])
+    report = json.loads((tmp_path / "bd" / "skyeye.json").read_text())
+    assert report["trigger"]["target"] == 0 and "before_recognition" not in report
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ([], "--forget-class C or --backdoor-target T"),
+        (["--backdoor-target", "10"], "backdoor target 10 is out of range"),
+        (["--forget-class", "3", "--architecture", "vae"], "skyeye option architecture"),
+        (["--forget-class", "3", "--local-data", "/nope.npz"], "/nope.npz: expected an .npz"),
+    ],
+)
+def test_verify_skyeye_errors_are_one_line(tmp_path, capsys, extra, fragment):
+    model = _saved_digits_model(tmp_path / "m.pt")
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "verify",
+                "skyeye",
+                "--dataset",
+                "digits",
+                "--model",
+                model,
+                "--reference",
+                model,
+                *extra,
+            ]
+        )
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err, err

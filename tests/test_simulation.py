@@ -24,8 +24,13 @@ def backdoor_run(tmp_path_factory, make_config):
         train={"rounds": 4, "local_epochs": 3},
         deletion={"round": 3, "share": 0.1},
         unlearning={"batch_size": 16},
+        verify={"method": "skyeye", "clients": 2},
+        methods={"options": {"skyeye": TINY_SKYEYE}},
     )
     return config, simulate(config)
+
+
+TINY_SKYEYE = {"steps": 30, "batch_size": 32, "width": 8, "samples_per_class": 5}
 
 
 def test_the_run_writes_every_output(backdoor_run):
@@ -67,15 +72,41 @@ def test_the_backdoor_was_learned_and_unlearned(backdoor_run):
     assert summary.reference.final.backdoor_success < before.backdoor_success
 
 
+def test_the_deleting_clients_verified_the_final_model(backdoor_run):
+    config, summary = backdoor_run
+    reports = summary.verification
+    assert [r["client"] for r in reports] == [0, 1]  # the first two deleting clients
+    for report in reports:
+        assert report["method"] == "skyeye" and "error" not in report, report
+        assert report["verdict"] in ("forgotten", "not_forgotten")
+        assert report["trigger"]["target"] == config.deletion.backdoor_target
+        assert set(report["before_recognition"]) == {str(c) for c in range(10)}
+        folder = config.out / "verification" / f"client-{report['client']}"
+        stored = json.loads((folder / "skyeye.json").read_text())
+        assert stored["recognition"] == report["recognition"]
+        for picture in ("skyeye_grid.png", "skyeye_before_after.png"):
+            assert (folder / picture).read_bytes()[:4] == b"\x89PNG"
+    stored = json.loads((config.out / SUMMARY_FILE).read_text())
+    assert stored["verification"] == reports
+
+
 def test_client_mode_with_retrain_strategy(tmp_path, make_config):
     config = make_config(
         out=tmp_path,
         strategy="retrain",
         reference="none",
         deletion={"mode": "client", "deleting_clients": [1]},
+        verify={"method": "spd"},
+        methods={"options": {"spd": {"epochs": 1, "max_samples": 64}}},
     )
     summary = simulate(config)
     assert summary.deletion.clients == [1]
+    (report,) = summary.verification
+    assert report["client"] == 1 and report["samples"] == 64
+    assert report["degree"] == pytest.approx(
+        report["source_accuracy"] - report["unlearned_accuracy"]
+    )
+    assert (tmp_path / "verification" / "client-1" / "spd.json").is_file()
     assert summary.reference is None
     assert summary.bookkeeping.deleted_passes_after_deletion == 0
     # the retrain strategy reran the deletion round's rounds from the initial weights

@@ -80,5 +80,6 @@ class Summary(BaseModel):
     deletion: DeletionSummary
     bookkeeping: Bookkeeping = Field(default_factory=Bookkeeping)
     efficiency: Efficiency | None = None
+    verification: list[dict[str, Any]] | None = None
     out_dir: str | None = None
     config: dict[str, Any]

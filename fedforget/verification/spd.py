@@ -65,7 +65,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +77,12 @@ from torch.nn import functional as F
 
 from fedforget.data import ArrayDataset
 from fedforget.training import predict_proba, resolve_device, seeded_batches, to_tensors
+from fedforget.verification.base import (
+    ProgressFn,
+    VerificationTask,
+    Verifier,
+    register_verifier,
+)
 
 __all__ = [
     "SPD_IMAGE_FILE",
@@ -85,6 +90,7 @@ __all__ = [
     "PerturbationGenerator",
     "SpdConfig",
     "SpdResult",
+    "SpdVerifier",
     "spd_degree",
     "spd_loss",
     "write_spd",
@@ -93,9 +99,6 @@ __all__ = [
 SPD_JSON_FILE = "spd.json"
 SPD_IMAGE_FILE = "spd.png"
 MIN_IMAGE_SIDE = 4  # two stride-2 convolutions need at least 4 pixels per side
-
-ProgressFn = Callable[[str, int, int, dict[str, float]], None]
-"""Called as ``progress(phase, step, total, metrics)``, like the unlearners' callback."""
 
 
 class SpdConfig(BaseModel):
@@ -262,6 +265,10 @@ class SpdResult:
             "seconds": self.seconds,
             "config": self.config.model_dump(),
         }
+
+    def write(self, out_dir: Path) -> dict[str, Path]:
+        """:func:`write_spd` into ``out_dir``."""
+        return write_spd(self, out_dir)
 
 
 def spd_degree(
@@ -464,3 +471,25 @@ def _as_image(image: np.ndarray) -> np.ndarray:
     """(C, H, W) in [0, 1] to what ``imshow`` takes: (H, W) or (H, W, 3), clipped."""
     picture = np.clip(image, 0.0, 1.0)
     return np.moveaxis(picture, 0, -1) if picture.shape[0] == 3 else picture[0]
+
+
+@register_verifier
+class SpdVerifier(Verifier):
+    """SPD-GAN unlearning degree (paper 003), with the model before unlearning as ``M``."""
+
+    name = "spd"
+    summary = "perturb D_f so the source model keeps it; degree = accuracy gap (paper 003)"
+    Settings = SpdConfig
+
+    def check(self, task: VerificationTask) -> None:
+        """SPD needs the samples the user asked to delete."""
+        if task.forget is None or len(task.forget) == 0:
+            raise ValueError("spd needs the samples the user asked to delete (D_f)")
+
+    def verify(self, task: VerificationTask, progress: ProgressFn | None = None) -> SpdResult:
+        """:func:`spd_degree` of the reference (source) and the verified model on D_f."""
+        self.check(task)
+        assert task.forget is not None
+        return spd_degree(
+            task.reference, task.model, task.forget, task.num_classes, self.settings, progress
+        )

@@ -1,0 +1,173 @@
+"""The verifier extension point: one interface, a name -> class registry.
+
+A verifier answers a deleting user's question "did the model forget what I asked to delete?"
+on the user's own machine, from what the user holds (:class:`VerificationTask`): the model
+under verification, the model from before the unlearning, the user's own data and the samples
+they asked to delete. ``fedforget verify <name>`` runs one standalone; in a simulation,
+``--verify <name>`` makes the deleting clients run it after they receive the final model.
+Nothing here imports Flower.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from fedforget.config import ConfigError, SimulationConfig
+from fedforget.data import ArrayDataset, Federation
+
+__all__ = [
+    "VERIFIER_REGISTRY",
+    "VerificationResult",
+    "VerificationTask",
+    "Verifier",
+    "VerifierSettings",
+    "build_verifier",
+    "client_task",
+    "register_verifier",
+    "verifier_names",
+]
+
+ProgressFn = Callable[[str, int, int, dict[str, float]], None]
+"""Called as ``progress(phase, step, total, metrics)``."""
+
+
+@dataclass(frozen=True)
+class VerificationTask:
+    """What a deleting user holds when they verify.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The model under verification (after unlearning); verifiers leave it unchanged.
+    reference : nn.Module
+        The model from before the unlearning (Skyeye's judge, SPD's source model ``M``).
+    reference_name : str
+        Where ``reference`` comes from, for the reports.
+    num_classes : int
+        Number of classes of both models.
+    local_data : ArrayDataset
+        The user's own images (for a backdoor deletion, including the triggered ones).
+    forget : ArrayDataset or None
+        The samples the user asked to delete, with their (training) labels.
+    forgotten_classes : tuple of int
+        Classes deleted (class deletion); empty otherwise.
+    backdoor_target, trigger_size : int or None
+        The backdoor's target class and trigger side (backdoor deletion); ``None`` otherwise.
+    """
+
+    model: nn.Module
+    reference: nn.Module
+    reference_name: str
+    num_classes: int
+    local_data: ArrayDataset
+    forget: ArrayDataset | None = None
+    forgotten_classes: tuple[int, ...] = ()
+    backdoor_target: int | None = None
+    trigger_size: int | None = None
+
+
+class VerificationResult(Protocol):
+    """What a verifier returns: a JSON object and the files it writes."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The report (``<name>.json``); always holds ``seconds``."""
+
+    def write(self, out_dir: Path) -> dict[str, Path]:
+        """Write the JSON report and the pictures into ``out_dir``; return their paths."""
+
+
+class VerifierSettings(BaseModel):
+    """Base of every verifier's options (unknown options are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Verifier(ABC):
+    """Base class of every verification method.
+
+    Subclasses set ``name``, ``summary``, a ``Settings`` model and implement :meth:`check` and
+    :meth:`verify`. ``Settings`` receives the user's options plus ``seed`` and ``device``.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Settings: ClassVar[type[BaseModel]] = VerifierSettings
+
+    def __init__(self, **options: Any) -> None:
+        try:
+            self.settings = self.Settings(**options)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(f"{self.name} option {where}: {first['msg']}") from None
+
+    @abstractmethod
+    def check(self, task: VerificationTask) -> None:
+        """Raise :class:`ValueError` (one line) when ``task`` lacks what this verifier needs."""
+
+    @abstractmethod
+    def verify(
+        self, task: VerificationTask, progress: ProgressFn | None = None
+    ) -> VerificationResult:
+        """Run the verification (call :meth:`check` first)."""
+
+
+VERIFIER_REGISTRY: dict[str, type[Verifier]] = {}
+
+
+def register_verifier(cls: type[Verifier]) -> type[Verifier]:
+    """Class decorator: register a verifier under its ``name``."""
+    VERIFIER_REGISTRY[cls.name] = cls
+    return cls
+
+
+def verifier_names() -> list[str]:
+    """Registered verifier names, sorted."""
+    return sorted(VERIFIER_REGISTRY)
+
+
+def build_verifier(name: str, **options: Any) -> Verifier:
+    """Instantiate a registered verifier; unknown names and options are :class:`ConfigError`."""
+    if name not in VERIFIER_REGISTRY:
+        raise ConfigError(
+            f"unknown verifier '{name}'; choose one of: {', '.join(verifier_names())}"
+        )
+    return VERIFIER_REGISTRY[name](**options)
+
+
+def client_task(
+    federation: Federation,
+    config: SimulationConfig,
+    partition_id: int,
+    model: nn.Module,
+    reference: nn.Module,
+    reference_name: str,
+) -> VerificationTask:
+    """What deleting client ``partition_id`` verifies with, after its deletion.
+
+    Its own images are its retained local data; after a backdoor deletion they include the
+    triggered samples it asked to delete (so Skyeye's discriminator accepts the trigger as
+    realistic). ``forget`` is the user's own copy of the samples they asked to delete: they
+    left the training data, not the user's disk, and they never leave the node here.
+    """
+    deletion = config.deletion
+    backdoor = deletion.mode == "backdoor"
+    local, _ = federation.client_data(partition_id, drop_deleted=not backdoor)
+    return VerificationTask(
+        model=model,
+        reference=reference,
+        reference_name=reference_name,
+        num_classes=federation.num_classes,
+        local_data=local,
+        forget=federation.train.subset(federation.client_forget_indices(partition_id)),
+        forgotten_classes=tuple(deletion.forget_classes) if deletion.mode == "class" else (),
+        backdoor_target=deletion.backdoor_target if backdoor else None,
+        trigger_size=deletion.trigger_size if backdoor else None,
+    )
