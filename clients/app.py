@@ -1,10 +1,12 @@
 """The fedforget ClientApp: local training, deletion requests, data for unlearning, the relay.
 
-Each simulated client is a Flower node whose ``node_config["partition-id"]`` names its slice of
-the federation. The federation (data, partitions, deletion plan) is a pure function of the
-configuration carried in every message, built once per Ray actor and cached
-(:func:`fedforget.data.build_federation`); per-node facts that must survive across rounds
-(whether the node's deletion was carried out) live in ``Context.state``.
+A node is either a simulated client (``node_config["partition-id"]`` names its slice of the
+federation, a pure function of the configuration carried in every message and cached per
+Ray actor by :func:`fedforget.data.build_federation`) or a real SuperNode with its own data
+and deletion requests in ``node_config["node-dir"]`` (:mod:`fedforget.node`); the handlers
+below serve both through :mod:`fedforget.clients.nodes`. Per-node facts that must survive
+across messages of a run (the simulated deletion's state, the model kept for verification)
+live in ``Context.state``.
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from fedforget import protocol as P
+from fedforget.clients.nodes import LocalNode, node_for
 from fedforget.config import SimulationConfig
-from fedforget.data import ArrayDataset, Federation, build_federation
+from fedforget.data import ArrayDataset
 from fedforget.models import ClassifierModel, build_model
 from fedforget.training import accuracy, train_local
-from fedforget.verification import build_verifier, client_task
-
-STATE_KEY = "fedforget"
+from fedforget.verification import build_verifier
 
 app = ClientApp()
 
@@ -41,79 +42,56 @@ def _config(message: Message) -> SimulationConfig:
     return _parse_config(str(message.content[P.CONFIG][P.RUN_CONFIG_KEY]))
 
 
+def _node(message: Message, context: Context) -> LocalNode:
+    return node_for(_config(message), context, message)
+
+
 def _device(config: SimulationConfig) -> torch.device:
     wants_gpu = config.resources.client_gpus > 0 and torch.cuda.is_available()
     return torch.device("cuda" if wants_gpu else "cpu")
 
 
-def _partition_id(context: Context) -> int:
-    return int(context.node_config["partition-id"])
-
-
-def _state_key(message: Message) -> str:
-    """Where this node keeps its deletion state: one slot per branch of ``fedforget compare``.
-
-    ``compare`` replays one deletion under several strategies from the same checkpoint; each
-    branch names itself in the message config, so a node's deletion in one branch does not
-    leak into the next. A plain run has a single, unnamed branch.
-    """
-    branch = str(message.content[P.CONFIG].get(P.BRANCH, ""))
-    return f"{STATE_KEY}:{branch}" if branch else STATE_KEY
-
-
-def deletion_done(context: Context, message: Message) -> bool:
-    """Whether this node has carried out its deletion (its D_f is gone for good)."""
-    record = context.state.get(_state_key(message))
-    return bool(record is not None and record.get(P.DELETION_DONE, False))
-
-
-def _reference_key(message: Message) -> str:
+def _reference_key(node: LocalNode) -> str:
     """Where this node keeps the global model it received before asking for its deletion."""
-    return f"{_state_key(message)}:reference"
+    return f"{node.state_key}:reference"
 
 
-def _mark_deletion_done(context: Context, message: Message) -> None:
-    context.state[_state_key(message)] = ConfigRecord({P.DELETION_DONE: True})
+def _requests(message: Message, node: LocalNode) -> list[str]:
+    """The request ids the server names for this node (empty: all pending ones)."""
+    text = str(message.content[P.CONFIG].get(P.REQUESTS, ""))
+    return list(json.loads(text).get(str(node.context.node_id), [])) if text else []
 
 
-def _local_data(
-    federation: Federation, context: Context, message: Message
-) -> tuple[ArrayDataset, np.ndarray]:
-    drop = deletion_done(context, message)
-    return federation.client_data(_partition_id(context), drop_deleted=drop)
+def _new_model(config: SimulationConfig, data: ArrayDataset, num_classes: int) -> ClassifierModel:
+    return build_model(config.model, num_classes, int(data.x.shape[1]), int(data.x.shape[2]))
 
 
-def _data_reply(message: Message, context: Context, data: ArrayDataset) -> Message:
-    arrays = ArrayRecord(array_dict={"x": Array(data.x), "y": Array(data.y)})
-    metrics = MetricRecord({P.NUM_EXAMPLES: len(data), P.PARTITION_ID: _partition_id(context)})
-    return Message(RecordDict({P.DATA: arrays, P.METRICS: metrics}), reply_to=message)
+def _received_model(message: Message, node: LocalNode) -> ClassifierModel:
+    return _model_from(message.content[P.ARRAYS].to_torch_state_dict(), node)
 
 
-def _received_model(
-    message: Message, federation: Federation, config: SimulationConfig
-) -> ClassifierModel:
-    model = build_model(
-        config.model, federation.num_classes, federation.in_channels, federation.image_size
-    )
-    model.load_state_dict(message.content[P.ARRAYS].to_torch_state_dict())
+def _model_from(state: dict, node: LocalNode) -> ClassifierModel:
+    """The run's model with ``state``; its shape from the node's data and the message."""
+    data, _ = node.training_data()
+    num_classes = int(node.message.content[P.CONFIG][P.NUM_CLASSES])
+    model = _new_model(node.config, data, num_classes)
+    model.load_state_dict(state)
     return model
 
 
-def _deletion_pending(
-    federation: Federation, context: Context, message: Message, server_round: int
-) -> bool:
-    holds = len(federation.client_forget_indices(_partition_id(context))) > 0
-    arrived = server_round >= _config(message).deletion.round
-    return holds and arrived and not deletion_done(context, message)
+def _data_reply(message: Message, node: LocalNode, data: ArrayDataset) -> Message:
+    arrays = ArrayRecord(array_dict={"x": Array(data.x), "y": Array(data.y)})
+    metrics = MetricRecord({P.NUM_EXAMPLES: len(data), P.PARTITION_ID: node.partition_id})
+    return Message(RecordDict({P.DATA: arrays, P.METRICS: metrics}), reply_to=message)
 
 
 def _train_reply(message: Message, context: Context, epochs: int, lr: float) -> Message:
-    config = _config(message)
-    federation = build_federation(config)
-    data, indices = _local_data(federation, context, message)
+    node = _node(message, context)
+    config = node.config
+    data, ids = node.training_data()
     if len(data) == 0:
         raise RuntimeError("this client holds no data any more (it left the federation)")
-    model = _received_model(message, federation, config)
+    model = _received_model(message, node)
     server_round = int(message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
     result = train_local(
         model,
@@ -122,27 +100,31 @@ def _train_reply(message: Message, context: Context, epochs: int, lr: float) -> 
         lr=lr,
         momentum=config.train.momentum,
         batch_size=config.train.batch_size,
-        seed=int(message.content[P.CONFIG].get(P.SEED, 0)) + _partition_id(context),
+        seed=int(message.content[P.CONFIG].get(P.SEED, 0)) + node.partition_id,
         device=_device(config),
     )
-    deleted_passes = int(result.index_counts[federation.is_deleted(indices)].sum())
-    pending = _deletion_pending(federation, context, message, server_round)
-    if pending:  # the last global model before the deletion: the user's verification reference
-        context.state[_reference_key(message)] = message.content[P.ARRAYS]
+    deleted_passes = int(result.index_counts[node.deleted_mask(ids)].sum())
+    pending = node.pending(server_round)
+    if pending.count:  # the last global model before the deletion: the verification reference
+        context.state[_reference_key(node)] = message.content[P.ARRAYS]
     metrics = MetricRecord(
         {
             P.NUM_EXAMPLES: result.num_examples,
             P.TRAIN_LOSS: result.mean_loss,
             P.COMPUTE_SECONDS: result.seconds,
             P.DELETED_PASSES: deleted_passes,
-            P.DELETION_DONE: int(deletion_done(context, message)),
-            P.DELETION_PENDING: int(pending),
-            P.NUM_FORGET: len(federation.client_forget_indices(_partition_id(context))),
-            P.PARTITION_ID: _partition_id(context),
+            P.DELETION_DONE: int(node.deletion_done()),
+            P.DELETION_PENDING: int(pending.count > 0),
+            P.NUM_FORGET: pending.count,
+            P.PARTITION_ID: node.partition_id,
         }
     )
-    arrays = ArrayRecord(model.state_dict())
-    return Message(RecordDict({P.ARRAYS: arrays, P.METRICS: metrics}), reply_to=message)
+    content = RecordDict({P.ARRAYS: ArrayRecord(model.state_dict()), P.METRICS: metrics})
+    if pending.requests:
+        content[P.DELETION] = ConfigRecord(
+            {P.REQUESTS: list(pending.requests), P.CLASSES: list(pending.classes)}
+        )
+    return Message(content, reply_to=message)
 
 
 @app.train()
@@ -172,32 +154,28 @@ def local_train(message: Message, context: Context) -> Message:
 @app.query("forget_data")
 def forget_data(message: Message, context: Context) -> Message:
     """Send D_f^i to the server, as paper 000 gathers D_f there for unlearning."""
-    federation = build_federation(_config(message))
-    indices = federation.client_forget_indices(_partition_id(context))
-    if deletion_done(context, message):
-        indices = indices[:0]
-    return _data_reply(message, context, federation.train.subset(indices))
+    node = _node(message, context)
+    return _data_reply(message, node, node.forget_data(_requests(message, node)))
 
 
 @app.query("retain_data")
 def retain_data(message: Message, context: Context) -> Message:
     """Send a seeded sample of the retained local data, for methods that need one."""
-    config = _config(message)
-    federation = build_federation(config)
-    data, _ = federation.client_data(_partition_id(context), drop_deleted=True)
+    node = _node(message, context)
+    data = node.retained_data()
     limit = int(message.content[P.CONFIG][P.RETAIN_SAMPLES])
-    rng = np.random.default_rng(config.seed + _partition_id(context))
+    rng = np.random.default_rng(node.config.seed + node.partition_id)
     keep = np.sort(rng.choice(len(data), min(limit, len(data)), replace=False))
-    return _data_reply(message, context, data.subset(keep))
+    return _data_reply(message, node, data.subset(keep))
 
 
 @app.query("deletion_complete")
 def deletion_complete(message: Message, context: Context) -> Message:
     """The deletion is being carried out: drop the deleted samples for good."""
-    federation = build_federation(_config(message))
-    _mark_deletion_done(context, message)
-    dropped = len(federation.client_forget_indices(_partition_id(context)))
-    metrics = MetricRecord({P.NUM_FORGET: dropped, P.PARTITION_ID: _partition_id(context)})
+    node = _node(message, context)
+    server_round = int(message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
+    dropped = node.carry_out(_requests(message, node), server_round)
+    metrics = MetricRecord({P.NUM_FORGET: dropped, P.PARTITION_ID: node.partition_id})
     return Message(RecordDict({P.METRICS: metrics}), reply_to=message)
 
 
@@ -208,17 +186,17 @@ def local_eval(message: Message, context: Context) -> Message:
     At most ``recovery.eval_samples`` local samples (a fixed seeded subset) are scored: the
     relay only needs to rank clients and check a threshold, and every hop evaluates them all.
     """
-    config = _config(message)
-    federation = build_federation(config)
-    data, _ = _local_data(federation, context, message)
+    node = _node(message, context)
+    config = node.config
+    data, _ = node.training_data()
     limit = config.recovery.eval_samples
     if len(data) > limit:
-        rng = np.random.default_rng(config.seed + _partition_id(context))
+        rng = np.random.default_rng(config.seed + node.partition_id)
         data = data.subset(np.sort(rng.choice(len(data), limit, replace=False)))
-    model = _received_model(message, federation, config)
+    model = _received_model(message, node)
     score = accuracy(model, data, _device(config)) if len(data) else 1.0
     metrics = MetricRecord(
-        {P.ACCURACY: score, P.NUM_EXAMPLES: len(data), P.PARTITION_ID: _partition_id(context)}
+        {P.ACCURACY: score, P.NUM_EXAMPLES: len(data), P.PARTITION_ID: node.partition_id}
     )
     return Message(RecordDict({P.METRICS: metrics}), reply_to=message)
 
@@ -232,31 +210,23 @@ def verify(message: Message, context: Context) -> Message:
     the node holds. The report travels back; the pictures go to the folder named in the
     message (the run folder in a simulation) or stay unwritten when none is named.
     """
-    config = _config(message)
-    federation = build_federation(config)
-    stored = context.state.get(_reference_key(message))
+    node = _node(message, context)
+    config = node.config
+    stored = context.state.get(_reference_key(node))
     if stored is None:
         raise RuntimeError("this node kept no model from before its deletion request")
-    reference = build_model(
-        config.model, federation.num_classes, federation.in_channels, federation.image_size
-    )
-    reference.load_state_dict(stored.to_torch_state_dict())
-    partition = _partition_id(context)
-    task = client_task(
-        federation,
-        config,
-        partition,
-        _received_model(message, federation, config),
-        reference,
+    task = node.verification_task(
+        _received_model(message, node),
+        _model_from(stored.to_torch_state_dict(), node),
         "the global model this client received before its deletion request",
     )
     name = config.verify.method
-    options = {"seed": config.seed + partition, "device": str(_device(config))}
+    options = {"seed": config.seed + node.partition_id, "device": str(_device(config))}
     verifier = build_verifier(name, **{**options, **config.methods.options.get(name, {})})
     result = verifier.verify(task)
     folder = str(message.content[P.CONFIG].get(P.VERIFY_DIR, ""))
     if folder:
-        result.write(Path(folder) / f"client-{partition}")
+        result.write(Path(folder) / f"client-{node.partition_id}")
     report = ConfigRecord({P.REPORT: json.dumps(result.to_json())})
-    metrics = MetricRecord({P.PARTITION_ID: partition})
+    metrics = MetricRecord({P.PARTITION_ID: node.partition_id})
     return Message(RecordDict({P.CONFIG: report, P.METRICS: metrics}), reply_to=message)

@@ -457,6 +457,7 @@ class FederatedUnlearning(FedAvg):
         return {
             **self.message_config,
             P.SERVER_ROUND: server_round,
+            P.NUM_CLASSES: self.num_classes,
             P.SEED: self.seed * 1_000_003 + server_round * 10_007 + self._rng.randrange(10**6),
         }
 
