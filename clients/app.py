@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,9 @@ from fedforget.clients.nodes import LocalNode, node_for
 from fedforget.config import SimulationConfig
 from fedforget.data import ArrayDataset
 from fedforget.models import ClassifierModel, build_model
+from fedforget.strategies.registry import build_configured_unlearner
 from fedforget.training import accuracy, train_local
+from fedforget.unlearning import UnlearningContext, UnlearningRequest
 from fedforget.verification import build_verifier
 
 app = ClientApp()
@@ -230,3 +233,43 @@ def verify(message: Message, context: Context) -> Message:
     report = ConfigRecord({P.REPORT: json.dumps(result.to_json())})
     metrics = MetricRecord({P.PARTITION_ID: node.partition_id})
     return Message(RecordDict({P.CONFIG: report, P.METRICS: metrics}), reply_to=message)
+
+
+@app.train("unlearn")
+def unlearn(message: Message, context: Context) -> Message:
+    """``--unlearn-on client``: unlearn this node's own D_f locally; only weights leave.
+
+    The configured unlearner runs here on the received model, with the run's initial weights
+    (the incompetent teacher of distillation) sent along; D_f never leaves the node.
+    """
+    node = _node(message, context)
+    config = node.config
+    settings = message.content[P.CONFIG]
+    forget = node.forget_data(_requests(message, node))
+    model = _received_model(message, node)
+    initial = message.content[P.INITIAL_ARRAYS].to_torch_state_dict()
+    started = time.perf_counter()
+    unlearned = build_configured_unlearner(config, config.strategy).unlearn(
+        model,
+        UnlearningRequest(
+            forget=forget,
+            num_classes=model.num_classes,
+            mode=str(settings[P.MODE]),
+            forget_classes=tuple(json.loads(str(settings[P.CLASSES]))),
+        ),
+        UnlearningContext(
+            initial_state={key: value.numpy() for key, value in initial.items()},
+            build_model=lambda: _model_from(initial, node),
+            device=_device(config),
+            seed=int(settings[P.SEED]),
+        ),
+    )
+    metrics = MetricRecord(
+        {
+            P.NUM_EXAMPLES: len(forget),
+            P.COMPUTE_SECONDS: time.perf_counter() - started,
+            P.PARTITION_ID: node.partition_id,
+        }
+    )
+    arrays = ArrayRecord(unlearned.cpu().state_dict())
+    return Message(RecordDict({P.ARRAYS: arrays, P.METRICS: metrics}), reply_to=message)

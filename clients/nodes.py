@@ -158,7 +158,7 @@ class DirectoryNode(LocalNode):
         return np.isin(ids, asked)
 
     def pending(self, server_round: int) -> Pending:
-        requests = self._requests()
+        requests = self._requests() if server_round >= self.config.deletion.round else []
         if not requests:
             return Pending(0)
         classes = () if any(not r.classes for r in requests) else _union(requests)
@@ -172,7 +172,9 @@ class DirectoryNode(LocalNode):
         return self.directory.forget_data(self._named(requests))
 
     def carry_out(self, requests: list[str], server_round: int) -> int:
-        return self.directory.carry_out(self._named(requests), server_round, self.message.run_id)
+        return self.directory.carry_out(
+            self._named(requests), server_round, self.message.metadata.run_id
+        )
 
     def deletion_done(self) -> bool:
         return bool(self.directory.ledger())

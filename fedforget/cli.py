@@ -145,6 +145,10 @@ def simulate(
     retain_per_client: Annotated[
         int | None, typer.Option(help="Retained samples per client, for methods that need them.")
     ] = None,
+    unlearn_on: Annotated[
+        str,
+        typer.Option(help="server (the papers) | client: each requester unlearns its own D_f."),
+    ] = "server",
     verify: Annotated[
         str,
         typer.Option(help="After the run the deleting clients verify: none | skyeye | spd."),
@@ -217,6 +221,7 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
                 "options": parse_options(p["option"], p["strategy"]),
             }
         ),
+        "unlearn_on": p["unlearn_on"],
         "verify": {"method": p["verify"], "clients": p["verify_clients"]},
         "resources": {
             "client_cpus": p["client_cpus"],
@@ -279,6 +284,34 @@ def compare(
             result = run_compare(config, names, display)
     console.print(comparison_table(result.rows, config.deletion.mode))
     console.print(f"results: [bold]{result.out_dir}[/] (compare.csv, .json, .md, .png)")
+
+
+@app.command(
+    "run-config",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def run_config(
+    ctx: typer.Context,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds the server waits for any message's replies.")
+    ] = 3600.0,
+) -> None:
+    """Print the --run-config for `flwr run` from the options of `fedforget simulate`.
+
+    One configuration model for both ways of running: for example
+    `flwr run . my-deployment --run-config "$(fedforget run-config --mode requests --clients 3)"`.
+    The configuration is validated here, so mistakes surface before the run is submitted.
+    """
+    config = config_from_options(_simulate_params(ctx.args))
+    typer.echo(run_config_argument(config.model_copy(update={"message_timeout": timeout})))
+
+
+def run_config_argument(config: SimulationConfig) -> str:
+    """The ``--run-config`` value of ``flwr run`` that carries ``config``."""
+    text = config.to_json()
+    if "'" in text:
+        raise ConfigError("the configuration holds a single quote, which --run-config cannot carry")
+    return f"fedforget-config='{text}'"
 
 
 def _simulate_params(args: list[str]) -> dict[str, Any]:
@@ -519,6 +552,50 @@ def _run_verifier(name: str, task: Any, options: dict[str, Any], out: Path) -> A
         result = verifier.verify(task, progress)
     result.write(out)
     return result
+
+
+@app.command("request-deletion")
+def request_deletion(
+    node_dir: Annotated[Path, typer.Option(help="The node's directory (holds data.npz).")],
+    samples: Annotated[
+        Path | None, typer.Option(help="JSON file: a list of row ids in data.npz to delete.")
+    ] = None,
+    sample_ids: Annotated[str | None, typer.Option(help="Row ids, comma-separated.")] = None,
+    class_: Annotated[
+        list[int] | None, typer.Option("--class", help="Delete a whole class (repeatable).")
+    ] = None,
+) -> None:
+    """File a deletion request on a real node; its ClientApp reports it in the next round."""
+    from fedforget.node import RequestError, file_request
+
+    ids = parse_ids(sample_ids) or []
+    if samples is not None:
+        ids += _ids_file(samples)
+    if not ids and not class_:
+        raise ConfigError("say what to delete: --samples FILE, --sample-ids or --class")
+    try:
+        request, path, new = file_request(node_dir, ids, class_)
+    except RequestError as err:
+        raise ConfigError(str(err)) from None
+    what = f"{len(request.samples)} samples"
+    if request.classes:
+        what += f" of class(es) {', '.join(map(str, request.classes))}"
+    if new:
+        typer.echo(f"filed deletion request {request.id} ({what}) -> {path}")
+    else:
+        typer.echo(f"deletion request {request.id} ({what}) was already filed or carried out")
+
+
+def _ids_file(path: Path) -> list[int]:
+    """Row ids from a JSON file: a list, or an object with ``samples``."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: expected JSON with row ids ({err})") from None
+    values = raw.get("samples") if isinstance(raw, dict) else raw
+    if not isinstance(values, list) or not all(type(v) is int for v in values):
+        raise ConfigError(f"{path}: expected a JSON list of integer row ids")
+    return values
 
 
 @data_app.command("mnist")

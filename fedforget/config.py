@@ -38,10 +38,12 @@ class DeletionConfig(_Section):
     """Which data is deleted, by whom, and when.
 
     ``round`` is the FedAvg round after which the deletion requests arrive: the unlearning step
-    runs between round ``round`` and round ``round + 1``.
+    runs between round ``round`` and round ``round + 1``. In ``requests`` mode (real nodes
+    with request files, :mod:`fedforget.node`) it is the first round whose replies report the
+    requests filed so far (default 1: at once).
     """
 
-    mode: Literal["backdoor", "random", "class", "client"] = "backdoor"
+    mode: Literal["backdoor", "random", "class", "client", "requests"] = "backdoor"
     share: float = Field(0.06, description="Share of all training samples to delete.")
     deleting_clients: list[int] | None = Field(
         None,
@@ -54,6 +56,12 @@ class DeletionConfig(_Section):
     forget_classes: list[int] = Field(default_factory=list)
     backdoor_target: int = Field(0, ge=0)
     trigger_size: int = Field(4, ge=1, description="Side of the square trigger, in pixels.")
+
+    @model_validator(mode="after")
+    def _requests_are_taken_at_once_by_default(self) -> DeletionConfig:
+        if self.mode == "requests" and "round" not in self.model_fields_set:
+            self.round = 1
+        return self
 
     @field_validator("share")
     @classmethod
@@ -163,6 +171,16 @@ class SimulationConfig(_Section):
 
     clients: int = Field(20)
     seed: int = 0
+    message_timeout: float = Field(
+        3600.0, gt=0, description="Seconds the server waits for the replies to any message."
+    )
+    unlearn_on: Literal["server", "client"] = Field(
+        "server",
+        description=(
+            "Where the unlearning runs: on the server with the gathered D_f (the papers), or "
+            "on each requesting client with its own D_f, in a chain (D_f never leaves a node)."
+        ),
+    )
     model: str = "lenet5"
     strategy: str = "distill"
     reference: Literal["retrain", "none"] = "retrain"

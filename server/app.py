@@ -76,7 +76,9 @@ def run_server(grid: Grid, config: SimulationConfig, display: Display | None = N
         device=device,
         message_config={P.RUN_CONFIG_KEY: config.to_json()},
     )
-    result = strategy.start(grid, initial_arrays, num_rounds=config.train.rounds)
+    result = strategy.start(
+        grid, initial_arrays, num_rounds=config.train.rounds, timeout=config.message_timeout
+    )
     verification = _verify(strategy, grid, result.arrays, config, recorder.out_dir)
     reference_state, retrain_seconds = None, None
     if config.reference == "retrain":
@@ -150,13 +152,16 @@ def _deletion_summary(strategy: FederatedUnlearning, config: SimulationConfig) -
         round=record.round or None,
         clients=record.clients,
         forget_samples=record.forget_samples,
-        forget_classes=config.deletion.forget_classes,
+        forget_classes=config.deletion.forget_classes
+        or sorted({c for request in record.requests for c in request["classes"]}),
         relay_hops=record.relay_hops,
         relay_min_accuracy=record.relay_min_accuracy,
         forget_samples_received=record.forget_samples_received,
         retain_samples=record.retain_samples,
         history_bytes=record.history_bytes,
         client_training_calls=record.client_training_calls,
+        requests=record.requests,
+        faults=record.faults,
     )
 
 

@@ -21,6 +21,7 @@ from fedforget.server.app import run_server
 from fedforget.strategies.registry import (
     RETRAIN,
     build_configured_unlearner,
+    check_client_side,
     check_strategy_name,
 )
 from fedforget.verification import build_verifier, verifier_names
@@ -49,6 +50,11 @@ def check_run(config: SimulationConfig) -> None:
         raise ConfigError(
             f"unknown model '{config.model}'; choose one of: {', '.join(model_names())}"
         )
+    if config.deletion.mode == "requests":
+        raise ConfigError(
+            "mode 'requests' carries out deletions users file on real nodes "
+            "(fedforget request-deletion); run it on a deployment with flwr run"
+        )
     check_strategies(config, [config.strategy])
     try:
         build_federation(config)
@@ -68,6 +74,8 @@ def check_strategies(config: SimulationConfig, names: list[str]) -> None:
         if name != RETRAIN:
             build_configured_unlearner(config, name)
     check_verifier(config)
+    if config.unlearn_on == "client" and config.strategy != RETRAIN:
+        check_client_side(build_configured_unlearner(config, config.strategy))
 
 
 def check_verifier(config: SimulationConfig) -> None:

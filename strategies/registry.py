@@ -63,4 +63,18 @@ def build_strategy(
     if config.strategy == RETRAIN:
         return Retrain(**options)
     unlearner = build_configured_unlearner(config, config.strategy)
-    return FederatedUnlearning(unlearner=unlearner, **options)
+    if config.unlearn_on == "client":
+        check_client_side(unlearner)
+    return FederatedUnlearning(
+        unlearner=unlearner, unlearn_on_client=config.unlearn_on == "client", **options
+    )
+
+
+def check_client_side(unlearner: Unlearner) -> None:
+    """A client can unlearn alone only with what it holds: its D_f (the ``forget`` need)."""
+    extra = sorted(set(unlearner.needs) - {"forget"})
+    if extra:
+        raise ConfigError(
+            f"--unlearn-on client: {unlearner.name} needs {', '.join(extra)} from other "
+            "clients or past rounds; only methods that need D_f alone can run on a client"
+        )

@@ -25,10 +25,12 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from logging import WARN
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
@@ -66,6 +68,8 @@ class DeletionRecord:
     history_bytes: int = 0
     client_training_calls: int = 0
     nodes: list[int] = field(default_factory=list)
+    requests: list[dict] = field(default_factory=list)
+    faults: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +131,7 @@ class FederatedUnlearning(FedAvg):
         observer: RunObserver | None = None,
         device: torch.device | None = None,
         seed: int = 0,
+        unlearn_on_client: bool = False,
         **fedavg_options: object,
     ) -> None:
         fedavg_options.setdefault("fraction_evaluate", 0.0)
@@ -148,12 +153,15 @@ class FederatedUnlearning(FedAvg):
         self.observer = observer or RunObserver()
         self.device = device or torch.device("cpu")
         self.seed = seed
+        self.unlearn_on_client = unlearn_on_client
         self.excluded_nodes: set[int] = set()
         self.partition_of: dict[int, int] = {}
         self.deletion = DeletionRecord()
         self.bookkeeping = Bookkeeping()
         self.round_seconds: list[float] = []
         self._pending: dict[int, int] = {}
+        self._requests: dict[int, tuple[list[str], list[int]]] = {}
+        self._suspects: set[int] = set()  # failed since the last FedAvg round: not asked again
         self._compute_seconds = 0.0
         self._initial_arrays: ArrayRecord | None = None
         self._rng = random.Random(seed)
@@ -265,9 +273,10 @@ class FederatedUnlearning(FedAvg):
     ) -> tuple[ArrayRecord, dict]:
         before = self.bookkeeping.deleted_passes_after + self.bookkeeping.deleted_passes_before
         self._compute_seconds = 0.0
+        self._suspects.clear()  # every node gets a new chance in each FedAvg round
         messages = self.configure_train(server_round, arrays, train_config, grid)
         exchange_started = time.perf_counter()
-        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
+        replies = exchange(grid, messages, self.timeout)
         exchange_seconds = time.perf_counter() - exchange_started
         new_arrays, metrics = self.aggregate_train(server_round, replies)
         failures = sum(reply.has_error() for reply in replies)
@@ -291,6 +300,7 @@ class FederatedUnlearning(FedAvg):
     def _deletion_step(self, grid: Grid, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
         nodes = sorted(self._pending)
         self.deletion.forget_samples = sum(self._pending.values())
+        self._note_requests(nodes, server_round)
         self._pending.clear()
         self.deletion.round = server_round
         self.deletion.clients = sorted(self.partition_of.get(n, -1) for n in nodes)
@@ -312,8 +322,12 @@ class FederatedUnlearning(FedAvg):
         """Gather D_f, unlearn it, and tell the clients to drop it."""
         if self.unlearner is None:
             raise RuntimeError("FederatedUnlearning needs an unlearner")
+        if self.unlearn_on_client:
+            return self._unlearn_on_clients(grid, server_round, arrays, nodes)
         needs = self.unlearner.needs
-        forget = self._gather_forget_data(grid, nodes) if "forget" in needs else None
+        forget = None
+        if "forget" in needs:
+            forget, nodes = self._gather_forget_data(grid, nodes)
         retain = self._gather_retain_data(grid) if "retain" in needs else None
         history = tuple(self.history) if "history" in needs else ()
         self.deletion.history_bytes = sum(h.nbytes() for h in history)
@@ -331,8 +345,8 @@ class FederatedUnlearning(FedAvg):
         request = UnlearningRequest(
             forget=forget if forget is not None else _empty_like(retain),
             num_classes=self.num_classes,
-            mode=self.mode,
-            forget_classes=self.forget_classes,
+            mode=self._deletion_mode(nodes),
+            forget_classes=self._deletion_classes(nodes),
             retain=retain,
             history=history,
             leaving_clients=tuple(self.deletion.clients) if self.client_leaves else (),
@@ -340,17 +354,59 @@ class FederatedUnlearning(FedAvg):
         unlearned = self.unlearner.unlearn(self._model_from(arrays), request, context)
         return ArrayRecord(unlearned.cpu().state_dict())
 
-    def _gather_forget_data(self, grid: Grid, nodes: list[int]) -> ArrayDataset:
-        replies = self._query(grid, nodes, P.FORGET_DATA, RecordDict({P.CONFIG: self._config()}))
+    def _unlearn_on_clients(
+        self, grid: Grid, server_round: int, arrays: ArrayRecord, nodes: list[int]
+    ) -> ArrayRecord:
+        """Each requesting client unlearns its own D_f, in turn (``train.unlearn``).
+
+        The model travels along the requesting clients like the recovery relay: each one
+        runs the unlearner on the model it receives and its own D_f, so the result has
+        forgotten every client's part and no D_f sample leaves its node. A client that fails
+        keeps its request for a later round.
+        """
+        done = []
+        initial = self._initial_arrays
+        for step, node in enumerate(nodes):
+            extra = {
+                P.MODE: self._deletion_mode(nodes),
+                P.CLASSES: json.dumps(list(self._deletion_classes(nodes))),
+                P.SEED: self.seed + server_round,
+            }
+            config = ConfigRecord({**self._deletion_config([node]), **extra})
+            record = RecordDict({P.ARRAYS: arrays, P.INITIAL_ARRAYS: initial, P.CONFIG: config})
+            replies = self._query(grid, [node], P.LOCAL_UNLEARN, record, strict=False)
+            self.observer.progress("client unlearning", step + 1, len(nodes), {})
+            if replies:
+                arrays = replies[0].content[P.ARRAYS]
+                self._compute_seconds += float(replies[0].content[P.METRICS][P.COMPUTE_SECONDS])
+                done.append(node)
+        self._complete_deletion(grid, done)
+        return arrays
+
+    def _gather_forget_data(self, grid: Grid, nodes: list[int]) -> tuple[ArrayDataset, list[int]]:
+        """D_f from the requesting nodes, and the nodes that sent it.
+
+        A node that fails here keeps its request: it reports it again in the next round.
+        """
+        record = RecordDict(
+            {
+                P.CONFIG: self._config(
+                    **self._request_map(nodes), **{P.SERVER_ROUND: self.deletion.round}
+                )
+            }
+        )
+        replies = self._query(grid, nodes, P.FORGET_DATA, record, strict=False)
+        if not replies:
+            raise RuntimeError("no requesting client sent its data for unlearning")
         forget = _concatenate_data(replies)
         self.deletion.forget_samples_received = len(forget)
-        return forget
+        return forget, sorted(reply.metadata.src_node_id for reply in replies)
 
     def _gather_retain_data(self, grid: Grid) -> ArrayDataset:
         config = self._config(**{P.RETAIN_SAMPLES: self.retain_per_client})
         nodes = self._active_nodes(grid)
         retain = _concatenate_data(
-            self._query(grid, nodes, P.RETAIN_DATA, RecordDict({P.CONFIG: config}))
+            self._query(grid, nodes, P.RETAIN_DATA, RecordDict({P.CONFIG: config}), strict=False)
         )
         self.deletion.retain_samples = len(retain)
         return retain
@@ -362,7 +418,9 @@ class FederatedUnlearning(FedAvg):
             config = self._config(**{P.EPOCHS: epochs, P.LEARNING_RATE: lr})
             arrays = ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in state.items()})
             record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
-            replies = self._query(grid, self._active_nodes(grid), P.LOCAL_TRAIN, record)
+            replies = self._query(
+                grid, self._active_nodes(grid), P.LOCAL_TRAIN, record, strict=False
+            )
             self.deletion.client_training_calls += 1
             for reply in replies:
                 self._note_train_reply(reply)
@@ -371,7 +429,14 @@ class FederatedUnlearning(FedAvg):
         return train
 
     def _complete_deletion(self, grid: Grid, nodes: list[int]) -> None:
-        self._query(grid, nodes, P.DELETION_COMPLETE, RecordDict({P.CONFIG: self._config()}))
+        record = RecordDict(
+            {
+                P.CONFIG: self._config(
+                    **self._request_map(nodes), **{P.SERVER_ROUND: self.deletion.round}
+                )
+            }
+        )
+        self._query(grid, nodes, P.DELETION_COMPLETE, record, strict=False)
         if self.client_leaves:
             self.excluded_nodes.update(nodes)
 
@@ -381,6 +446,8 @@ class FederatedUnlearning(FedAvg):
             return arrays
         for hop in range(self.recovery.max_hops + 1):
             scores = self._local_scores(grid, arrays)
+            if not scores:
+                return arrays
             weakest = min(scores, key=scores.__getitem__)
             self.deletion.relay_hops = hop
             self.deletion.relay_min_accuracy = scores[weakest]
@@ -389,26 +456,36 @@ class FederatedUnlearning(FedAvg):
             )
             if scores[weakest] >= self.recovery.min_accuracy or hop == self.recovery.max_hops:
                 return arrays
-            arrays = self._relay_train(grid, weakest, arrays)
+            arrays = self._relay_hop(grid, scores, arrays)
+        return arrays
+
+    def _relay_hop(self, grid: Grid, scores: dict[int, float], arrays: ArrayRecord) -> ArrayRecord:
+        """Train at the weakest node; when it fails, at the next-weakest, and so on."""
+        for node in sorted(scores, key=scores.__getitem__):
+            trained = self._relay_train(grid, node, arrays)
+            if trained is not None:
+                return trained
         return arrays
 
     def _local_scores(self, grid: Grid, arrays: ArrayRecord) -> dict[int, float]:
         record = RecordDict({P.ARRAYS: arrays, P.CONFIG: self._config()})
-        replies = self._query(grid, self._active_nodes(grid), P.LOCAL_EVAL, record)
+        replies = self._query(grid, self._active_nodes(grid), P.LOCAL_EVAL, record, strict=False)
         return {
             reply.metadata.src_node_id: float(reply.content[P.METRICS][P.ACCURACY])
             for reply in replies
             if int(reply.content[P.METRICS][P.NUM_EXAMPLES]) > 0
         }
 
-    def _relay_train(self, grid: Grid, node: int, arrays: ArrayRecord) -> ArrayRecord:
+    def _relay_train(self, grid: Grid, node: int, arrays: ArrayRecord) -> ArrayRecord | None:
         config = self._config(
             **{P.EPOCHS: self.recovery.local_epochs, P.LEARNING_RATE: self.relay_lr}
         )
         record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
-        (reply,) = self._query(grid, [node], P.RELAY_TRAIN, record)
-        self._note_train_reply(reply)
-        return reply.content[P.ARRAYS]
+        replies = self._query(grid, [node], P.RELAY_TRAIN, record, strict=False)
+        if not replies:
+            return None
+        self._note_train_reply(replies[0])
+        return replies[0].content[P.ARRAYS]
 
     # ------------------------------------------------------------------ verification
     def verify_deletion(
@@ -431,23 +508,19 @@ class FederatedUnlearning(FedAvg):
         extra = {P.VERIFY_DIR: folder} if folder else {}
         record = RecordDict({P.ARRAYS: arrays, P.CONFIG: self._config(**extra)})
         self.observer.progress("verification", 0, len(nodes), {})
-        messages = self._construct_messages(record, nodes, P.VERIFY)
-        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
-        reports = []
-        for reply in replies:
-            head = {
+        known = len(self.deletion.faults)
+        replies = self._query(grid, nodes, P.VERIFY, record, strict=False)
+        reports = [
+            {
+                **json.loads(str(reply.content[P.CONFIG][P.REPORT])),
                 "client": self.partition_of.get(reply.metadata.src_node_id, -1),
                 "method": method,
             }
-            if reply.has_error():
-                reports.append({**head, "error": reply.error.reason.splitlines()[-1]})
-            else:
-                reports.append({**head, **json.loads(str(reply.content[P.CONFIG][P.REPORT]))})
-        answered = {r.metadata.src_node_id for r in replies}
+            for reply in replies
+        ]
         reports += [
-            {"client": self.partition_of.get(n, -1), "method": method, "error": "no reply"}
-            for n in nodes
-            if n not in answered
+            {"client": fault["client"], "method": method, "error": fault["error"]}
+            for fault in self.deletion.faults[known:]
         ]
         self.observer.progress("verification", len(nodes), len(nodes), {})
         return sorted(reports, key=lambda report: report["client"])
@@ -465,8 +538,12 @@ class FederatedUnlearning(FedAvg):
         return ConfigRecord({**self._round_config(0), **extra})
 
     def _active_nodes(self, grid: Grid) -> list[int]:
-        _, all_nodes = sample_nodes(grid, self.min_available_nodes, 0)
-        return sorted(n for n in all_nodes if n not in self.excluded_nodes)
+        # Wait for the whole federation only at the start: later, a node that vanished must
+        # not stall the run (it is skipped and recorded as a fault).
+        needed = self.min_available_nodes if not self.round_seconds else 1
+        _, all_nodes = sample_nodes(grid, needed, 0)
+        skipped = self.excluded_nodes | self._suspects
+        return sorted(n for n in all_nodes if n not in skipped)
 
     def _sample(self, grid: Grid) -> list[int]:
         nodes = self._active_nodes(grid)
@@ -474,17 +551,82 @@ class FederatedUnlearning(FedAvg):
         return nodes if size >= len(nodes) else sorted(self._rng.sample(nodes, size))
 
     def _query(
-        self, grid: Grid, nodes: list[int], message_type: str, record: RecordDict
+        self,
+        grid: Grid,
+        nodes: list[int],
+        message_type: str,
+        record: RecordDict,
+        strict: bool = True,
     ) -> list[Message]:
+        """Send ``record`` to ``nodes`` and wait at most ``timeout`` seconds for the replies.
+
+        Nodes that fail or do not answer in time are recorded in ``deletion.faults``; with
+        ``strict`` that is an error, otherwise the answers that came back are returned.
+        """
         messages = self._construct_messages(record, nodes, message_type)
-        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
-        failed = [reply for reply in replies if reply.has_error()]
-        if failed or len(replies) != len(nodes):
+        replies = exchange(grid, messages, self.timeout)
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        good = [reply for reply in replies if not reply.has_error()]
+        answered = {reply.metadata.src_node_id for reply in good}
+        faults = [
+            {
+                "message": message_type,
+                "node": node,
+                "client": self.partition_of.get(node, -1),
+                "error": _failure(replies, sent, node),
+            }
+            for node in nodes
+            if node not in answered
+        ]
+        if faults and strict:
             raise RuntimeError(
-                f"{message_type}: {len(nodes) - len(replies) + len(failed)} of {len(nodes)} "
-                f"clients did not answer ({_errors(failed)})"
+                f"{message_type}: {len(faults)} of {len(nodes)} clients did not answer "
+                f"({faults[0]['error']})"
             )
-        return replies
+        for fault in faults:
+            self._suspects.add(fault["node"])
+            self.deletion.faults.append(fault)
+            self.observer.progress("fault", len(self.deletion.faults), 0, {})
+            log(WARN, "%s: node %s skipped (%s)", message_type, fault["node"], fault["error"])
+        return good
+
+    def _note_requests(self, nodes: list[int], server_round: int) -> None:
+        """Record which node-side requests this deletion step carries out."""
+        for node in nodes:
+            ids, classes = self._requests.get(node, ([], []))
+            self.deletion.requests.append(
+                {
+                    "round": server_round,
+                    "client": self.partition_of.get(node, -1),
+                    "node": node,
+                    "requests": ids,
+                    "classes": classes,
+                    "samples": self._pending[node],
+                }
+            )
+
+    def _deletion_config(self, nodes: list[int]) -> ConfigRecord:
+        """The config of the deletion's messages: its round and the requests it carries out."""
+        return self._config(**self._request_map(nodes), **{P.SERVER_ROUND: self.deletion.round})
+
+    def _request_map(self, nodes: list[int]) -> dict[str, str]:
+        """``{requests: JSON {node id: [request ids]}}`` for the nodes that filed requests."""
+        named = {str(n): self._requests[n][0] for n in nodes if n in self._requests}
+        return {P.REQUESTS: json.dumps(named)} if named else {}
+
+    def _deletion_mode(self, nodes: list[int]) -> str:
+        """The configured mode; for node-side requests, ``class`` when every one names classes."""
+        if self.mode != "requests":
+            return self.mode
+        return "class" if self._deletion_classes(nodes) else "random"
+
+    def _deletion_classes(self, nodes: list[int]) -> tuple[int, ...]:
+        if self.mode != "requests":
+            return self.forget_classes
+        filed = [self._requests.get(n, ([], []))[1] for n in nodes]
+        if not filed or not all(filed):
+            return ()
+        return tuple(sorted({c for classes in filed for c in classes}))
 
     def _note_train_reply(self, reply: Message) -> None:
         metrics = reply.content[P.METRICS]
@@ -498,6 +640,9 @@ class FederatedUnlearning(FedAvg):
             self.bookkeeping.deleted_passes_before += passes
         if int(metrics[P.DELETION_PENDING]):
             self._pending[node] = int(metrics[P.NUM_FORGET])
+            if P.DELETION in reply.content:
+                filed = reply.content[P.DELETION]
+                self._requests[node] = (list(filed[P.REQUESTS]), list(filed[P.CLASSES]))
 
     def _model_from(self, arrays: ArrayRecord) -> ClassifierModel:
         model = self.build_model()
@@ -564,3 +709,37 @@ def _errors(replies: Iterable[Message]) -> str:
 
 
 __all__ = ["Bookkeeping", "DeletionRecord", "FederatedUnlearning", "Retrain"]
+
+
+PULL_INTERVAL = 0.2  # seconds between polls for replies (Grid.send_and_receive sleeps 3 s)
+
+
+def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
+    """Push ``messages`` and collect their replies until all arrived or ``timeout`` passed.
+
+    ``Grid.send_and_receive`` with a finer poll: on a deployment its fixed 3 s sleep between
+    pulls is most of a message's round trip. Pushing fills in each message's id, so callers
+    can match replies (``reply_to_message_id``) to what they sent afterwards.
+    """
+    waiting = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while waiting:
+        arrived = list(grid.pull_messages(waiting))
+        replies.extend(arrived)
+        waiting.difference_update(reply.metadata.reply_to_message_id for reply in arrived)
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(PULL_INTERVAL)
+    return replies
+
+
+def _failure(replies: list[Message], sent: dict[str, int], node: int) -> str:
+    """Why ``node`` gave no usable reply: its error (matched by message id), or a timeout."""
+    for reply in replies:
+        if not reply.has_error():
+            continue
+        target = sent.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+        if target == node:
+            return reply.error.reason.strip().splitlines()[-1] if reply.error.reason else "error"
+    return "no reply before the timeout"

@@ -137,3 +137,21 @@ def test_federaser_replays_the_stored_updates_on_the_clients(tmp_path, make_conf
     assert before > 0.5  # the setup really learned
     # the model rebuilt from w_0 with calibrated updates is about as good as the original
     assert summary.phases.after_unlearning.test_accuracy > before - 0.15
+
+
+def test_client_side_unlearning_keeps_d_f_on_the_nodes(tmp_path, make_config):
+    config = make_config(
+        out=tmp_path,
+        reference="none",
+        unlearn_on="client",
+        train={"rounds": 4, "local_epochs": 3},
+        deletion={"round": 3, "share": 0.1, "deleting_clients": [0, 1]},
+        unlearning={"batch_size": 16},
+    )
+    summary = simulate(config)
+    assert summary.deletion.forget_samples_received == 0  # no D_f sample reached the server
+    assert summary.deletion.clients == [0, 1]
+    before = summary.phases.before_deletion.backdoor_success
+    assert before > 0.5
+    assert summary.phases.after_unlearning.backdoor_success < before / 2
+    assert summary.bookkeeping.deleted_passes_after_deletion == 0

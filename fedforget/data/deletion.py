@@ -190,6 +190,8 @@ def plan_deletion(
             for cid in config.deleting_client_ids()
         }
         return DeletionPlan("class", _nonempty(chosen), tuple(sorted(deletion.forget_classes)))
+    if deletion.mode == "requests":  # real nodes file their own requests (fedforget.node)
+        return DeletionPlan("requests", {})
     if deletion.mode == "client":
         leaving = config.deleting_client_ids()
         if len(leaving) >= len(client_indices):

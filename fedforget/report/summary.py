@@ -51,6 +51,12 @@ class DeletionSummary(BaseModel):
     retain_samples: int = Field(0, description="Retained samples the clients sent the server.")
     history_bytes: int = Field(0, description="Stored client updates handed to the unlearner.")
     client_training_calls: int = Field(0, description="Trainings the unlearner ran on clients.")
+    requests: list[dict[str, Any]] = Field(
+        default_factory=list, description="Node-side requests carried out, per deletion step."
+    )
+    faults: list[dict[str, Any]] = Field(
+        default_factory=list, description="Nodes that failed or timed out, and at which message."
+    )
 
 
 class Bookkeeping(BaseModel):
