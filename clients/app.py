@@ -12,6 +12,7 @@ live in ``Context.state``.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ app = ClientApp()
 @functools.lru_cache(maxsize=4)
 def _parse_config(text: str) -> SimulationConfig:
     config = SimulationConfig.model_validate_json(text)
+    for module in config.plugins:  # the user's models and datasets register themselves
+        importlib.import_module(module)
     torch.set_num_threads(max(1, int(config.resources.client_cpus)))
     return config
 

@@ -174,6 +174,10 @@ class SimulationConfig(_Section):
     message_timeout: float = Field(
         3600.0, gt=0, description="Seconds the server waits for the replies to any message."
     )
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Modules every node and the server import first (your models, datasets).",
+    )
     unlearn_on: Literal["server", "client"] = Field(
         "server",
         description=(
