@@ -388,13 +388,7 @@ class FederatedUnlearning(FedAvg):
 
         A node that fails here keeps its request: it reports it again in the next round.
         """
-        record = RecordDict(
-            {
-                P.CONFIG: self._config(
-                    **self._request_map(nodes), **{P.SERVER_ROUND: self.deletion.round}
-                )
-            }
-        )
+        record = RecordDict({P.CONFIG: self._deletion_config(nodes)})
         replies = self._query(grid, nodes, P.FORGET_DATA, record, strict=False)
         if not replies:
             raise RuntimeError("no requesting client sent its data for unlearning")
@@ -429,13 +423,7 @@ class FederatedUnlearning(FedAvg):
         return train
 
     def _complete_deletion(self, grid: Grid, nodes: list[int]) -> None:
-        record = RecordDict(
-            {
-                P.CONFIG: self._config(
-                    **self._request_map(nodes), **{P.SERVER_ROUND: self.deletion.round}
-                )
-            }
-        )
+        record = RecordDict({P.CONFIG: self._deletion_config(nodes)})
         self._query(grid, nodes, P.DELETION_COMPLETE, record, strict=False)
         if self.client_leaves:
             self.excluded_nodes.update(nodes)
