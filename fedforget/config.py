@@ -266,3 +266,16 @@ def _first_error_line(err: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
+
+
+def validated_options(owner: str, settings: type[BaseModel], options: dict) -> BaseModel:
+    """``settings(**options)``, or a one-line :class:`ConfigError` naming ``owner``'s option.
+
+    Every plug-in (unlearner, verifier) validates its user-given options this way.
+    """
+    try:
+        return settings(**options)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"{owner} option {where}: {first['msg']}") from None

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from fedforget.config import ConfigError
+from fedforget.config import validated_options
 from fedforget.data.sources import ArrayDataset
 from fedforget.federated import ClientUpdate, HistoryRound, State
 from fedforget.models import ClassifierModel
@@ -133,12 +133,7 @@ class Unlearner(ABC):
     Settings: ClassVar[type[BaseModel]] = UnlearnerSettings
 
     def __init__(self, **options: Any) -> None:
-        try:
-            self.settings = self.Settings(**options)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"{self.name} option {where}: {first['msg']}") from None
+        self.settings = validated_options(self.name, self.Settings, options)
 
     def require_retained(self, request: UnlearningRequest) -> None:
         """Raise unless ``request`` carries a non-empty retained sample (the ``retain`` need)."""

@@ -10,16 +10,19 @@ Nothing here imports Flower.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from fedforget.config import ConfigError, SimulationConfig
+from fedforget.config import ConfigError, SimulationConfig, validated_options
 from fedforget.data import ArrayDataset, Federation
 
 __all__ = [
@@ -28,8 +31,10 @@ __all__ = [
     "VerificationTask",
     "Verifier",
     "VerifierSettings",
+    "as_image",
     "build_verifier",
     "client_task",
+    "frozen_copy",
     "register_verifier",
     "verifier_names",
 ]
@@ -101,12 +106,7 @@ class Verifier(ABC):
     Settings: ClassVar[type[BaseModel]] = VerifierSettings
 
     def __init__(self, **options: Any) -> None:
-        try:
-            self.settings = self.Settings(**options)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"{self.name} option {where}: {first['msg']}") from None
+        self.settings = validated_options(self.name, self.Settings, options)
 
     @abstractmethod
     def check(self, task: VerificationTask) -> None:
@@ -171,3 +171,19 @@ def client_task(
         backdoor_target=deletion.backdoor_target if backdoor else None,
         trigger_size=deletion.trigger_size if backdoor else None,
     )
+
+
+def frozen_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """A deep copy of ``model`` on ``device``, in eval mode, without gradients.
+
+    Verifiers read the caller's models through such copies and leave the models as they were.
+    """
+    clone = copy.deepcopy(model).to(device).eval()
+    clone.requires_grad_(False)
+    return clone
+
+
+def as_image(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) in [0, 1] to what ``imshow`` takes: (H, W) or (H, W, 3), clipped."""
+    picture = np.clip(image, 0.0, 1.0)
+    return np.moveaxis(picture, 0, -1) if picture.shape[0] == 3 else picture[0]

@@ -86,7 +86,6 @@ are left as they were. Nothing here imports Flower.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Sequence
@@ -107,6 +106,8 @@ from fedforget.verification.base import (
     ProgressFn,
     VerificationTask,
     Verifier,
+    as_image,
+    frozen_copy,
     register_verifier,
 )
 from fedforget.verification.networks import Architecture, ConditionalGenerator, build_gan
@@ -302,13 +303,6 @@ class TrainedGenerator:
     metrics: dict[str, float]
 
 
-def _frozen(model: nn.Module, device: torch.device) -> nn.Module:
-    """A deep copy of ``model`` on ``device``, in eval mode, without gradients."""
-    clone = copy.deepcopy(model).to(device).eval()
-    clone.requires_grad_(False)
-    return clone
-
-
 def _batches(n: int, batch_size: int, order: torch.Generator):
     """Endless full-size seeded batches (the whole data when it is smaller than a batch)."""
     size = min(batch_size, n)
@@ -365,7 +359,7 @@ def train_generator(
         )
     generator.to(device).train()
     discriminator.to(device).train()
-    judge_c = _frozen(classifier, device)
+    judge_c = frozen_copy(classifier, device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=cfg.betas)
     x, _ = to_tensors(real, device)
@@ -721,7 +715,7 @@ def judge_generator(
     labels = np.repeat(np.arange(classes), n)
     images = generate(generator, labels, cfg.seed + 1, device)
     generator.cpu()
-    reader = _frozen(judge, device)
+    reader = frozen_copy(judge, device)
     predictions = predict_proba(reader, images, device).argmax(axis=1).reshape(classes, n)
     recognition = recognition_rates(predictions)
     trigger = None
@@ -818,12 +812,6 @@ def skyeye_verify(
 # --------------------------------------------------------------------------------------
 
 
-def _as_image(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) in [0, 1] to what ``imshow`` takes: (H, W) or (H, W, 3), clipped."""
-    picture = np.clip(image, 0.0, 1.0)
-    return np.moveaxis(picture, 0, -1) if picture.shape[0] == 3 else picture[0]
-
-
 def _figure(rows: int, cols: int, cell: float = 0.75):
     """An Agg figure with a ``rows`` x ``cols`` grid of axes (object API, no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -850,7 +838,7 @@ def plot_grid(result: SkyeyeResult, path: Path | str, samples: int | None = None
     for c in range(classes):
         for k in range(count):
             ax = axes[c][k]
-            ax.imshow(_as_image(result.samples[c, k]), cmap="gray", vmin=0.0, vmax=1.0)
+            ax.imshow(as_image(result.samples[c, k]), cmap="gray", vmin=0.0, vmax=1.0)
             if result.predictions[c, k] != c:
                 for spine in ax.spines.values():
                     spine.set_color("red")
@@ -905,7 +893,7 @@ def plot_before_after(
             for k in range(samples):
                 ax = axes[row][p * samples + k]
                 if k < len(images):
-                    ax.imshow(_as_image(images[k]), cmap="gray", vmin=0.0, vmax=1.0)
+                    ax.imshow(as_image(images[k]), cmap="gray", vmin=0.0, vmax=1.0)
                 else:
                     ax.set_facecolor("lightgrey")
         axes[row][0].set_ylabel(f"class {c}", fontsize=8)

@@ -62,7 +62,6 @@ were. Nothing here imports Flower.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -81,6 +80,8 @@ from fedforget.verification.base import (
     ProgressFn,
     VerificationTask,
     Verifier,
+    as_image,
+    frozen_copy,
     register_verifier,
 )
 
@@ -314,7 +315,7 @@ def spd_degree(
     started = time.perf_counter()
     device = resolve_device(cfg.device)
     data = _subsample(forget, cfg.max_samples, cfg.seed)
-    source, unlearned = _frozen(source_model, device), _frozen(unlearned_model, device)
+    source, unlearned = frozen_copy(source_model, device), frozen_copy(unlearned_model, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         generator = PerturbationGenerator(data.x.shape[1], cfg.epsilon, cfg.width).to(device)
@@ -352,13 +353,6 @@ def _subsample(data: ArrayDataset, limit: int | None, seed: int) -> ArrayDataset
         return data
     order = np.random.default_rng(seed).permutation(len(data))[:limit]
     return data.subset(np.sort(order))
-
-
-def _frozen(model: nn.Module, device: torch.device) -> nn.Module:
-    """A deep copy of ``model`` on ``device``, in eval mode, without gradients."""
-    clone = copy.deepcopy(model).to(device).eval()
-    clone.requires_grad_(False)
-    return clone
 
 
 def _train_generator(
@@ -453,7 +447,7 @@ def _plot_preview(result: SpdResult, path: Path) -> None:
     for r, (name, images) in enumerate(rows):
         for c in range(count):
             ax = axes[r][c]
-            ax.imshow(_as_image(images[c]), cmap="gray", vmin=0.0, vmax=1.0)
+            ax.imshow(as_image(images[c]), cmap="gray", vmin=0.0, vmax=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 1:
@@ -465,12 +459,6 @@ def _plot_preview(result: SpdResult, path: Path) -> None:
     fig.suptitle(f"SPD-GAN degree {result.degree:.3f} (eps {eps:g})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-
-
-def _as_image(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) in [0, 1] to what ``imshow`` takes: (H, W) or (H, W, 3), clipped."""
-    picture = np.clip(image, 0.0, 1.0)
-    return np.moveaxis(picture, 0, -1) if picture.shape[0] == 3 else picture[0]
 
 
 @register_verifier
