@@ -26,6 +26,7 @@ from fedforget import protocol as P
 from fedforget.clients.nodes import LocalNode, node_for
 from fedforget.config import SimulationConfig
 from fedforget.data import ArrayDataset
+from fedforget.gan import ConditionalGan, GanTrainResult, build_conditional_gan, train_gan
 from fedforget.models import ClassifierModel, build_model
 from fedforget.strategies.registry import build_configured_unlearner
 from fedforget.training import accuracy, train_local
@@ -94,11 +95,8 @@ def _data_reply(message: Message, node: LocalNode, data: ArrayDataset) -> Messag
 def _train_reply(message: Message, context: Context, epochs: int, lr: float) -> Message:
     node = _node(message, context)
     config = node.config
-    data, ids = node.training_data()
-    if len(data) == 0:
-        raise RuntimeError("this client holds no data any more (it left the federation)")
+    data, ids = _held_data(node)
     model = _received_model(message, node)
-    server_round = int(message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
     result = train_local(
         model,
         data,
@@ -106,18 +104,72 @@ def _train_reply(message: Message, context: Context, epochs: int, lr: float) -> 
         lr=lr,
         momentum=config.train.momentum,
         batch_size=config.train.batch_size,
-        seed=int(message.content[P.CONFIG].get(P.SEED, 0)) + node.partition_id,
+        seed=_seed(message, node),
         device=_device(config),
     )
     deleted_passes = int(result.index_counts[node.deleted_mask(ids)].sum())
+    metrics = {
+        P.NUM_EXAMPLES: result.num_examples,
+        P.TRAIN_LOSS: result.mean_loss,
+        P.COMPUTE_SECONDS: result.seconds,
+        P.GAN_SECONDS: 0.0,  # every reply of a round carries the same keys (FedAvg checks)
+    }
+    content = RecordDict({P.ARRAYS: ArrayRecord(model.state_dict())})
+    if P.GAN in message.content:  # MuGAN: the generator learns alongside the classifier
+        gan, gan_result = _trained_gan(message.content[P.GAN], node, data)
+        content[P.GAN] = ArrayRecord(gan.state_dict())
+        metrics[P.GAN_SECONDS] = gan_result.seconds
+        deleted_passes += config.gan.epochs * int(node.deleted_mask(ids).sum())
+    return _round_reply(message, context, node, content, metrics, deleted_passes)
+
+
+def _held_data(node: LocalNode) -> tuple[ArrayDataset, np.ndarray]:
+    data, ids = node.training_data()
+    if len(data) == 0:
+        raise RuntimeError("this client holds no data any more (it left the federation)")
+    return data, ids
+
+
+def _seed(message: Message, node: LocalNode) -> int:
+    return int(message.content[P.CONFIG].get(P.SEED, 0)) + node.partition_id
+
+
+def _trained_gan(
+    record: ArrayRecord, node: LocalNode, data: ArrayDataset
+) -> tuple[ConditionalGan, GanTrainResult]:
+    """The received conditional GAN after the configured local epochs on ``data``."""
+    config = node.config
+    num_classes = int(node.message.content[P.CONFIG][P.NUM_CLASSES])
+    gan = build_conditional_gan(num_classes, data.x.shape[1:], width=config.gan.width)
+    gan.load_state_dict(record.to_torch_state_dict())
+    result = train_gan(
+        gan,
+        data,
+        epochs=config.gan.epochs,
+        lr=config.gan.lr,
+        batch_size=config.gan.batch_size,
+        seed=_seed(node.message, node),
+        device=_device(config),
+    )
+    return gan.cpu(), result
+
+
+def _round_reply(
+    message: Message,
+    context: Context,
+    node: LocalNode,
+    content: RecordDict,
+    metrics: dict[str, float | int],
+    deleted_passes: int,
+) -> Message:
+    """A training reply: the trained arrays, metrics and this node's pending deletion."""
+    server_round = int(message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
     pending = node.pending(server_round)
     if pending.count:  # the last global model before the deletion: the verification reference
         context.state[_reference_key(node)] = message.content[P.ARRAYS]
-    metrics = MetricRecord(
+    content[P.METRICS] = MetricRecord(
         {
-            P.NUM_EXAMPLES: result.num_examples,
-            P.TRAIN_LOSS: result.mean_loss,
-            P.COMPUTE_SECONDS: result.seconds,
+            **metrics,
             P.DELETED_PASSES: deleted_passes,
             P.DELETION_DONE: int(node.deletion_done()),
             P.DELETION_PENDING: int(pending.count > 0),
@@ -125,7 +177,6 @@ def _train_reply(message: Message, context: Context, epochs: int, lr: float) -> 
             P.PARTITION_ID: node.partition_id,
         }
     )
-    content = RecordDict({P.ARRAYS: ArrayRecord(model.state_dict()), P.METRICS: metrics})
     if pending.requests:
         content[P.DELETION] = ConfigRecord(
             {P.REQUESTS: list(pending.requests), P.CLASSES: list(pending.classes)}
@@ -143,6 +194,23 @@ def train(message: Message, context: Context) -> Message:
 def _train_as_told(message: Message, context: Context) -> Message:
     config = message.content[P.CONFIG]
     return _train_reply(message, context, int(config[P.EPOCHS]), float(config[P.LEARNING_RATE]))
+
+
+@app.train("gan")
+def gan_train(message: Message, context: Context) -> Message:
+    """A FedAvg round of the GAN task: train the conditional GAN on the data still held."""
+    node = _node(message, context)
+    data, ids = _held_data(node)
+    gan, result = _trained_gan(message.content[P.ARRAYS], node, data)
+    metrics = {
+        P.NUM_EXAMPLES: result.num_examples,
+        P.TRAIN_LOSS: result.d_loss,
+        P.GAN_LOSS: result.g_loss,
+        P.COMPUTE_SECONDS: result.seconds,
+    }
+    deleted_passes = node.config.gan.epochs * int(node.deleted_mask(ids).sum())
+    content = RecordDict({P.ARRAYS: ArrayRecord(gan.state_dict())})
+    return _round_reply(message, context, node, content, metrics, deleted_passes)
 
 
 @app.train("relay")
@@ -183,6 +251,14 @@ def deletion_complete(message: Message, context: Context) -> Message:
     dropped = node.carry_out(_requests(message, node), server_round)
     metrics = MetricRecord({P.NUM_FORGET: dropped, P.PARTITION_ID: node.partition_id})
     return Message(RecordDict({P.METRICS: metrics}), reply_to=message)
+
+
+@app.query("deletion_status")
+def deletion_status(message: Message, context: Context) -> Message:
+    """A client the round did not sample reports its pending deletion (no training)."""
+    node = _node(message, context)
+    metrics = {P.NUM_EXAMPLES: 0, P.COMPUTE_SECONDS: 0.0}
+    return _round_reply(message, context, node, RecordDict(), metrics, deleted_passes=0)
 
 
 @app.query("local_eval")

@@ -42,10 +42,20 @@ def parse_share(text: str) -> float:
             return float(raw[:-1]) / 100
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"--delete expects a share such as 6% or 0.06, got '{text}'") from None
+        raise ConfigError(
+            f"--delete expects a share such as 6% or 0.06, or a count such as 64, got '{text}'"
+        ) from None
     if value >= 1:
         raise ConfigError(f"--delete {text} is ambiguous; write {value:g}% or {value / 100:g}")
     return value
+
+
+def parse_delete(text: str) -> dict[str, float | int]:
+    """``--delete``: a share (``"6%"``, ``"0.06"``) or a sample count (``"64"``)."""
+    raw = text.strip()
+    if raw.isdigit() and int(raw) >= 1:
+        return {"count": int(raw)}
+    return {"share": parse_share(raw)}
 
 
 def parse_ids(text: str | None) -> list[int] | None:
@@ -85,8 +95,18 @@ def parse_options(items: list[str] | None, strategy: str) -> dict[str, dict[str,
 @app.command()
 def simulate(
     clients: Annotated[int, typer.Option(help="Number of simulated clients.")] = 20,
-    delete: Annotated[str, typer.Option(help="Share of all training samples to delete.")] = "6%",
-    mode: Annotated[str, typer.Option(help="backdoor | random | class | client.")] = "backdoor",
+    delete: Annotated[
+        str, typer.Option(help="Share of all training samples to delete (6%), or a count (64).")
+    ] = "6%",
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="backdoor | random (= item) | class | client (default backdoor; gan task: item)."
+        ),
+    ] = None,
+    task: Annotated[
+        str, typer.Option(help="classify | gan: the federation trains a conditional GAN.")
+    ] = "classify",
     deleting_clients: Annotated[
         str | None, typer.Option(help="Comma-separated partition ids holding D_f.")
     ] = None,
@@ -99,6 +119,15 @@ def simulate(
     rounds: Annotated[int, typer.Option(help="FedAvg rounds in all.")] = 10,
     local_epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 2,
     lr: Annotated[float | None, typer.Option(help="Client learning rate.")] = None,
+    fraction_train: Annotated[
+        float | None, typer.Option(help="Share of the clients sampled for each round.")
+    ] = None,
+    gan_epochs: Annotated[
+        int | None, typer.Option(help="Local GAN epochs per round (GAN task, MuGAN).")
+    ] = None,
+    gan_clients: Annotated[
+        int | None, typer.Option(help="Clients per round that also train the GAN (MuGAN).")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Client batch size.")] = None,
     dataset: Annotated[str, typer.Option(help="mnist, digits, npz (custom files), ...")] = "mnist",
     data_path: Annotated[
@@ -110,9 +139,10 @@ def simulate(
     model: Annotated[str, typer.Option(help="lenet5, lenet-att, resnet32, resnet56, ...")] = (
         "lenet5"
     ),
-    strategy: Annotated[str, typer.Option(help="Unlearning strategy: distill, retrain.")] = (
-        "distill"
-    ),
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="Unlearning strategy (default: distill; cascaded with --task gan)."),
+    ] = None,
     reference: Annotated[str, typer.Option(help="retrain | none.")] = "retrain",
     seed: Annotated[int, typer.Option(help="Seed of everything.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<time>-...).")] = None,
@@ -161,9 +191,17 @@ def simulate(
     _run(config, quiet)
 
 
+def _deletion_mode(mode: str | None, task: str | None) -> str:
+    """``item`` is ``random`` (images drawn at random); the default depends on the task."""
+    if mode is None:
+        return "random" if task == "gan" else "backdoor"
+    return "random" if mode == "item" else mode
+
+
 def config_from_options(params: dict[str, Any]) -> SimulationConfig:
     """The validated configuration from the options of ``simulate`` (also used by compare)."""
     p = dict(params)
+    p["strategy"] = p["strategy"] or ("cascaded" if p.get("task") == "gan" else "distill")
     unlearning = _drop_none(
         {
             "epochs": p["unlearn_epochs"],
@@ -180,6 +218,7 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
         unlearning["prune_mads"] = p["prune_mads"] or None
     values = {
         "clients": p["clients"],
+        "task": p.get("task", "classify"),
         "seed": p["seed"],
         "model": p["model"],
         "strategy": p["strategy"],
@@ -196,8 +235,8 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
         ),
         "deletion": _drop_none(
             {
-                "mode": p["mode"],
-                "share": parse_share(p["delete"]),
+                "mode": _deletion_mode(p["mode"], p.get("task")),
+                **parse_delete(p["delete"]),
                 "deleting_clients": parse_ids(p["deleting_clients"]),
                 "round": p["deletion_round"],
                 "forget_classes": p["forget_class"] or [],
@@ -209,7 +248,11 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
                 "local_epochs": p["local_epochs"],
                 "lr": p["lr"],
                 "batch_size": p["batch_size"],
+                "fraction_train": p.get("fraction_train"),
             }
+        ),
+        "gan": _drop_none(
+            {"epochs": p.get("gan_epochs"), "generator_clients": p.get("gan_clients")}
         ),
         "unlearning": unlearning,
         "recovery": _drop_none(
@@ -236,6 +279,7 @@ def _run(config: Any, quiet: bool) -> None:
     from rich.console import Console
 
     from fedforget.report.display import RichDisplay, phase_table, timing_table
+    from fedforget.simulations.gan import gan_phase_table
     from fedforget.simulations.runner import check_run, simulate
 
     check_run(config)
@@ -246,6 +290,10 @@ def _run(config: Any, quiet: bool) -> None:
     else:
         with display:
             summary = simulate(config, display)
+    if config.task == "gan":
+        console.print(gan_phase_table(summary))
+        console.print(f"run folder: [bold]{summary.out_dir}[/] (summary.json, samples.png)")
+        return
     console.print(phase_table(summary))
     console.print(timing_table(summary))
     console.print(f"run folder: [bold]{summary.out_dir}[/]")
@@ -257,8 +305,12 @@ def _run(config: Any, quiet: bool) -> None:
 def compare(
     ctx: typer.Context,
     strategies: Annotated[
-        str, typer.Option(help="Comma-separated strategy names, or 'all'.")
-    ] = "distill,retrain",
+        str | None,
+        typer.Option(
+            help="Comma-separated strategy names, or 'all' (default: distill,retrain; "
+            "cascaded,retrain with --task gan)."
+        ),
+    ] = None,
 ) -> None:
     """Branch several strategies from one checkpoint and compare them in one table.
 
@@ -274,7 +326,10 @@ def compare(
 
     params = _simulate_params(ctx.args)
     config = config_from_options(params)
-    names = parse_strategies(strategies)
+    if config.task == "gan":
+        _compare_gan(config, strategies or "cascaded,retrain", params["quiet"])
+        return
+    names = parse_strategies(strategies or "distill,retrain")
     console = Console()
     display = None if params["quiet"] else RichDisplay(console)
     if display is None:
@@ -284,6 +339,24 @@ def compare(
             result = run_compare(config, names, display)
     console.print(comparison_table(result.rows, config.deletion.mode))
     console.print(f"results: [bold]{result.out_dir}[/] (compare.csv, .json, .md, .png)")
+
+
+def _compare_gan(config: SimulationConfig, strategies: str, quiet: bool) -> None:
+    from rich.console import Console
+
+    from fedforget.report.display import RichDisplay
+    from fedforget.simulations.gan import gan_compare, gan_table, parse_gan_strategies
+
+    names = parse_gan_strategies(strategies)
+    console = Console()
+    display = None if quiet else RichDisplay(console)
+    if display is None:
+        result = gan_compare(config, names)
+    else:
+        with display:
+            result = gan_compare(config, names, display)
+    console.print(gan_table(result.rows))
+    console.print(f"results: [bold]{result.out_dir}[/] (gan_compare.csv, .json, .md, samples.png)")
 
 
 @app.command(
@@ -624,7 +697,16 @@ def list_registered() -> None:
     for name in strategy_names():
         method = UNLEARNER_REGISTRY.get(name)
         needs = ", ".join(sorted(method.needs)) if method else "rounds (retrain from w_0)"
-        typer.echo(f"  {name:<16} {needs}")
+        typer.echo(f"  {name:<16} {needs or 'nothing'}")
+    from fedforget.strategies.gan import GAN_PRESETS, gan_strategy_names
+
+    typer.echo("GAN-task strategies (simulate --task gan):")
+    for name in gan_strategy_names():
+        base, options = GAN_PRESETS.get(name, (name, {}))
+        detail = ", ".join(f"{k}={v}" for k, v in options.items())
+        if name == "retrain":
+            base = "FedAvg of the GAN again from w_0, without the deleted images"
+        typer.echo(f"  {name:<22} {base + (f' ({detail})' if detail else '')}")
     from fedforget.verification import VERIFIER_REGISTRY
 
     typer.echo("verifiers (fedforget verify NAME, simulate --verify NAME):")

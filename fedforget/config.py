@@ -45,6 +45,11 @@ class DeletionConfig(_Section):
 
     mode: Literal["backdoor", "random", "class", "client", "requests"] = "backdoor"
     share: float = Field(0.06, description="Share of all training samples to delete.")
+    count: int | None = Field(
+        None,
+        ge=1,
+        description="Exact number of samples to delete (backdoor, random); overrides share.",
+    )
     deleting_clients: list[int] | None = Field(
         None,
         description=(
@@ -158,6 +163,32 @@ class VerifyConfig(_Section):
     clients: int = Field(1, ge=1, description="How many deleting clients verify.")
 
 
+class GanConfig(_Section):
+    """The clients' conditional GAN (:mod:`fedforget.gan`).
+
+    Trained by FedAvg in the GAN task (``task = "gan"``, the model paper 001 unlearns) and,
+    next to the classifier, for methods that need the federation's generator (MuGAN, paper
+    002 section 3.2). ``epochs`` local passes per round, Adam with ``lr`` (beta1 0.5).
+
+    A GAN needs many *sequential* steps (~4,000 Adam steps of batch 64 for a conditional
+    DCGAN on MNIST, ~0.9 judge recognition), and averaging clients that trained in parallel
+    does not shorten that chain. So next to the classifier only ``generator_clients`` of the
+    round's clients train the GAN, for ``epochs`` passes each: the chain grows by
+    ``epochs x local steps`` per round at the cost of ``generator_clients`` clients.
+    """
+
+    epochs: int = Field(1, ge=1)
+    generator_clients: int = Field(
+        2, ge=1, description="Clients per round that also train the GAN (MuGAN)."
+    )
+    lr: float = Field(2e-4, gt=0)
+    batch_size: int = Field(64, ge=1)
+    width: int = Field(32, ge=4, description="Base channel count of G and D.")
+    judge_epochs: int = Field(
+        2, ge=1, description="Epochs of the offline evaluation classifier (GAN metrics)."
+    )
+
+
 class ResourceConfig(_Section):
     """Ray resources per simulated client and where the server computes."""
 
@@ -185,6 +216,10 @@ class SimulationConfig(_Section):
             "on each requesting client with its own D_f, in a chain (D_f never leaves a node)."
         ),
     )
+    task: Literal["classify", "gan"] = Field(
+        "classify",
+        description="What the federation learns: a classifier, or a conditional GAN (paper 001).",
+    )
     model: str = "lenet5"
     strategy: str = "distill"
     reference: Literal["retrain", "none"] = "retrain"
@@ -196,6 +231,7 @@ class SimulationConfig(_Section):
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     methods: MethodsConfig = Field(default_factory=MethodsConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    gan: GanConfig = Field(default_factory=GanConfig)
     resources: ResourceConfig = Field(default_factory=ResourceConfig)
 
     @field_validator("clients")
@@ -220,6 +256,8 @@ class SimulationConfig(_Section):
                 )
         if self.deletion.mode == "class" and not self.deletion.forget_classes:
             raise ValueError("mode 'class' needs at least one --forget-class")
+        if self.task == "gan" and self.deletion.mode not in ("class", "random", "requests"):
+            raise ValueError("the GAN task deletes images (--mode item) or a class (--mode class)")
         if self.verify.method == "skyeye" and self.deletion.mode not in ("class", "backdoor"):
             raise ValueError("--verify skyeye checks class and backdoor deletions (--mode)")
         return self

@@ -1,4 +1,4 @@
-"""Forgetting metrics: accuracies per data split, backdoor success, MIA, JSD and L2.
+"""Forgetting metrics: accuracies per data split, backdoor success, MIA, JSD, L2 and AIN.
 
 The metrics are the experimenter's view of a simulation: they read the whole federation,
 which the protocol itself never does.
@@ -6,17 +6,20 @@ which the protocol itself never does.
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from pydantic import BaseModel
 from torch import nn
+from torch.nn import functional as F
 
 from fedforget.data.deletion import Federation
 from fedforget.data.sources import ArrayDataset
 from fedforget.models import ClassifierModel
-from fedforget.training import predict_proba
+from fedforget.training import predict_proba, seeded_batches
 from fedforget.unlearning.losses import attention_map
 
 EPS = 1e-12
@@ -196,3 +199,93 @@ def attention_discrepancy(
         ]
         distances.append(torch.stack(per_layer).mean(dim=0).cpu())
     return float(torch.cat(distances).mean()) if distances else float("nan")
+
+
+RELEARN_SAMPLES = 512
+RELEARN_ALPHA = 0.9
+RELEARN_LR = 0.01
+RELEARN_BATCH = 32
+RELEARN_MAX_STEPS = 100
+
+
+def relearn_steps(
+    model: ClassifierModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    target_accuracy: float,
+    *,
+    lr: float = RELEARN_LR,
+    batch_size: int = RELEARN_BATCH,
+    max_steps: int = RELEARN_MAX_STEPS,
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> int:
+    """Relearn time ``r_t`` of paper 002 Eq. 10: SGD steps until D_f is recognised again.
+
+    A copy of ``model`` is fine-tuned on ``(x, y)`` (cross-entropy, plain SGD at ``lr``,
+    seeded mini-batches of ``batch_size``) and its accuracy on ``(x, y)`` is checked before
+    the first step and after every step; the result is the number of steps after which it
+    first reaches ``target_accuracy``. ``model`` is not changed.
+
+    Parameters
+    ----------
+    model : ClassifierModel
+        The model whose relearn time is measured.
+    x, y : np.ndarray
+        The data to relearn (D_f, or a seeded subset of it).
+    target_accuracy : float
+        Accuracy on ``(x, y)`` that counts as relearnt (paper: alpha times the original
+        model's accuracy on D_f).
+    lr, batch_size, max_steps, seed
+        SGD learning rate, mini-batch size, step cap and batch-order seed.
+    device : torch.device, optional
+        Where to compute (CPU by default).
+
+    Returns
+    -------
+    int
+        Steps in ``[0, max_steps]``; ``max_steps`` also when the target is never reached
+        (the relearn time is then censored at the cap).
+    """
+    device = device or torch.device("cpu")
+    learner = copy.deepcopy(model).to(device).train()
+    optimizer = torch.optim.SGD(learner.parameters(), lr=lr)
+    xs, ys = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    batches = _endless_batches(len(xs), batch_size, seed)
+    steps = 0
+    while steps < max_steps and _tensor_accuracy(learner, xs, ys) < target_accuracy:
+        batch = next(batches).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(learner(xs[batch]), ys[batch]).backward()
+        optimizer.step()
+        steps += 1
+    return steps
+
+
+def _endless_batches(n: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Seeded mini-batch indices, one fresh permutation per epoch, without end."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from seeded_batches(n, batch_size, generator)
+
+
+@torch.no_grad()
+def _tensor_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    was_training = model.training
+    model.eval()
+    accuracy = float((model(x).argmax(dim=1) == y).float().mean())
+    model.train(was_training)
+    return accuracy
+
+
+def anamnesis_index(unlearned_steps: int, retrain_steps: int) -> float | None:
+    """Paper 002's Anamnesis Index AIN (Eq. 10): ``r_t(M_u) / r_t(M_s)``.
+
+    The relearn time (:func:`relearn_steps`) of the unlearned model over that of the model
+    retrained without D_f; about 1 is ideal, below 1 the unlearned model relearns D_f faster
+    than the retrained one (its knowledge of D_f was hidden, not removed). ``None`` when the
+    retrained model needs no step (it already recognises D_f: the ratio is undefined).
+    """
+    if retrain_steps <= 0:
+        return None
+    return unlearned_steps / retrain_steps

@@ -12,6 +12,7 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from flwr.app import ArrayRecord, Context
@@ -20,12 +21,16 @@ from flwr.serverapp import Grid, ServerApp
 from fedforget import protocol as P
 from fedforget.config import SimulationConfig
 from fedforget.data import Federation, build_federation
+from fedforget.gan import ConditionalGan, build_conditional_gan
 from fedforget.metrics import Evaluator
 from fedforget.models import ClassifierModel, build_model
 from fedforget.report.recorder import Display, RunRecorder
 from fedforget.report.summary import Bookkeeping, DeletionSummary, Efficiency, Summary, Timings
 from fedforget.strategies import FederatedUnlearning, build_strategy
 from fedforget.training import resolve_device
+
+if TYPE_CHECKING:
+    from fedforget.server.gan import GanSummary
 
 app = ServerApp()
 
@@ -57,8 +62,26 @@ def model_factory(config: SimulationConfig, federation: Federation):
     return build
 
 
-def run_server(grid: Grid, config: SimulationConfig, display: Display | None = None) -> Summary:
+def gan_factory(config: SimulationConfig, federation: Federation):
+    """A zero-argument constructor of the federation's conditional GAN (seeded like the run)."""
+    shape = tuple(int(s) for s in federation.train.x.shape[1:])
+
+    def build() -> ConditionalGan:
+        return build_conditional_gan(
+            federation.num_classes, shape, seed=config.seed, width=config.gan.width
+        )
+
+    return build
+
+
+def run_server(
+    grid: Grid, config: SimulationConfig, display: Display | None = None
+) -> Summary | GanSummary:
     """Run the whole experiment on ``grid``: FedAvg, deletion, unlearning, relay, reference."""
+    if config.task == "gan":
+        from fedforget.server.gan import run_gan_server
+
+        return run_gan_server(grid, config, display)
     started = time.perf_counter()
     federation = build_federation(config)
     build = model_factory(config, federation)
@@ -75,6 +98,8 @@ def run_server(grid: Grid, config: SimulationConfig, display: Display | None = N
         observer=recorder,
         device=device,
         message_config={P.RUN_CONFIG_KEY: config.to_json()},
+        build_gan=gan_factory(config, federation),
+        image_shape=federation.train.x.shape[1:],
     )
     result = strategy.start(
         grid, initial_arrays, num_rounds=config.train.rounds, timeout=config.message_timeout
@@ -83,6 +108,7 @@ def run_server(grid: Grid, config: SimulationConfig, display: Display | None = N
     reference_state, retrain_seconds = None, None
     if config.reference == "retrain":
         ref_started = time.perf_counter()
+        strategy.trains_generator = False  # the reference is a plain classifier retrain
         reference = strategy.run_rounds(
             grid, initial_arrays, config.train.rounds, "reference", handle_deletions=False
         )
@@ -98,7 +124,7 @@ def run_server(grid: Grid, config: SimulationConfig, display: Display | None = N
     return recorder.finish(
         final_state=_numpy(result.arrays),
         reference_state=reference_state,
-        deletion=_deletion_summary(strategy, config),
+        deletion=deletion_summary(strategy, config),
         extra={
             "timings": timings,
             "bookkeeping": Bookkeeping(
@@ -145,7 +171,7 @@ def _numpy(arrays: ArrayRecord) -> dict:
     return {key: array.numpy() for key, array in arrays.items()}
 
 
-def _deletion_summary(strategy: FederatedUnlearning, config: SimulationConfig) -> DeletionSummary:
+def deletion_summary(strategy: FederatedUnlearning, config: SimulationConfig) -> DeletionSummary:
     record = strategy.deletion
     return DeletionSummary(
         mode=config.deletion.mode,
@@ -160,6 +186,8 @@ def _deletion_summary(strategy: FederatedUnlearning, config: SimulationConfig) -
         retain_samples=record.retain_samples,
         history_bytes=record.history_bytes,
         client_training_calls=record.client_training_calls,
+        generator_client_seconds=record.generator_client_seconds,
+        generator_bytes=record.generator_bytes,
         requests=record.requests,
         faults=record.faults,
     )

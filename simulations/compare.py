@@ -10,6 +10,10 @@ the reference of JSD, L2, attention discrepancy, similarity and speedup.
 Each row describes the model right after the strategy's deletion step (its unlearning, plus
 the recovery relay for methods that include it), the point where paper 000 Table II and
 paper 004 Table 1 measure; the FedAvg rounds after the deletion are not run.
+
+AIN (paper 002 Eq. 10) is every row's relearn time over the retrained model's: SGD steps
+(lr 0.01, batch 32, cap 100) of fine-tuning on a seeded subset of at most 512 D_f samples
+until the model recognises ``RELEARN_ALPHA`` (90 %) as many of them as the original did.
 """
 
 from __future__ import annotations
@@ -32,18 +36,22 @@ from fedforget.config import ConfigError, SimulationConfig
 from fedforget.data import Federation, build_federation
 from fedforget.metrics import (
     ATTENTION_SAMPLES,
+    RELEARN_ALPHA,
+    RELEARN_SAMPLES,
     Evaluator,
     PhaseMetrics,
+    anamnesis_index,
     attention_discrepancy,
     forgetting_rate,
     jensen_shannon,
     memory_retention_rate,
+    relearn_steps,
     unlearning_score,
 )
 from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
 from fedforget.report.comparison import CSV_COLUMNS, ORIGINAL, markdown_table
-from fedforget.server.app import default_out_dir, model_factory
+from fedforget.server.app import default_out_dir, gan_factory, model_factory
 from fedforget.simulations.runner import (
     check_run,
     check_strategies,
@@ -127,8 +135,26 @@ class _Scorer:
         test = federation.test
         pick = rng.choice(len(test), min(len(test), ATTENTION_SAMPLES), replace=False)
         self.clean_x = test.x[np.sort(pick)]
+        pick = np.sort(rng.choice(len(forget), min(len(forget), RELEARN_SAMPLES), replace=False))
+        self.relearn_data = forget.subset(pick)
+        self.relearn_target: float | None = None
         self.original: PhaseMetrics | None = None
         self.reference: ClassifierModel | None = None
+
+    def set_original(self, model: ClassifierModel, metrics: dict[str, Any]) -> None:
+        """The original model: its phase metrics and AIN's relearn target (alpha x its accuracy)."""
+        self.original = PhaseMetrics(**{k: metrics[k] for k in PhaseMetrics.model_fields})
+        if len(self.relearn_data):
+            probs = predict_proba(model, self.relearn_data.x, self.device)
+            accuracy = float((probs.argmax(axis=1) == self.relearn_data.y).mean())
+            self.relearn_target = RELEARN_ALPHA * accuracy
+
+    def relearn_steps(self, model: ClassifierModel) -> int | None:
+        """Steps to relearn D_f (:func:`fedforget.metrics.relearn_steps`), once a target is set."""
+        if self.relearn_target is None:
+            return None
+        data = self.relearn_data
+        return relearn_steps(model, data.x, data.y, self.relearn_target, device=self.device)
 
     def metrics(self, model: ClassifierModel) -> dict[str, Any]:
         row = self.evaluator.evaluate(model).model_dump()
@@ -151,6 +177,7 @@ class _Scorer:
             fr=forgetting_rate(before.forget_accuracy or 0.0, row["forget_accuracy"] or 0.0),
             mrr=memory_retention_rate(before.retain_accuracy, row["retain_accuracy"]),
             similarity=1.0 - jensen_shannon(ours, theirs) / math.log(2),
+            relearn_steps=self.relearn_steps(model),
         )
         return row
 
@@ -182,6 +209,7 @@ def run_comparison(
     started = time.perf_counter()
     base = _branch(config, "", build, federation, device, display)
     base.keeps_history = any(b.keeps_history for b in branches.values())
+    base.trains_generator = any(b.trains_generator for b in branches.values())
     base.begin(initial)
     checkpoint = base.run_rounds(
         grid, initial, config.deletion.round, "federated", handle_deletions=False
@@ -190,10 +218,12 @@ def run_comparison(
     if not base.pending_deletions:
         raise ConfigError("no client reported a deletion request by the deletion round")
     _save(checkpoint, out_dir / "checkpoint.pt")
+    if base.gan_arrays is not None:  # the clients' GAN that MuGAN draws from
+        _save(base.gan_arrays, out_dir / "generator.pt")
     scorer = _Scorer(federation, Evaluator(federation, device, config.seed), device)
     original = load_numpy_state(build(), _numpy(checkpoint))
     rows = [{"strategy": ORIGINAL, **scorer.metrics(original)}]
-    scorer.original = PhaseMetrics(**{k: rows[0][k] for k in PhaseMetrics.model_fields})
+    scorer.set_original(original, rows[0])
     details: dict[str, dict[str, Any]] = {}
     for name, strategy in branches.items():
         strategy.take_over(base)
@@ -207,6 +237,7 @@ def run_comparison(
         _save(arrays, out_dir / "models" / f"{name}.pt")
     rows[0] = {"strategy": ORIGINAL, **scorer.metrics(original)}  # now with its distances
     _fill_speedups(rows)
+    _fill_anamnesis(rows)
     result = Comparison(rows, out_dir, json.loads(config.to_json()), base_seconds, details)
     write_comparison(result)
     return result
@@ -228,6 +259,8 @@ def _branch(
         observer=_BranchObserver(display, name),
         device=device,
         message_config=message_config,
+        build_gan=gan_factory(config, federation),
+        image_shape=federation.train.x.shape[1:],
     )
 
 
@@ -244,6 +277,8 @@ def _details(strategy: FederatedUnlearning) -> dict[str, Any]:
         "retain_samples": record.retain_samples,
         "history_bytes": record.history_bytes,
         "client_training_calls": record.client_training_calls,
+        "generator_client_seconds": record.generator_client_seconds,
+        "generator_bytes": record.generator_bytes,
     }
 
 
@@ -254,6 +289,14 @@ def _fill_speedups(rows: list[dict[str, Any]]) -> None:
             continue
         row.setdefault("jsd", 0.0)
         row["speedup_vs_retrain"] = retrain["seconds"] / row["seconds"] if row["seconds"] else None
+
+
+def _fill_anamnesis(rows: list[dict[str, Any]]) -> None:
+    """AIN of every row: its relearn steps over the retrained model's (paper 002 Eq. 10)."""
+    retrain = next(r for r in rows if r["strategy"] == RETRAIN).get("relearn_steps")
+    for row in rows:
+        steps = row.get("relearn_steps")
+        row["ain"] = None if steps is None or not retrain else anamnesis_index(steps, retrain)
 
 
 def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:

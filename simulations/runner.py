@@ -55,7 +55,10 @@ def check_run(config: SimulationConfig) -> None:
             "mode 'requests' carries out deletions users file on real nodes "
             "(fedforget request-deletion); run it on a deployment with flwr run"
         )
-    check_strategies(config, [config.strategy])
+    if config.task == "gan":
+        check_gan_strategies(config, [config.strategy])
+    else:
+        check_strategies(config, [config.strategy])
     try:
         build_federation(config)
     except ConfigError:
@@ -76,6 +79,27 @@ def check_strategies(config: SimulationConfig, names: list[str]) -> None:
     check_verifier(config)
     if config.unlearn_on == "client" and config.strategy != RETRAIN:
         check_client_side(build_configured_unlearner(config, config.strategy))
+
+
+def check_gan_strategies(config: SimulationConfig, names: list[str]) -> None:
+    """Known GAN-task strategies whose options their unlearner accepts (else ConfigError)."""
+    from fedforget.gan.cascaded import check_substitute
+    from fedforget.strategies.gan import RETRAIN as GAN_RETRAIN
+    from fedforget.strategies.gan import build_configured_gan_unlearner
+
+    if config.verify.method != "none":
+        raise ConfigError("--verify checks a classifier; the GAN task measures its own metrics")
+    mode = "class" if config.deletion.mode == "class" else "item"
+    for name in dict.fromkeys([*names, *config.methods.options]):
+        if name == GAN_RETRAIN:
+            continue
+        unlearner = build_configured_gan_unlearner(config, name)
+        substitute = getattr(unlearner.settings, "substitute", None)
+        if substitute is not None:
+            try:
+                check_substitute(substitute, mode)
+            except ValueError as err:
+                raise ConfigError(f"{name}: {err}") from None
 
 
 def check_verifier(config: SimulationConfig) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from fedforget.config import ConfigError, SimulationConfig
+from fedforget.gan import ConditionalGan
 from fedforget.report import RunObserver
 from fedforget.strategies.unlearning import FederatedUnlearning, ModelFactory, Retrain
 from fedforget.unlearning import Unlearner, build_unlearner, unlearner_names
@@ -39,6 +42,8 @@ def build_strategy(
     observer: RunObserver | None = None,
     device: torch.device | None = None,
     message_config: dict | None = None,
+    build_gan: Callable[[], ConditionalGan] | None = None,
+    image_shape: tuple[int, ...] = (1, 1, 1),
 ) -> FederatedUnlearning:
     """The strategy named by ``config.strategy``, with the run's settings."""
     check_strategy_name(config.strategy)
@@ -59,6 +64,9 @@ def build_strategy(
         seed=config.seed,
         fraction_train=config.train.fraction_train,
         min_available_nodes=config.clients,
+        build_gan=build_gan,
+        generator_clients=config.gan.generator_clients,
+        image_shape=image_shape,
     )
     if config.strategy == RETRAIN:
         return Retrain(**options)

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from logging import WARN
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -33,12 +34,13 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
-from flwr.serverapp.strategy.strategy_utils import sample_nodes
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, sample_nodes
 
 from fedforget import protocol as P
 from fedforget.config import RecoveryConfig
 from fedforget.data.sources import ArrayDataset
 from fedforget.federated import as_history
+from fedforget.gan import ConditionalGan
 from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
 from fedforget.unlearning import (
@@ -70,6 +72,8 @@ class DeletionRecord:
     nodes: list[int] = field(default_factory=list)
     requests: list[dict] = field(default_factory=list)
     faults: list[dict] = field(default_factory=list)
+    generator_client_seconds: float = 0.0
+    generator_bytes: int = 0
 
 
 @dataclass
@@ -109,9 +113,20 @@ class FederatedUnlearning(FedAvg):
         Where the server computes (unlearning).
     seed : int
         Seeds node sampling, the unlearner and the clients' batch order.
+    build_gan : Callable[[], ConditionalGan], optional
+        Makes the federation's conditional GAN, which the clients then train next to the
+        classifier, for unlearners that need it (the ``generator`` need, MuGAN).
+    generator_clients : int
+        How many of a round's clients also train that GAN.
+    image_shape : tuple of int
+        ``(C, H, W)`` of the federation's images (the shape of an empty D_f for methods that
+        never receive one).
     **fedavg_options
         Passed to :class:`FedAvg` (``fraction_train``, ``min_available_nodes``, ...).
     """
+
+    train_message: ClassVar[str] = P.TRAIN
+    """Message type of a FedAvg round's training."""
 
     def __init__(
         self,
@@ -132,6 +147,9 @@ class FederatedUnlearning(FedAvg):
         device: torch.device | None = None,
         seed: int = 0,
         unlearn_on_client: bool = False,
+        build_gan: Callable[[], ConditionalGan] | None = None,
+        generator_clients: int = 2,
+        image_shape: tuple[int, ...] = (1, 1, 1),
         **fedavg_options: object,
     ) -> None:
         fedavg_options.setdefault("fraction_evaluate", 0.0)
@@ -145,6 +163,11 @@ class FederatedUnlearning(FedAvg):
         self.local_lr = local_lr
         self.retain_per_client = retain_per_client
         self.keeps_history = unlearner is not None and "history" in unlearner.needs
+        self.build_gan = build_gan
+        self.generator_clients = generator_clients
+        self.image_shape = tuple(image_shape)
+        self.trains_generator = unlearner is not None and "generator" in unlearner.needs
+        self.gan_arrays: ArrayRecord | None = None
         self.history: list[HistoryRound] = []
         self.num_classes = num_classes
         self.mode = mode
@@ -174,7 +197,16 @@ class FederatedUnlearning(FedAvg):
         """Sample among the nodes that have not left; attach the run's message config."""
         config = ConfigRecord({**dict(config), **self._round_config(server_round)})
         record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
-        return self._construct_messages(record, self._sample(grid), P.TRAIN)
+        nodes = self._sample(grid)
+        if not self.trains_generator:
+            return self._construct_messages(record, nodes, self.train_message)
+        # MuGAN: ``generator_clients`` of the round's clients also train the GAN
+        chosen = set(self._rng.sample(nodes, min(self.generator_clients, len(nodes))))
+        with_gan = RecordDict({P.ARRAYS: arrays, P.CONFIG: config, P.GAN: self._generator_arrays()})
+        return [
+            *self._construct_messages(record, [n for n in nodes if n not in chosen], P.TRAIN),
+            *self._construct_messages(with_gan, sorted(chosen), P.TRAIN),
+        ]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -184,7 +216,30 @@ class FederatedUnlearning(FedAvg):
         for reply in replies:
             if not reply.has_error():
                 self._note_train_reply(reply)
+        if self.trains_generator:
+            self._aggregate_generator([r for r in replies if not r.has_error()])
         return super().aggregate_train(server_round, replies)
+
+    def _generator_arrays(self) -> ArrayRecord:
+        if self.gan_arrays is None:
+            if self.build_gan is None:
+                raise RuntimeError(f"{self.unlearner.name} needs a GAN factory (build_gan)")
+            self.gan_arrays = ArrayRecord(self.build_gan().state_dict())
+            self.deletion.generator_bytes = sum(a.numpy().nbytes for a in self.gan_arrays.values())
+        return self.gan_arrays
+
+    def _aggregate_generator(self, replies: list[Message]) -> None:
+        """FedAvg of the clients' GANs (MuGAN), taken out of the replies before the model's."""
+        records = []
+        for reply in replies:
+            if P.GAN not in reply.content:
+                continue
+            metrics = reply.content[P.METRICS]
+            self.deletion.generator_client_seconds += float(metrics[P.GAN_SECONDS])
+            records.append(RecordDict({P.GAN: reply.content[P.GAN], P.METRICS: metrics}))
+            del reply.content[P.GAN]
+        if records:
+            self.gan_arrays = aggregate_arrayrecords(records, P.NUM_EXAMPLES)
 
     # ------------------------------------------------------------------ main loop
     def start(
@@ -224,6 +279,10 @@ class FederatedUnlearning(FedAvg):
         self.excluded_nodes = set(parent.excluded_nodes)
         if self.keeps_history:
             self.history = list(parent.history)
+        if self.trains_generator:
+            self.gan_arrays = parent.gan_arrays
+            self.deletion.generator_client_seconds = parent.deletion.generator_client_seconds
+            self.deletion.generator_bytes = parent.deletion.generator_bytes
 
     def carry_out_deletion(self, grid: Grid, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
         """The deletion step now, for the pending requests; returns the new global weights."""
@@ -274,7 +333,7 @@ class FederatedUnlearning(FedAvg):
         before = self.bookkeeping.deleted_passes_after + self.bookkeeping.deleted_passes_before
         self._compute_seconds = 0.0
         self._suspects.clear()  # every node gets a new chance in each FedAvg round
-        messages = self.configure_train(server_round, arrays, train_config, grid)
+        messages = list(self.configure_train(server_round, arrays, train_config, grid))
         exchange_started = time.perf_counter()
         replies = exchange(grid, messages, self.timeout)
         exchange_seconds = time.perf_counter() - exchange_started
@@ -282,6 +341,8 @@ class FederatedUnlearning(FedAvg):
         failures = sum(reply.has_error() for reply in replies)
         if new_arrays is None:
             raise RuntimeError(f"round {server_round}: every client failed ({_errors(replies)})")
+        sampled = {m.metadata.dst_node_id for m in messages}
+        self._poll_deletion_requests(grid, server_round, new_arrays, sampled)
         if record and self.keeps_history:
             trained = [_client_update(r) for r in replies if not r.has_error()]
             self.history.append(as_history(server_round, _numpy_state(arrays), trained))
@@ -295,6 +356,24 @@ class FederatedUnlearning(FedAvg):
             "deleted_sample_passes": after - before,
         }
         return new_arrays, info
+
+    def _poll_deletion_requests(
+        self, grid: Grid, server_round: int, arrays: ArrayRecord, sampled: set[int]
+    ) -> None:
+        """Ask the clients this round did not sample whether they want a deletion.
+
+        A client reports its requests in its training reply; with ``fraction_train < 1`` the
+        clients left out would report theirs only when next sampled, and a class deletion
+        would reach a few clients only. ``query.deletion_status`` carries the new global
+        model (the one a requesting client keeps as its verification reference).
+        """
+        others = [n for n in self._active_nodes(grid) if n not in sampled]
+        if not others:
+            return
+        config = ConfigRecord(self._round_config(server_round))
+        record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
+        for reply in self._query(grid, others, P.DELETION_STATUS, record, strict=False):
+            self._note_train_reply(reply)
 
     # ------------------------------------------------------------------ deletion step
     def _deletion_step(self, grid: Grid, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
@@ -343,16 +422,23 @@ class FederatedUnlearning(FedAvg):
             local_lr=self.local_lr,
         )
         request = UnlearningRequest(
-            forget=forget if forget is not None else _empty_like(retain),
+            forget=forget if forget is not None else _empty_like(retain, self.image_shape),
             num_classes=self.num_classes,
             mode=self._deletion_mode(nodes),
             forget_classes=self._deletion_classes(nodes),
             retain=retain,
             history=history,
             leaving_clients=tuple(self.deletion.clients) if self.client_leaves else (),
+            generator=self._federated_generator() if "generator" in needs else None,
         )
         unlearned = self.unlearner.unlearn(self._model_from(arrays), request, context)
         return ArrayRecord(unlearned.cpu().state_dict())
+
+    def _federated_generator(self) -> ConditionalGan:
+        """The clients' averaged GAN (the ``generator`` need)."""
+        gan = self.build_gan()
+        gan.load_state_dict(self._generator_arrays().to_torch_state_dict())
+        return gan.eval()
 
     def _unlearn_on_clients(
         self, grid: Grid, server_round: int, arrays: ArrayRecord, nodes: list[int]
@@ -682,10 +768,10 @@ def _concatenate_data(replies: Iterable[Message]) -> ArrayDataset:
     )
 
 
-def _empty_like(data: ArrayDataset | None) -> ArrayDataset:
-    """An empty D_f for methods that never receive it."""
+def _empty_like(data: ArrayDataset | None, image_shape: tuple[int, ...]) -> ArrayDataset:
+    """An empty D_f (of the federation's image shape) for methods that never receive it."""
     if data is None:
-        return ArrayDataset(x=np.empty((0, 1, 1, 1), np.float32), y=np.empty(0, np.int64))
+        return ArrayDataset(x=np.empty((0, *image_shape), np.float32), y=np.empty(0, np.int64))
     return data.subset(np.empty(0, dtype=np.int64))
 
 

@@ -2,7 +2,8 @@
 
 The setting is a tiny federation (sklearn digits, 4 clients, in-process FedAvg from
 :mod:`fedforget.federated`), so every need can be met: D_f, a retained sample, the stored
-round history and training rounds on the clients (without their deleted samples).
+round history and training rounds on the clients (without their deleted samples), and a
+small class-conditional GAN trained on the federation's data (MuGAN's ``generator``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from fedforget.data import build_federation
 from fedforget.federated import LocalFederation
+from fedforget.gan import build_conditional_gan, train_gan
 from fedforget.metrics import Evaluator
 from fedforget.models import build_model
 from fedforget.training import load_numpy_state, state_to_numpy
@@ -32,7 +34,9 @@ SMALL_DATA_OPTIONS: dict[str, dict] = {
     "federaser": {"calibration_ratio": 1.0},  # 6 rounds on digits: half epochs undertrain
     "finetune": {"lr_scale": 1.0, "rounds": 8},  # 2x lr diverges on digits' batch of 16
     "randomk": {"batch_size": 16},  # 400 retained samples: batch 64 gives ~70 repair steps
+    "zmugan": {"generators": 2},  # 2 of the paper's 5 inversions: a few seconds on one core
 }
+GAN_EPOCHS = 30  # digits' 1,400 images: ~660 steps, a few seconds, class-recognisable 8x8 draws
 
 
 def _setup(make_config, mode: str):
@@ -53,7 +57,11 @@ def _setup(make_config, mode: str):
     kept = LocalFederation.from_federation(
         federation, build, config.train, drop_deleted=True, seed=1
     )
-    return config, federation, build, initial, trained, history, kept
+    gan = None
+    if mode == "class":  # the only mode a class-conditional GAN serves
+        gan = build_conditional_gan(federation.num_classes, federation.train.x.shape[1:], seed=0)
+        train_gan(gan, federation.train, epochs=GAN_EPOCHS, seed=0)
+    return config, federation, build, initial, trained, history, kept, gan
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +89,17 @@ DOES_NOT_FORGET = {
     "(MNIST: EU-3 takes the backdoor to 0.41 %)",
 }
 
+# Methods defined for some deletion modes only: they must refuse the others with a clear error.
+UNSUPPORTED_MODES = {
+    ("mugan", "backdoor"): "mugan unlearns classes only",  # a GAN cannot draw the trigger
+    ("zmugan", "backdoor"): "zmugan unlearns classes only",  # Alg. 5 splits by class
+}
+
 
 @pytest.mark.parametrize("mode", ["class", "backdoor"])
 @pytest.mark.parametrize("name", unlearner_names())
 def test_unlearner_forgets_and_keeps_the_rest(federations, name, mode):
-    config, federation, build, initial, trained, history, kept = federations[mode]
+    config, federation, build, initial, trained, history, kept, gan = federations[mode]
     evaluator = Evaluator(federation)
     before_forgotten, before_kept = _forgotten_and_kept(
         evaluator, load_numpy_state(build(), trained), mode
@@ -101,6 +115,7 @@ def test_unlearner_forgets_and_keeps_the_rest(federations, name, mode):
         forget_classes=tuple(config.deletion.forget_classes),
         retain=federation.train.subset(np.sort(rng.choice(retain_ids, 400, replace=False))),
         history=tuple(history),
+        generator=gan,
     )
     context = UnlearningContext(
         initial_state=initial,
@@ -110,6 +125,10 @@ def test_unlearner_forgets_and_keeps_the_rest(federations, name, mode):
         local_lr=config.train.lr,
     )
     unlearner = build_unlearner(name, **SMALL_DATA_OPTIONS.get(name, {}))
+    if (name, mode) in UNSUPPORTED_MODES:
+        with pytest.raises(ValueError, match=UNSUPPORTED_MODES[name, mode]):
+            unlearner.unlearn(load_numpy_state(build(), trained), request, context)
+        return
     unlearned = unlearner.unlearn(load_numpy_state(build(), trained), request, context)
 
     after_forgotten, after_kept = _forgotten_and_kept(evaluator, unlearned, mode)

@@ -165,11 +165,11 @@ def plan_deletion(
 ) -> DeletionPlan:
     """Choose D_f for the configured mode.
 
-    ``backdoor`` and ``random`` draw ``share`` x N samples uniformly from the deleting clients'
-    data (backdoor: only samples whose label is not the target, since relabelling those would
-    be no attack); ``class`` takes every sample of the forgotten classes held by the deleting
-    clients (by default all clients: category unlearning); ``client`` takes the deleting
-    clients' whole data.
+    ``backdoor`` and ``random`` draw ``count`` (when set) or ``share`` x N samples uniformly
+    from the deleting clients' data (backdoor: only samples whose label is not the target,
+    since relabelling those would be no attack); ``class`` takes every sample of the
+    forgotten classes held by the deleting clients (by default all clients: category
+    unlearning); ``client`` takes the deleting clients' whole data.
 
     Raises
     ------
@@ -222,10 +222,10 @@ def _draw_samples(
         [np.full(len(pool), cid) for cid, pool in zip(clients, pools, strict=True)]
     )
     pool = np.concatenate(pools)
-    wanted = round(config.deletion.share * len(labels))
+    wanted = config.deletion.count or round(config.deletion.share * len(labels))
     if wanted > len(pool):
         raise ConfigError(
-            f"deleting {config.deletion.share:.1%} of the data ({wanted} samples) needs more than "
+            f"deleting {wanted} samples needs more than "
             f"the {len(pool)} eligible samples held by deleting clients {clients}; "
             "add --deleting-clients or lower --delete"
         )

@@ -5,6 +5,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fedforget.metrics import (
+    RELEARN_ALPHA,
+    RELEARN_BATCH,
+    RELEARN_LR,
+    RELEARN_MAX_STEPS,
+    RELEARN_SAMPLES,
+)
+
 ORIGINAL = "original"
 METRIC_COLUMNS = (
     "test_accuracy",
@@ -21,10 +29,18 @@ METRIC_COLUMNS = (
     "fr",
     "mrr",
     "similarity",
+    "relearn_steps",
+    "ain",
     "seconds",
     "speedup_vs_retrain",
 )
 CSV_COLUMNS = ("strategy", *METRIC_COLUMNS)
+AIN_FOOTNOTE = (
+    f"AIN (paper 002 Eq. 10): SGD steps (lr {RELEARN_LR}, batch {RELEARN_BATCH}, cap "
+    f"{RELEARN_MAX_STEPS}) of fine-tuning on a seeded subset of at most {RELEARN_SAMPLES} D_f "
+    f"samples until the model recognises {100 * RELEARN_ALPHA:.0f} % as many of them as the "
+    "original model did, over the retrained model's steps (1 is ideal)."
+)
 
 PERCENT_COLUMNS = frozenset(METRIC_COLUMNS[:7])
 TABLE_COLUMNS = (
@@ -42,6 +58,7 @@ TABLE_COLUMNS = (
     ("fr", "FR"),
     ("mrr", "MRR"),
     ("similarity", "sim."),
+    ("ain", "AIN"),
     ("seconds", "s"),
     ("speedup_vs_retrain", "speedup"),
 )
@@ -53,6 +70,8 @@ def format_cell(key: str, value: Any) -> str:
         return "-"
     if key in PERCENT_COLUMNS:
         return f"{100 * value:.2f}"
+    if key == "relearn_steps":
+        return f"{value:.0f}"
     if key == "seconds":
         return f"{value:.1f}"
     if key in ("l2", "speedup_vs_retrain"):
@@ -75,4 +94,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = [format_cell(key, row.get(key)) for key, _ in columns]
         lines.append(f"| {row['strategy']} | " + " | ".join(cells) + " |")
+    if any(key == "ain" for key, _ in columns):
+        lines += ["", AIN_FOOTNOTE]
     return "\n".join(lines)

@@ -51,6 +51,10 @@ class DeletionSummary(BaseModel):
     retain_samples: int = Field(0, description="Retained samples the clients sent the server.")
     history_bytes: int = Field(0, description="Stored client updates handed to the unlearner.")
     client_training_calls: int = Field(0, description="Trainings the unlearner ran on clients.")
+    generator_client_seconds: float = Field(
+        0.0, description="Client compute spent training the federation's GAN (MuGAN)."
+    )
+    generator_bytes: int = Field(0, description="Size of the GAN sent each way per round.")
     requests: list[dict[str, Any]] = Field(
         default_factory=list, description="Node-side requests carried out, per deletion step."
     )

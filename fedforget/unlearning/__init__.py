@@ -22,9 +22,11 @@ from fedforget.unlearning.finetune import FinetuneUnlearner
 from fedforget.unlearning.gradient_ascent import GradientAscentUnlearner
 from fedforget.unlearning.last_layers import CatastrophicForgettingK, ExactUnlearningK
 from fedforget.unlearning.lau import LayerAttackUnlearner
+from fedforget.unlearning.mugan import MuGanUnlearner
 from fedforget.unlearning.nad import NeuralAttentionDistillationUnlearner
 from fedforget.unlearning.perturbation import RandomKUnlearner, TopKUnlearner
 from fedforget.unlearning.random_label import RandomLabelUnlearner
+from fedforget.unlearning.zmugan import ZMuGanUnlearner
 
 __all__ = [
     "UNLEARNER_REGISTRY",
@@ -40,6 +42,7 @@ __all__ = [
     "GradientAscentUnlearner",
     "HistoryRound",
     "LayerAttackUnlearner",
+    "MuGanUnlearner",
     "NeuralAttentionDistillationUnlearner",
     "RandomKUnlearner",
     "RandomLabelUnlearner",
@@ -49,6 +52,7 @@ __all__ = [
     "UnlearnerSettings",
     "UnlearningContext",
     "UnlearningRequest",
+    "ZMuGanUnlearner",
     "build_unlearner",
     "register_unlearner",
     "unlearner_names",

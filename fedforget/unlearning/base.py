@@ -12,6 +12,9 @@ that, the federated way; the core never reaches into a client:
 ``history``
     the per-round client updates the server kept during training (FedEraser); their storage
     is recorded (``history_bytes``).
+``generator``
+    the class-conditional GAN the clients trained alongside the classifier and the server
+    averaged (MuGAN, paper 002 section 3.2); no real sample reaches the server.
 ``rounds``
     training run *on the clients* (:attr:`UnlearningContext.federated_train`): the server sends
     weights, every remaining client trains them on its retained data and sends them back.
@@ -33,9 +36,10 @@ from pydantic import BaseModel, ConfigDict
 from fedforget.config import validated_options
 from fedforget.data.sources import ArrayDataset
 from fedforget.federated import ClientUpdate, HistoryRound, State
+from fedforget.gan.networks import ConditionalGan
 from fedforget.models import ClassifierModel
 
-DataNeed = Literal["forget", "retain", "history", "rounds"]
+DataNeed = Literal["forget", "retain", "history", "rounds", "generator"]
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 FederatedTrainFn = Callable[[State, int, float], list[ClientUpdate]]
 """``(weights, epochs, lr) -> updated weights of every remaining client`` (trained on D_r)."""
@@ -66,6 +70,8 @@ class UnlearningRequest:
     leaving_clients : tuple[int, ...]
         Partition ids of clients that leave the federation (``client`` mode): their stored
         updates must be dropped.
+    generator : ConditionalGan | None
+        The federation's class-conditional GAN, for methods that declare ``generator``.
     """
 
     forget: ArrayDataset
@@ -75,6 +81,7 @@ class UnlearningRequest:
     retain: ArrayDataset | None = None
     history: tuple[HistoryRound, ...] = ()
     leaving_clients: tuple[int, ...] = ()
+    generator: ConditionalGan | None = None
 
 
 @dataclass
