@@ -29,6 +29,7 @@ from fedforget.gan import ConditionalGan, sample_images
 from fedforget.gan.metrics import GanEvaluation, evaluate_gan, reference_classifier
 from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
+from fedforget.report.observer import CheckpointObserver
 from fedforget.report.summary import DeletionSummary
 from fedforget.server.app import default_out_dir, deletion_summary, gan_factory
 from fedforget.strategies.gan import FederatedGan, build_gan_strategy
@@ -106,30 +107,6 @@ def _judge_path(config: SimulationConfig, federation: Federation) -> Path:
         f"-e{config.gan.judge_epochs}.pt"
     )
     return Path(folder) / "judges" / name
-
-
-class CheckpointObserver(RunObserver):
-    """Forwards events to the display and keeps the GAN at each named phase."""
-
-    def __init__(self, display: RunObserver | None, label: str = "") -> None:
-        self.display = display or RunObserver()
-        self.label = label
-        self.states: dict[str, dict[str, np.ndarray]] = {}
-
-    def run_started(self, phase: str, total_rounds: int) -> None:
-        self.display.run_started(self._name(phase), total_rounds)
-
-    def round_finished(self, phase: str, server_round: int, info: dict[str, Any]) -> None:
-        self.display.round_finished(self._name(phase), server_round, info)
-
-    def checkpoint(self, name: str, model_state: dict[str, Any]) -> None:
-        self.states[name] = model_state
-
-    def progress(self, phase: str, step: int, total: int, info: dict[str, float]) -> None:
-        self.display.progress(self._name(phase), step, total, info)
-
-    def _name(self, phase: str) -> str:
-        return f"{self.label}: {phase}" if self.label else phase
 
 
 def gan_from_state(config: SimulationConfig, federation: Federation, state: dict) -> ConditionalGan:

@@ -51,6 +51,7 @@ from fedforget.metrics import (
 from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
 from fedforget.report.comparison import CSV_COLUMNS, ORIGINAL, markdown_table
+from fedforget.report.observer import CheckpointObserver
 from fedforget.server.app import default_out_dir, gan_factory, model_factory
 from fedforget.simulations.runner import (
     check_run,
@@ -84,30 +85,6 @@ def parse_strategies(text: str) -> list[str]:
     if not names:
         raise ConfigError("--strategies needs at least one strategy name")
     return names
-
-
-class _BranchObserver(RunObserver):
-    """Forwards progress to the display and keeps the model states of the deletion step."""
-
-    def __init__(self, display: RunObserver | None, branch: str) -> None:
-        self.display = display or RunObserver()
-        self.branch = branch
-        self.states: dict[str, dict[str, Any]] = {}
-
-    def run_started(self, phase: str, total_rounds: int) -> None:
-        self.display.run_started(self._label(phase), total_rounds)
-
-    def round_finished(self, phase: str, server_round: int, info: dict[str, Any]) -> None:
-        self.display.round_finished(self._label(phase), server_round, info)
-
-    def checkpoint(self, name: str, model_state: dict[str, Any]) -> None:
-        self.states[name] = model_state
-
-    def progress(self, phase: str, step: int, total: int, info: dict[str, float]) -> None:
-        self.display.progress(self._label(phase), step, total, info)
-
-    def _label(self, phase: str) -> str:
-        return phase if self.branch == "" else f"{self.branch}: {phase}"
 
 
 def compare(
@@ -256,7 +233,7 @@ def _branch(
         config.model_copy(update={"strategy": name or RETRAIN}),
         build_model=build,
         num_classes=federation.num_classes,
-        observer=_BranchObserver(display, name),
+        observer=CheckpointObserver(display, name),
         device=device,
         message_config=message_config,
         build_gan=gan_factory(config, federation),

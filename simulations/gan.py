@@ -24,9 +24,9 @@ from rich.table import Table
 from fedforget.config import ConfigError, SimulationConfig
 from fedforget.data import build_federation
 from fedforget.report import RunObserver
+from fedforget.report.observer import CheckpointObserver
 from fedforget.server.app import default_out_dir, gan_factory
 from fedforget.server.gan import (
-    CheckpointObserver,
     GanEvaluator,
     GanSummary,
     gan_from_state,

@@ -26,3 +26,31 @@ class RunObserver:
 
     def progress(self, phase: str, step: int, total: int, info: dict[str, float]) -> None:
         """Fine-grained progress: unlearning epochs, relay hops."""
+
+
+class CheckpointObserver(RunObserver):
+    """Forwards events to a display, phases prefixed by ``label``; keeps named checkpoints.
+
+    ``fedforget compare`` gives each branch one (labelled with the strategy's name), so the
+    display tells the branches apart and the comparison reads each branch's model states.
+    """
+
+    def __init__(self, display: RunObserver | None = None, label: str = "") -> None:
+        self.display = display or RunObserver()
+        self.label = label
+        self.states: dict[str, dict[str, Any]] = {}
+
+    def run_started(self, phase: str, total_rounds: int) -> None:
+        self.display.run_started(self._name(phase), total_rounds)
+
+    def round_finished(self, phase: str, server_round: int, info: dict[str, Any]) -> None:
+        self.display.round_finished(self._name(phase), server_round, info)
+
+    def checkpoint(self, name: str, model_state: dict[str, Any]) -> None:
+        self.states[name] = model_state
+
+    def progress(self, phase: str, step: int, total: int, info: dict[str, float]) -> None:
+        self.display.progress(self._name(phase), step, total, info)
+
+    def _name(self, phase: str) -> str:
+        return f"{self.label}: {phase}" if self.label else phase
