@@ -100,7 +100,7 @@ class DistillConfig(_Section):
     Defaults follow the paper: mu = 0.33 each, q = 2, BND = 15, unlearning learning rate
     5e-3 (Table IV), regulariser weight 0.4 (Table IV). ``reg_reduction = "mean"`` divides
     ``||w - w_o||^2`` by the number of parameters. ``prune_mads`` is our addition for durable
-    forgetting (see :mod:`fedforget.unlearning.distillation` and the README).
+    forgetting (see :mod:`fedforget.unlearning.distillation` and docs/methods.md).
     """
 
     epochs: int = Field(5, ge=1)
@@ -142,7 +142,7 @@ class MethodsConfig(_Section):
     """Settings of the unlearning methods other than ``distill`` (whose are ``unlearning``).
 
     ``options`` maps a strategy name to its options, e.g. ``{"lau": {"alpha": 0.5}}``; each
-    method validates its own (see ``fedforget list`` and the README).
+    method validates its own (see ``fedforget list`` and docs/methods.md).
     """
 
     retain_per_client: int = Field(

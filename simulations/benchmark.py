@@ -1,6 +1,6 @@
 """Benchmark: simulation efficiency, unlearning cost and peak memory (prints numbers).
 
-Run ``python -m fedforget.simulations.benchmark`` (defaults: the README's MNIST run,
+Run ``python -m fedforget.simulations.benchmark`` (defaults: the MNIST run of docs/results.md,
 20 clients). It measures, on this machine and in one process:
 
 (a) simulation efficiency = summed client compute seconds / (cores x round wall seconds),

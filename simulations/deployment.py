@@ -5,7 +5,7 @@ in insecure mode on the loopback interface, in its own process group, and is sto
 (SuperNodes first, then the SuperLink; whatever is left is killed), even when the body of the
 ``with`` block fails. ``FLWR_HOME`` points into the work directory, so nothing is written to
 the user's ``~/.flwr``. Production deployments should use Flower's TLS and node
-authentication instead of ``--insecure`` (see the README).
+authentication instead of ``--insecure`` (see docs/deployment.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Your model, your ``@app.main()``, your evaluate function; the nodes run fedforget's ClientApp
 (``fedforget.clients.app:app``), which answers the deletion, data-for-unlearning, relay and
 verification messages. On a deployment give each SuperNode ``node-dir`` (its ``data.npz``
-and its users' deletion requests, see the README); in a simulation the nodes take their
+and its users' deletion requests, see docs/deployment.md); in a simulation the nodes take their
 slice of the configured dataset.
 
 Run it in a simulation::

@@ -69,13 +69,16 @@ Choices where the paper (written for unconditional StyleGANs) is silent or does 
 * **Loss weights and lr** (Eq. 7-9 name weights, no values). ``pixel_weight = 50`` (the pixel
   MSE is ~0.05 while the adversarial term is ~1; with 1 the mapping barely moved),
   ``perceptual_weight = 0`` (section 5.5.2 recommends no perceptual term for items; it needs
-  ``request.feature_extractor``), ``adversarial_weight`` 0.1 for items and 0 for classes,
-  ``distill_weight = 1``, Adam lr 1e-3 (beta1 0.5) for both steps; measured below.
+  ``request.feature_extractor``), ``adversarial_weight`` 0.1 for items and 0 for classes (the
+  class-conditional D scores only real 3s high under label 3, so fooling it pulls the drawings
+  back to 3s), ``distill_weight = 1``, Adam lr 1e-3 (beta1 0.5) for both steps (a smaller lr
+  barely moved the mapping).
 * **Stopping.** Few-shot: the AUC's positives are ``auc_holdout`` (20 %) of the learning
   images, kept out of the learning step (D scores the images it trains on high, so an AUC
   against them flatters). Class mode: the destination also requires the substitute mapping's
   pixel MSE, averaged over the last ``check_every`` steps, <= ``mapping_target`` (0.0015),
-  because the AUC alone is reached long before G forgets (measured below). At 0.003 the
+  because the AUC alone is reached long before G forgets (>= 0.99 within 25 iterations: the
+  projection head's class embedding learns the fake label at once). At 0.003 the
   federated MNIST GAN (20 clients) stopped after 350 iterations with 23.5 % of its drawn 3s
   still read as 3s.
 * **Zero-shot positives for the stopping AUC.** Without learning images, the AUC's positives
@@ -83,44 +86,8 @@ Choices where the paper (written for unconditional StyleGANs) is silent or does 
 * **Zero-shot labels.** ``x_r = G_0(z, y)`` uses the retained classes only in class mode
   (``G_0`` still draws the forgotten class; calling it real would teach it back).
 
-Measured on MNIST, 2026-11 (one CPU thread on a shared 2-core machine, so the seconds are
-rough; scripts ``/tmp/cascaded_*.py``). Stand-in for the federated GAN: ``train_gan`` 8 epochs
-centrally on the 60,000 training images (197 s for the first 4 epochs alone on the machine,
-812 s in all with other jobs running); judge = :func:`fedforget.gan.metrics.reference_classifier`
-(LeNet-5, 2 epochs, 98.5 % test accuracy). Raw GAN: judge recognition 0.92-1.00 per class
-(class 3: 0.915, mean of the others 0.979), downstream accuracy 0.974. Defaults unless noted:
-
-=========================  ======  =====  =========================================  ======
-case                       shot    iters  result                                     s
-=========================  ======  =====  =========================================  ======
-class 3, average            few     300   recognition 3: 0.09, others 0.964          101
-class 3, average            zero    275   recognition 3: 0.08, others 0.976          206*
-class 3, other-class        few     400+  recognition 3: 0.06, others 0.950          227*
-64 items, average           few     225   AUC 0.815 held out (0.849 stop), rec 0.958  42
-64 items, average           zero    175   AUC 0.860 held out, recognition 0.957      38
-64 items, truncation 0.5    few      50   AUC 0.825 held out, recognition 0.924      12
-64 items, projection 0.5    few     225   AUC 0.815 held out, recognition 0.945      46
-=========================  ======  =====  =========================================  ======
-
-Class runs: all 6,131 class-3 training images as unlearning images (1,024 inverted), 500
-random other-class images as learning images. Item runs: 64 random training images (all ten
-classes), 500 other random ones as learning images; "held out" is the AUC against 1,000 further
-remaining training images the unlearner never saw. ``*``: with another job on the CPU.
-``400+``: the cap; the mapping target was not met, forgetting was. The discriminator AUC of a
-class is >= 0.99 within 25 iterations (the projection head's class embedding learns the fake
-label at once), long before G forgets -- hence ``mapping_target`` in class mode.
-Tuning (on a 4-epoch GAN, class 3 at 0.84 before): ``lr`` 2e-4 with ``pixel_weight`` 1 or 10
-left class 3 at 0.78 after 200 iterations (the mapping barely moves); ``lr`` 1e-3,
-``pixel_weight`` 10 and ``adversarial_weight`` 0.1 gave 0.56, without the adversarial term
-0.36 -- the class-conditional D scores only real 3s high under label 3, so fooling it pulls
-the drawings back to 3s; ``pixel_weight`` 50 gave 0.12 after 300 iterations.
-These stand-in numbers predate two defaults set on the federated GAN (README, "GAN-based
-unlearning"): ``mapping_target`` 0.0015 (was 0.003) and ``auc_margin`` 0.05 (was 0). There,
-class 3 with the defaults: 8.5 % of the drawn 3s read as 3s, the other classes 93.8 %, 48 s
-against 348 s for retraining the federated GAN.
-Class substitute check: the judge reads ``E[G_0(z, y)]`` as an 8 (p = 0.19), while
-``G_0(z_bar, y_bar)`` with a uniform fractional label (through G's layers) reads as a 3: the
-image-space average is the reading that forgets.
+The tuning runs behind these defaults (stand-in GAN, with their settings and results) are in
+``docs/results.md``, "Cascaded GAN unlearning".
 """
 
 from __future__ import annotations

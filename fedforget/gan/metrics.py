@@ -242,7 +242,7 @@ def reference_classifier(
 
 
 class GanEvaluation(BaseModel):
-    """All metrics of one GAN (one row of the lead's comparison table).
+    """All metrics of one GAN (one row of ``fedforget compare --task gan``'s table).
 
     Attributes
     ----------

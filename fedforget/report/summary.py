@@ -1,4 +1,4 @@
-"""The schema of ``summary.json`` (documented in the README)."""
+"""The schema of ``summary.json`` (documented in docs/outputs.md)."""
 
 from __future__ import annotations
 

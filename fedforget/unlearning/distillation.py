@@ -1,6 +1,6 @@
 """Distillation unlearning with an incompetent teacher (paper 000, IV.A and IV.C).
 
-Choices where the paper is open (also in the README):
+Choices where the paper is open (also in docs/methods.md):
 
 - Algorithm 1 line 25 updates the teacher; the text trains the student, and so do we.
 - The incompetent teacher is the federation's initial model w_0 (Algorithm 1 line 21).
@@ -24,7 +24,7 @@ of the untouched output unit. A reset unit only ever receives negative gradients
 
 ``prune_mads`` (sample-level deletions, i.e. when no class output was reset; ``None`` = off):
 the distillation alone drives the backdoor to 0 %, but it resurfaces (64 % after one relay
-hop, 54 % three FedAvg rounds later, README): clean training restores the weights the
+hop, 54 % three FedAvg rounds later, docs/results.md): clean training restores the weights the
 distillation moved, and the trigger's pathway, which clean data never activates, is left
 intact. Before distilling we therefore zero the input columns of one linear layer (by default
 the first, LeNet-5's ``fc1``, whose inputs are the flattened conv features, one per channel and

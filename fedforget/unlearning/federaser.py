@@ -11,7 +11,7 @@ data only), and the server keeps the *direction* of each calibration update with
 
     U~_k = ||U_k^old|| * U_k^cal / ||U_k^cal||,    w~_{j+1} = w~_j + sum_k (n_k / n) U~_k
 
-Choices where the paper leaves room (also in the README):
+Choices where the paper leaves room (also in docs/methods.md):
 
 - The paper removes whole clients. For sample-level deletions (backdoor, random, class modes)
   every client remains and calibrates on the data it still holds; the stored magnitudes come

@@ -39,7 +39,7 @@ Choices where the paper is vague or does not fit this setting:
   20 epochs. The authors' initial 0.1 made the attention term diverge here (NaN or a dead
   network) at every beta we tried (20, 200).
 
-What it does here (MNIST harness, README's baseline table): it does not erase the backdoor.
+What it does here (MNIST harness, docs/results.md): it does not erase the backdoor.
 Most likely because the trigger (a white square near the bottom-right corner) sits where clean
 MNIST images are blank: there the clean attention maps of teacher and student agree, so
 matching them on clean data does not reach the trigger's pathway, and what little is removed

@@ -22,7 +22,8 @@ Choices where the paper is vague, and why:
   batch norm, chosen by measurement on this project's 2-core CPU (MNIST, LeNet-5, batch 100,
   one thread): Appendix C's networks, as read, cost about 0.4 s a step and still drew blank
   images after 180 s (448 steps), while the DCGAN takes about 0.04 s a step and draws clean
-  digits within 150 s (3,800 steps); see the README of the measurement in the lead's note.
+  digits within 150 s (3,800 steps); the measurement is in ``docs/results.md``, "Skyeye
+  networks".
   Both share Algorithm 2 and the losses; only the networks differ.
 - **Discriminator output.** D returns the logit; ``D(x) = sigmoid(logit)`` and the logs of
   Eq. 10-11 are computed as ``logsigmoid(logit)`` and ``logsigmoid(-logit)``, identical values
@@ -68,7 +69,7 @@ Choices where the paper is vague, and why:
   chance on ten classes (a generator that cannot draw a digit still makes shapes the judge
   sometimes reads as it; a model that never learned 3 gave 11 %), far below the >= 80 % a
   model that knows the class gives. 0.85 is just under what a competent model achieves on
-  every class (>= 86 % in the issue's measurement); 0.50 lets one retained class be hard (e.g.
+  every class (>= 86 % measured); 0.50 lets one retained class be hard (e.g.
   an 8, close to a forgotten 3) while a majority of its drawings must still be read right.
 - **Backdoor deletions** (``backdoor_target`` and ``trigger_size``): the trigger region is
   the square :func:`fedforget.data.deletion.apply_trigger` stamps (one pixel from the

@@ -38,16 +38,14 @@ Choices where the paper is vague or inconsistent:
   generator in train mode (batch norm on batch statistics). D_p (Algorithm 2 line 9) is then
   computed with the generator in eval mode, on the same D_f it was trained on, as in the paper.
   D_f larger than ``max_samples`` (2,000) is first subsampled (seeded) to bound the run time.
-- **Defaults, by measurement** (MNIST, LeNet-5, deletion of class 3, one CPU thread). The
-  degree is the outcome of an optimisation, so it grows with the budget: for a partial
-  unlearner (CF-K, 92 % clean D_f accuracy) it was 0.08 / 0.16 / 0.26 after 10 / 20 / 40
-  epochs at ``epsilon`` 0.1, and 0.06 / 0.08 / 0.21 at ``epsilon`` 0.05 / 0.1 / 0.2 (10
-  epochs). The control -- D = a *retained* class (5), where retrained, distilled and LAU models
-  are as good as the original -- stayed at <= 0.005 in all those settings, so the generator
-  does not manufacture a degree out of mere differences between two models that both know the
-  data. We keep ``epsilon`` 0.1 (perturbed digits look unchanged) and 20 epochs (about a minute
-  for 2,000 images on one CPU thread). Degrees are comparable only under the same settings,
-  which ``spd.json`` records.
+- **Defaults, by measurement** (MNIST, LeNet-5, deletion of class 3). The degree is the
+  outcome of an optimisation, so it grows with the budget (epochs, ``epsilon``); the control --
+  D = a *retained* class, where retrained, distilled and LAU models are as good as the original
+  -- stayed near 0 in every setting tried, so the generator does not manufacture a degree out of
+  mere differences between two models that both know the data. We keep ``epsilon`` 0.1
+  (perturbed digits look unchanged) and 20 epochs (about a minute for 2,000 images on one CPU
+  thread). Degrees are comparable only under the same settings, which ``spd.json`` records. The
+  runs: ``docs/results.md``, "SPD-GAN defaults".
 - **Performance** ``P`` is top-1 accuracy against D_f's labels (the paper's choice). In backdoor
   mode D_f carries the backdoor target label, so ``P`` is then the backdoor success rate.
 - **Range.** The paper states ``degree`` in ``[0, 1 - 1/C]``, the ceiling reached when ``M`` is
