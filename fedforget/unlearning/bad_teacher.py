@@ -51,7 +51,7 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from fedforget.models import ClassifierModel
-from fedforget.training import load_numpy_state, seeded_batches, to_tensors
+from fedforget.training import load_numpy_state, seeded_batches, to_tensors, train_epoch
 from fedforget.unlearning.base import (
     Unlearner,
     UnlearnerSettings,
@@ -120,19 +120,16 @@ class BadTeacherUnlearner(Unlearner):
         )
         optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
         for epoch in range(cfg.epochs):
-            loss_sum, batches = 0.0, 0
-            for batch in seeded_batches(len(x), cfg.batch_size, generator):
-                optimizer.zero_grad(set_to_none=True)
-                loss = self.loss(student, good, bad, x[batch], is_forget[batch])
-                loss.backward()
-                optimizer.step()
-                loss_sum += float(loss.detach())
-                batches += 1
+            done = train_epoch(
+                optimizer,
+                seeded_batches(len(x), cfg.batch_size, generator),
+                lambda b: self.loss(student, good, bad, x[b], is_forget[b]),
+            )
             context.report(
                 "bad teaching",
                 epoch + 1,
                 cfg.epochs,
-                loss=loss_sum / max(batches, 1),
+                **done.losses,
                 forget_accuracy=batch_accuracy(student, x_forget, y_forget),
                 retain_accuracy=batch_accuracy(student, x_retain, y_retain),
             )

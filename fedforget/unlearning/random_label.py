@@ -35,7 +35,7 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from fedforget.models import ClassifierModel
-from fedforget.training import seeded_batches, to_tensors
+from fedforget.training import seeded_batches, to_tensors, train_epoch
 from fedforget.unlearning.base import (
     Unlearner,
     UnlearnerSettings,
@@ -92,19 +92,13 @@ class RandomLabelUnlearner(Unlearner):
         y = torch.cat([noisy, y_retain])
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         for epoch in range(cfg.epochs):
-            loss_sum, batches = 0.0, 0
-            for batch in seeded_batches(len(x), cfg.batch_size, generator):
-                optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(x[batch]), y[batch])
-                loss.backward()
-                optimizer.step()
-                loss_sum += float(loss.detach())
-                batches += 1
+            batches = seeded_batches(len(x), cfg.batch_size, generator)
+            done = train_epoch(optimizer, batches, lambda b: F.cross_entropy(model(x[b]), y[b]))
             context.report(
                 "random labels",
                 epoch + 1,
                 cfg.epochs,
-                loss=loss_sum / max(batches, 1),
+                **done.losses,
                 forget_accuracy=batch_accuracy(model, x_forget, y_forget),
                 retain_accuracy=batch_accuracy(model, x_retain, y_retain),
             )
