@@ -54,7 +54,7 @@ from fedforget.data.sources.builtin import (
 )
 from fedforget.data.sources.memory import InMemorySource
 from fedforget.data.sources.mnist import MnistSource, fetch_mnist
-from fedforget.data.sources.npz import NpzSource
+from fedforget.data.sources.npz import NpzSource, load_xy_npz
 from fedforget.data.sources.registry import (
     SOURCE_REGISTRY,
     build_source,
@@ -82,6 +82,7 @@ __all__ = [
     "default_data_dir",
     "fetch_mnist",
     "load_dataset",
+    "load_xy_npz",
     "register_dataset",
     "register_source",
     "source_names",

@@ -73,8 +73,7 @@ class NpzSource(DatasetSource):
             raise DataError(f"{folder}: test.npz is missing")
         clients = []
         for file in files:
-            arrays = read_npz(file, ("x", "y"))
-            part = array_dataset(arrays["x"], arrays["y"], file, "")
+            part = load_xy_npz(file)
             if len(part) == 0:
                 raise DataError(f"{file}: holds no samples")
             if clients and part.x.shape[1:] != clients[0].x.shape[1:]:
@@ -83,8 +82,7 @@ class NpzSource(DatasetSource):
                     f"{files[0].name} {clients[0].x.shape[1:]}"
                 )
             clients.append(part)
-        arrays = read_npz(test_file, ("x", "y"))
-        test = array_dataset(arrays["x"], arrays["y"], test_file, "")
+        test = load_xy_npz(test_file)
         train, client_indices = join_clients(clients)
         return train, test, client_indices
 
@@ -98,3 +96,9 @@ class NpzSource(DatasetSource):
                 f"{self.path}: num_classes={self.num_classes} but labels go up to {needed - 1}"
             )
         return int(self.num_classes)
+
+
+def load_xy_npz(path: Path) -> ArrayDataset:
+    """One ``.npz`` file of arrays ``x`` and ``y``, validated as :class:`NpzSource` does."""
+    arrays = read_npz(path, ("x", "y"))
+    return array_dataset(arrays["x"], arrays["y"], path, "")
