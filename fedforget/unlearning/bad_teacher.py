@@ -57,7 +57,7 @@ from fedforget.unlearning.base import (
     UnlearnerSettings,
     UnlearningContext,
     UnlearningRequest,
-    batch_accuracy,
+    accuracies,
     register_unlearner,
 )
 
@@ -119,20 +119,14 @@ class BadTeacherUnlearner(Unlearner):
             ]
         )
         optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+        probes = {"forget_accuracy": (x_forget, y_forget), "retain_accuracy": (x_retain, y_retain)}
         for epoch in range(cfg.epochs):
+            batches = seeded_batches(len(x), cfg.batch_size, generator)
             done = train_epoch(
-                optimizer,
-                seeded_batches(len(x), cfg.batch_size, generator),
-                lambda b: self.loss(student, good, bad, x[b], is_forget[b]),
+                optimizer, batches, lambda b: self.loss(student, good, bad, x[b], is_forget[b])
             )
-            context.report(
-                "bad teaching",
-                epoch + 1,
-                cfg.epochs,
-                **done.losses,
-                forget_accuracy=batch_accuracy(student, x_forget, y_forget),
-                retain_accuracy=batch_accuracy(student, x_retain, y_retain),
-            )
+            metrics = {**done.losses, **accuracies(student, probes)}
+            context.report("bad teaching", epoch + 1, cfg.epochs, **metrics)
         return student.eval()
 
     def loss(

@@ -173,6 +173,13 @@ def batch_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     return accuracy
 
 
+def accuracies(
+    model: torch.nn.Module, probes: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, float]:
+    """:func:`batch_accuracy` of ``model`` on each named probe ``(x, y)``, in order."""
+    return {name: batch_accuracy(model, x, y) for name, (x, y) in probes.items()}
+
+
 UNLEARNER_REGISTRY: Registry[type[Unlearner]] = Registry("unlearner", error=UnknownUnlearnerError)
 register_unlearner = UNLEARNER_REGISTRY.register
 """Class decorator: register an unlearner under its ``name``."""

@@ -41,7 +41,7 @@ from fedforget.unlearning.base import (
     UnlearnerSettings,
     UnlearningContext,
     UnlearningRequest,
-    batch_accuracy,
+    accuracies,
     register_unlearner,
 )
 
@@ -91,17 +91,12 @@ class RandomLabelUnlearner(Unlearner):
         x = torch.cat([x_forget, x_retain])
         y = torch.cat([noisy, y_retain])
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        probes = {"forget_accuracy": (x_forget, y_forget), "retain_accuracy": (x_retain, y_retain)}
         for epoch in range(cfg.epochs):
             batches = seeded_batches(len(x), cfg.batch_size, generator)
             done = train_epoch(optimizer, batches, lambda b: F.cross_entropy(model(x[b]), y[b]))
-            context.report(
-                "random labels",
-                epoch + 1,
-                cfg.epochs,
-                **done.losses,
-                forget_accuracy=batch_accuracy(model, x_forget, y_forget),
-                retain_accuracy=batch_accuracy(model, x_retain, y_retain),
-            )
+            metrics = {**done.losses, **accuracies(model, probes)}
+            context.report("random labels", epoch + 1, cfg.epochs, **metrics)
         return model.eval()
 
 
