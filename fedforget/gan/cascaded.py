@@ -1,4 +1,4 @@
-"""GAN unlearning: the extension point and paper 001's cascaded unlearning.
+"""GAN unlearning: paper 001's cascaded unlearning (the contract: :mod:`fedforget.gan.unlearner`).
 
 A GAN unlearner turns a trained :class:`~fedforget.gan.networks.ConditionalGan` into one that
 has forgotten a request's *unlearning images* (item unlearning: a few images of any classes;

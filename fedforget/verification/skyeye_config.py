@@ -20,7 +20,7 @@ BRIGHT = 0.5  # a trigger region brighter than this on average counts as carryin
 
 
 class SkyeyeThresholds(BaseModel):
-    """Thresholds of the verdict (defaults justified in the module docstring).
+    """Thresholds of the verdict (defaults justified in :mod:`fedforget.verification.skyeye`).
 
     Attributes
     ----------
@@ -43,7 +43,7 @@ class SkyeyeThresholds(BaseModel):
 
 
 class SkyeyeConfig(BaseModel):
-    """Settings of the Skyeye verification (defaults: see the module docstring).
+    """Settings of the Skyeye verification (defaults: see :mod:`fedforget.verification.skyeye`).
 
     Attributes
     ----------

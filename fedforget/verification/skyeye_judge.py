@@ -274,7 +274,8 @@ def judge_generator(
     generator : ConditionalGenerator
         A trained generator.
     judge : nn.Module
-        A classifier independent of the verified model (see the module docstring); unchanged.
+        A classifier independent of the verified model (which one: see
+        :mod:`fedforget.verification.skyeye`); unchanged.
     forgotten_classes : sequence of int
         Classes that should be forgotten (class deletion).
     judge_name : str
@@ -347,7 +348,7 @@ def skyeye_verify(
     classifier : nn.Module
         C_u, the (unlearned) model under verification; unchanged.
     real : ArrayDataset
-        The user's local images (see the module docstring for which).
+        The user's local images (which: see :mod:`fedforget.verification.skyeye`).
     judge : nn.Module
         Independent classifier that reads the drawings; unchanged.
     num_classes : int
