@@ -75,7 +75,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from fedforget.data import ArrayDataset
-from fedforget.training import accuracy, predict_proba, resolve_device, seeded_batches, to_tensors
+from fedforget.training import (
+    accuracy,
+    predict_proba,
+    resolve_device,
+    seeded_batches,
+    to_tensors,
+    train_epoch,
+)
 from fedforget.verification.base import (
     ProgressFn,
     VerificationTask,
@@ -369,28 +376,22 @@ def _train_generator(
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr)
     order = torch.Generator().manual_seed(cfg.seed)
     generator.train()
+
+    def batch_loss(batch: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        batch = batch.to(device)
+        perturbed = perturb(generator, x[batch], cfg.clamp)
+        loss, loss_source, loss_unlearned = spd_loss(
+            source(perturbed), unlearned(perturbed), y[batch], cfg.eta
+        )
+        return loss, {"loss": loss, "loss_source": loss_source, "loss_unlearned": loss_unlearned}
+
     mean_loss = float("nan")
     for epoch in range(cfg.epochs):
-        sums = np.zeros(3)
-        batches = 0
-        for batch in seeded_batches(len(x), cfg.batch_size, order):
-            batch = batch.to(device)
-            perturbed = perturb(generator, x[batch], cfg.clamp)
-            terms = spd_loss(source(perturbed), unlearned(perturbed), y[batch], cfg.eta)
-            optimizer.zero_grad(set_to_none=True)
-            terms[0].backward()
-            optimizer.step()
-            sums += [float(t.detach()) for t in terms]
-            batches += 1
-        mean_loss, loss_source, loss_unlearned = sums / max(batches, 1)
+        done = train_epoch(optimizer, seeded_batches(len(x), cfg.batch_size, order), batch_loss)
+        mean_loss = done.losses.get("loss", 0.0)
         if progress is not None:
-            metrics = {
-                "loss": mean_loss,
-                "loss_source": loss_source,
-                "loss_unlearned": loss_unlearned,
-            }
-            progress("spd", epoch + 1, cfg.epochs, metrics)
-    return float(mean_loss)
+            progress("spd", epoch + 1, cfg.epochs, done.losses)
+    return mean_loss
 
 
 @torch.no_grad()
