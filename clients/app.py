@@ -12,7 +12,6 @@ live in ``Context.state``.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from fedforget.config import SimulationConfig
 from fedforget.data import ArrayDataset
 from fedforget.gan import ConditionalGan, GanTrainResult, build_conditional_gan, train_gan
 from fedforget.models import ClassifierModel, build_model
+from fedforget.registry import load_plugins
 from fedforget.strategies.registry import build_configured_unlearner
 from fedforget.training import accuracy, train_local
 from fedforget.unlearning import UnlearningContext, UnlearningRequest
@@ -39,8 +39,7 @@ app = ClientApp()
 @functools.lru_cache(maxsize=4)
 def _parse_config(text: str) -> SimulationConfig:
     config = SimulationConfig.model_validate_json(text)
-    for module in config.plugins:  # the user's models and datasets register themselves
-        importlib.import_module(module)
+    load_plugins(config.plugins)  # the user's models and datasets register themselves
     torch.set_num_threads(max(1, int(config.resources.client_cpus)))
     return config
 

@@ -411,15 +411,12 @@ def _dataset_and_model(
 
 
 def _npz_dataset(path: Path) -> Any:
-    """An .npz with arrays ``x`` (N, C, H, W in [0, 1]) and ``y``, as a dataset."""
-    import numpy as np
-
-    from fedforget.data import ArrayDataset
+    """An .npz with arrays ``x`` and ``y``, read and validated as the ``npz`` source does."""
+    from fedforget.data import DataError, load_xy_npz
 
     try:
-        with np.load(path) as arrays:
-            return ArrayDataset(x=arrays["x"].astype(np.float32), y=arrays["y"].astype(np.int64))
-    except (OSError, KeyError, ValueError) as err:
+        return load_xy_npz(path)
+    except DataError as err:
         raise ConfigError(f"{path}: expected an .npz with arrays x and y ({err})") from None
 
 
@@ -496,7 +493,7 @@ def verify_skyeye(
     """Skyeye (paper 000): a GAN draws what the model still knows; the reference judges."""
     import numpy as np
 
-    from fedforget.data.deletion import apply_trigger
+    from fedforget.data import triggered_samples
 
     bundle, unlearned = _dataset_and_model(dataset, data_path, data_dir, model_name, model)
     _, before = _dataset_and_model(dataset, data_path, data_dir, model_name, reference)
@@ -509,12 +506,7 @@ def verify_skyeye(
     if forget_data is not None or classes:
         forget = _forget_set(bundle, classes, forget_data)
     elif backdoor_target is not None:
-        rng = np.random.default_rng(seed)
-        pool = np.flatnonzero(bundle.train.y != backdoor_target)
-        chosen = bundle.train.subset(np.sort(rng.choice(pool, min(300, len(pool)), False)))
-        forget = type(chosen)(
-            x=apply_trigger(chosen.x, trigger_size), y=np.full(len(chosen), backdoor_target)
-        )
+        forget = triggered_samples(bundle.train, backdoor_target, trigger_size, 300, seed)
     own = _local_images(bundle, local_data, classes, local_samples, seed)
     if backdoor_target is not None and forget is not None:
         own = type(own)(x=np.concatenate([own.x, forget.x]), y=np.concatenate([own.y, forget.y]))

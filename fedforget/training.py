@@ -7,7 +7,7 @@ MNIST-sized data on a CPU the loader's per-batch overhead costs more than LeNet-
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +32,69 @@ def seeded_batches(n: int, batch_size: int, generator: torch.Generator) -> Itera
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
+
+
+BatchLoss = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+"""``batch indices -> objective`` or ``(objective, {name: term to report})``."""
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one pass of :func:`train_epoch` did.
+
+    Attributes
+    ----------
+    losses : dict of str to float
+        Each reported term averaged over the steps run (``loss``: the objective itself, when
+        the batch loss returns no terms).
+    steps : int
+        Optimizer steps run.
+    stopped : bool
+        Whether ``stop`` ended the pass early.
+    """
+
+    losses: dict[str, float]
+    steps: int
+    stopped: bool = False
+
+
+def train_epoch(
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[torch.Tensor],
+    batch_loss: BatchLoss,
+    *,
+    max_grad_norm: float | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> EpochResult:
+    """One pass of gradient steps, the loop every training method shares.
+
+    For each batch of indices: clear the gradients, compute ``batch_loss(batch)``, back-propagate
+    its objective, clip the gradients' norm when ``max_grad_norm`` is set, step the optimizer,
+    and stop early when ``stop()`` says so. The methods differ only in the batches (usually
+    :func:`seeded_batches`) and the loss, so their seeded results do not depend on who wrote
+    the loop.
+    """
+    sums: dict[str, float] = {}
+    steps = 0
+    for batch in batches:
+        optimizer.zero_grad(set_to_none=True)
+        result = batch_loss(batch)
+        objective, terms = result if isinstance(result, tuple) else (result, {"loss": result})
+        objective.backward()
+        if max_grad_norm is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        steps += 1
+        if stop is not None and stop():
+            return EpochResult(_means(sums, steps), steps, stopped=True)
+    return EpochResult(_means(sums, steps), steps)
+
+
+def _means(sums: dict[str, float], steps: int) -> dict[str, float]:
+    return {name: total / max(steps, 1) for name, total in sums.items()}
 
 
 def to_tensors(data: ArrayDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

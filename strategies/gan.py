@@ -24,7 +24,7 @@ from flwr.serverapp import Grid
 
 from fedforget import protocol as P
 from fedforget.config import ConfigError, RecoveryConfig, SimulationConfig
-from fedforget.gan.cascaded import (
+from fedforget.gan.unlearner import (
     GanUnlearner,
     GanUnlearningRequest,
     build_gan_unlearner,

@@ -1,5 +1,13 @@
 """Datasets for fedforget: sources (what to load) and partitioning (who holds what)."""
 
+from fedforget.data.deletion import (
+    DeletionPlan,
+    Federation,
+    apply_trigger,
+    build_federation,
+    plan_deletion,
+    triggered_samples,
+)
 from fedforget.data.partition import PartitionScheme, partition_indices
 from fedforget.data.sources import (
     SOURCE_REGISTRY,
@@ -19,6 +27,7 @@ from fedforget.data.sources import (
     default_data_dir,
     fetch_mnist,
     load_dataset,
+    load_xy_npz,
     register_dataset,
     register_source,
     source_names,
@@ -32,29 +41,26 @@ __all__ = [
     "DataError",
     "DatasetBundle",
     "DatasetSource",
+    "DeletionPlan",
     "DigitsSource",
     "FashionMnistSource",
+    "Federation",
     "InMemorySource",
     "MnistSource",
     "NpzSource",
     "PartitionScheme",
     "UnknownDatasetError",
+    "apply_trigger",
+    "build_federation",
     "build_source",
     "default_data_dir",
     "fetch_mnist",
     "load_dataset",
+    "load_xy_npz",
     "partition_indices",
+    "plan_deletion",
     "register_dataset",
     "register_source",
     "source_names",
+    "triggered_samples",
 ]
-
-from fedforget.data.deletion import (
-    DeletionPlan,
-    Federation,
-    apply_trigger,
-    build_federation,
-    plan_deletion,
-)
-
-__all__ += ["DeletionPlan", "Federation", "apply_trigger", "build_federation", "plan_deletion"]

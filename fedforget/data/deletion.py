@@ -43,6 +43,23 @@ def apply_trigger(x: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def triggered_samples(
+    data: ArrayDataset, target: int, trigger_size: int, count: int, seed: int
+) -> ArrayDataset:
+    """``count`` seeded samples of ``data`` outside class ``target``, triggered and relabelled.
+
+    What a backdoor deletion's D_f looks like when the poisoned training samples themselves
+    are not at hand (e.g. a standalone ``fedforget verify``): the trigger stamped on images
+    of the other classes, labelled with the backdoor's target class.
+    """
+    rng = np.random.default_rng(seed)
+    pool = np.flatnonzero(data.y != target)
+    chosen = data.subset(np.sort(rng.choice(pool, min(count, len(pool)), False)))
+    return ArrayDataset(
+        x=apply_trigger(chosen.x, trigger_size), y=np.full(len(chosen), target, dtype=np.int64)
+    )
+
+
 @dataclass(frozen=True)
 class DeletionPlan:
     """Which training samples are deleted, held by which clients.

@@ -1,18 +1,6 @@
 """Conditional GANs in the federation: the network, its local training, and GAN unlearning."""
 
-from fedforget.gan.cascaded import (
-    GAN_UNLEARNER_REGISTRY,
-    CascadedSettings,
-    CascadedUnlearner,
-    GanUnlearner,
-    GanUnlearningRequest,
-    GanUnlearningResult,
-    UnknownGanUnlearnerError,
-    build_gan_unlearner,
-    gan_unlearner_names,
-    register_gan_unlearner,
-    substitute_images,
-)
+from fedforget.gan.cascaded import CascadedSettings, CascadedUnlearner, substitute_images
 from fedforget.gan.inversion import InversionResult, InversionSettings, invert
 from fedforget.gan.metrics import (
     GanEvaluation,
@@ -30,6 +18,17 @@ from fedforget.gan.networks import (
     build_conditional_gan,
 )
 from fedforget.gan.training import GanTrainResult, sample_images, train_gan
+from fedforget.gan.unlearner import (
+    GAN_UNLEARNER_REGISTRY,
+    GanUnlearner,
+    GanUnlearnerSettings,
+    GanUnlearningRequest,
+    GanUnlearningResult,
+    UnknownGanUnlearnerError,
+    build_gan_unlearner,
+    gan_unlearner_names,
+    register_gan_unlearner,
+)
 
 __all__ = [
     "GAN_UNLEARNER_REGISTRY",
@@ -39,6 +38,7 @@ __all__ = [
     "GanEvaluation",
     "GanTrainResult",
     "GanUnlearner",
+    "GanUnlearnerSettings",
     "GanUnlearningRequest",
     "GanUnlearningResult",
     "InversionResult",

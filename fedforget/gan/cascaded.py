@@ -1,4 +1,4 @@
-"""GAN unlearning: the extension point and paper 001's cascaded unlearning.
+"""GAN unlearning: paper 001's cascaded unlearning (the contract: :mod:`fedforget.gan.unlearner`).
 
 A GAN unlearner turns a trained :class:`~fedforget.gan.networks.ConditionalGan` into one that
 has forgotten a request's *unlearning images* (item unlearning: a few images of any classes;
@@ -94,18 +94,15 @@ from __future__ import annotations
 
 import copy
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from fedforget.config import validated_options
 from fedforget.data.sources import ArrayDataset
 from fedforget.gan.inversion import InversionSettings, invert
 from fedforget.gan.metrics import discriminator_auc
@@ -117,177 +114,29 @@ from fedforget.gan.training import (
     noise,
     sample_images,
 )
+from fedforget.gan.unlearner import (
+    GanUnlearner,
+    GanUnlearnerSettings,
+    GanUnlearningRequest,
+    GanUnlearningResult,
+    ProgressFn,
+    register_gan_unlearner,
+)
 
 __all__ = [
     "CLASS_SUBSTITUTES",
-    "GAN_UNLEARNER_REGISTRY",
     "ITEM_SUBSTITUTES",
     "CascadedSettings",
     "CascadedUnlearner",
-    "GanUnlearner",
-    "GanUnlearnerSettings",
-    "GanUnlearningRequest",
-    "GanUnlearningResult",
-    "UnknownGanUnlearnerError",
-    "build_gan_unlearner",
-    "gan_unlearner_names",
-    "register_gan_unlearner",
     "substitute_images",
 ]
 
-GanMode = Literal["item", "class"]
 Substitute = Literal["average", "truncation", "projection", "other-class"]
 ITEM_SUBSTITUTES: tuple[str, ...] = ("average", "truncation", "projection")
 CLASS_SUBSTITUTES: tuple[str, ...] = ("average", "other-class")
 DESTINATION = {"item": 0.8, "class": 0.9}  # paper 001, section 5.2
 ADVERSARIAL = {"item": 0.1, "class": 0.0}
 AVERAGE_SAMPLES = 5000  # drawings averaged for the class "average" image
-ProgressFn = Callable[[str, int, int, dict[str, float]], None]
-
-
-class UnknownGanUnlearnerError(ValueError):
-    """A GAN-unlearner name that is not registered."""
-
-
-@dataclass(frozen=True)
-class GanUnlearningRequest:
-    """What a GAN unlearner is to forget and the data it was given.
-
-    Attributes
-    ----------
-    unlearning : ArrayDataset
-        The unlearning images and their labels (sent by the deleting clients).
-    mode : {"item", "class"}
-        Item unlearning (images of any classes) or class unlearning.
-    forgotten_classes : tuple of int
-        Class mode: the forgotten classes (every unlearning image belongs to one of them).
-    learning : ArrayDataset or None
-        Few-shot: some remaining images; ``None`` for zero-shot.
-    feature_extractor : callable or None
-        ``phi`` of the perceptual terms, images -> features (e.g. a frozen classifier's
-        ``embed``); needed only when a perceptual weight (here or in ``inversion``) is > 0.
-    """
-
-    unlearning: ArrayDataset
-    mode: GanMode = "item"
-    forgotten_classes: tuple[int, ...] = ()
-    learning: ArrayDataset | None = None
-    feature_extractor: Callable[[Tensor], Tensor] | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("item", "class"):
-            raise ValueError(f"unknown GAN unlearning mode '{self.mode}'; choose item or class")
-        if len(self.unlearning) == 0:
-            raise ValueError("a GAN unlearning request needs at least one unlearning image")
-        if self.mode == "class":
-            if not self.forgotten_classes:
-                raise ValueError("class unlearning needs the forgotten classes")
-            stray = sorted(set(self.unlearning.y.tolist()) - set(self.forgotten_classes))
-            if stray:
-                raise ValueError(f"unlearning images of class {stray[0]} are not forgotten")
-            if self.learning is not None and np.isin(self.learning.y, self.forgotten_classes).any():
-                raise ValueError("learning images must not belong to a forgotten class")
-
-    @property
-    def has_learning(self) -> bool:
-        """Whether learning images were given."""
-        return self.learning is not None and len(self.learning) > 0
-
-
-@dataclass
-class GanUnlearningResult:
-    """The unlearned GAN and what it took.
-
-    Attributes
-    ----------
-    gan : ConditionalGan
-        The unlearned GAN (a copy; the input GAN is unchanged), in eval mode on the CPU.
-    iterations : int
-        Cascade iterations run (one unlearning + one learning step each).
-    seconds : float
-        Wall time of the whole call, inversion included.
-    inversion_seconds : float
-        Of which the inversion.
-    inversion_error : float
-        Mean pixel MSE of ``G_0(z_u, y_u)`` against the unlearning images.
-    auc_trajectory : list of (int, float)
-        ``(iteration, AUC)`` at every check (iteration 0: before unlearning).
-    reached_destination : bool
-        Whether the AUC target was reached before ``max_iterations``.
-    shot : str
-        ``"few"`` or ``"zero"``.
-    """
-
-    gan: ConditionalGan
-    iterations: int
-    seconds: float
-    inversion_seconds: float
-    inversion_error: float
-    auc_trajectory: list[tuple[int, float]] = field(default_factory=list)
-    reached_destination: bool = False
-    shot: str = "few"
-
-    @property
-    def final_auc(self) -> float:
-        """The last AUC measured (NaN when none was)."""
-        return self.auc_trajectory[-1][1] if self.auc_trajectory else float("nan")
-
-
-class GanUnlearnerSettings(BaseModel):
-    """Base of every GAN unlearner's options (unknown options are errors)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class GanUnlearner(ABC):
-    """Base class of every GAN-unlearning method.
-
-    Subclasses set ``name``, ``summary``, a ``Settings`` model and implement :meth:`unlearn`.
-    """
-
-    name: ClassVar[str]
-    summary: ClassVar[str] = ""
-    Settings: ClassVar[type[BaseModel]] = GanUnlearnerSettings
-
-    def __init__(self, **options: Any) -> None:
-        self.settings = validated_options(self.name, self.Settings, options)
-
-    def check(self, request: GanUnlearningRequest) -> None:  # noqa: B027
-        """Raise ``ValueError`` when this unlearner cannot serve ``request`` (default: any)."""
-
-    @abstractmethod
-    def unlearn(
-        self,
-        gan: ConditionalGan,
-        request: GanUnlearningRequest,
-        *,
-        device: torch.device | None = None,
-        progress: ProgressFn | None = None,
-    ) -> GanUnlearningResult:
-        """Return the unlearned GAN (a copy) and its statistics."""
-
-
-GAN_UNLEARNER_REGISTRY: dict[str, type[GanUnlearner]] = {}
-
-
-def register_gan_unlearner(cls: type[GanUnlearner]) -> type[GanUnlearner]:
-    """Class decorator: register a GAN unlearner under its ``name``."""
-    GAN_UNLEARNER_REGISTRY[cls.name] = cls
-    return cls
-
-
-def gan_unlearner_names() -> list[str]:
-    """Registered GAN-unlearner names, sorted."""
-    return sorted(GAN_UNLEARNER_REGISTRY)
-
-
-def build_gan_unlearner(name: str, **options: Any) -> GanUnlearner:
-    """Instantiate a registered GAN unlearner; bad options are a one-line ``ConfigError``."""
-    if name not in GAN_UNLEARNER_REGISTRY:
-        raise UnknownGanUnlearnerError(
-            f"unknown GAN unlearner '{name}'; choose one of: {', '.join(gan_unlearner_names())}"
-        )
-    return GAN_UNLEARNER_REGISTRY[name](**options)
 
 
 # --------------------------------------------------------------------------------------

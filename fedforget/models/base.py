@@ -19,6 +19,8 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
+from fedforget.registry import Registry, UnknownNameError
+
 __all__ = [
     "MODEL_REGISTRY",
     "ClassifierModel",
@@ -110,19 +112,18 @@ ModelFactory = Callable[[int, int, int], ClassifierModel]
 
 _F = TypeVar("_F", bound=Callable[..., ClassifierModel])
 
-MODEL_REGISTRY: dict[str, Callable[..., ClassifierModel]] = {}
 
-
-class UnknownModelError(KeyError, ValueError):
+class UnknownModelError(UnknownNameError):
     """Raised by :func:`build_model` for a name that is not registered.
 
     It is both a ``KeyError`` (a failed registry look-up) and a ``ValueError`` (a bad
     configuration value), so callers may catch either.
     """
 
-    def __str__(self) -> str:
-        # KeyError.__str__ would wrap the message in quotes.
-        return str(self.args[0]) if self.args else ""
+
+MODEL_REGISTRY: Registry[Callable[..., ClassifierModel]] = Registry(
+    "model", error=UnknownModelError
+)
 
 
 def register_model(name: str) -> Callable[[_F], _F]:
@@ -148,17 +149,12 @@ def register_model(name: str) -> Callable[[_F], _F]:
         raise ValueError("model name must be a non-empty string")
 
     def decorator(factory: _F) -> _F:
-        if name in MODEL_REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        MODEL_REGISTRY[name] = factory
-        return factory
+        return MODEL_REGISTRY.add(name, factory)
 
     return decorator
 
 
-def model_names() -> list[str]:
-    """Return the registered model names, sorted."""
-    return sorted(MODEL_REGISTRY)
+model_names = MODEL_REGISTRY.names
 
 
 def build_model(name: str, num_classes: int, in_channels: int, image_size: int) -> ClassifierModel:
@@ -187,10 +183,7 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int) 
     ValueError
         If a size argument is not positive.
     """
-    if name not in MODEL_REGISTRY:
-        raise UnknownModelError(
-            f"unknown model {name!r}; choose one of: {', '.join(model_names())}"
-        )
+    factory = MODEL_REGISTRY.lookup(name)
     for arg, value in (
         ("num_classes", num_classes),
         ("in_channels", in_channels),
@@ -198,7 +191,7 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int) 
     ):
         if value < 1:
             raise ValueError(f"{arg} must be positive, got {value}")
-    return MODEL_REGISTRY[name](num_classes, in_channels, image_size)
+    return factory(num_classes, in_channels, image_size)
 
 
 def load_model(

@@ -51,13 +51,13 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from fedforget.models import ClassifierModel
-from fedforget.training import load_numpy_state, seeded_batches, to_tensors
+from fedforget.training import load_numpy_state, seeded_batches, to_tensors, train_epoch
 from fedforget.unlearning.base import (
     Unlearner,
     UnlearnerSettings,
     UnlearningContext,
     UnlearningRequest,
-    batch_accuracy,
+    accuracies,
     register_unlearner,
 )
 
@@ -119,23 +119,14 @@ class BadTeacherUnlearner(Unlearner):
             ]
         )
         optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+        probes = {"forget_accuracy": (x_forget, y_forget), "retain_accuracy": (x_retain, y_retain)}
         for epoch in range(cfg.epochs):
-            loss_sum, batches = 0.0, 0
-            for batch in seeded_batches(len(x), cfg.batch_size, generator):
-                optimizer.zero_grad(set_to_none=True)
-                loss = self.loss(student, good, bad, x[batch], is_forget[batch])
-                loss.backward()
-                optimizer.step()
-                loss_sum += float(loss.detach())
-                batches += 1
-            context.report(
-                "bad teaching",
-                epoch + 1,
-                cfg.epochs,
-                loss=loss_sum / max(batches, 1),
-                forget_accuracy=batch_accuracy(student, x_forget, y_forget),
-                retain_accuracy=batch_accuracy(student, x_retain, y_retain),
+            batches = seeded_batches(len(x), cfg.batch_size, generator)
+            done = train_epoch(
+                optimizer, batches, lambda b: self.loss(student, good, bad, x[b], is_forget[b])
             )
+            metrics = {**done.losses, **accuracies(student, probes)}
+            context.report("bad teaching", epoch + 1, cfg.epochs, **metrics)
         return student.eval()
 
     def loss(

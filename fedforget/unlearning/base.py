@@ -38,6 +38,7 @@ from fedforget.data.sources import ArrayDataset
 from fedforget.federated import ClientUpdate, HistoryRound, State
 from fedforget.gan.networks import ConditionalGan
 from fedforget.models import ClassifierModel
+from fedforget.registry import Registry, UnknownNameError
 
 DataNeed = Literal["forget", "retain", "history", "rounds", "generator"]
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
@@ -45,7 +46,7 @@ FederatedTrainFn = Callable[[State, int, float], list[ClientUpdate]]
 """``(weights, epochs, lr) -> updated weights of every remaining client`` (trained on D_r)."""
 
 
-class UnknownUnlearnerError(ValueError):
+class UnknownUnlearnerError(UnknownNameError):
     """An unlearner name that is not registered."""
 
 
@@ -172,24 +173,19 @@ def batch_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     return accuracy
 
 
-UNLEARNER_REGISTRY: dict[str, type[Unlearner]] = {}
+def accuracies(
+    model: torch.nn.Module, probes: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, float]:
+    """:func:`batch_accuracy` of ``model`` on each named probe ``(x, y)``, in order."""
+    return {name: batch_accuracy(model, x, y) for name, (x, y) in probes.items()}
 
 
-def register_unlearner(cls: type[Unlearner]) -> type[Unlearner]:
-    """Class decorator: register an unlearner under its ``name``."""
-    UNLEARNER_REGISTRY[cls.name] = cls
-    return cls
-
-
-def unlearner_names() -> list[str]:
-    """Registered unlearner names, sorted."""
-    return sorted(UNLEARNER_REGISTRY)
+UNLEARNER_REGISTRY: Registry[type[Unlearner]] = Registry("unlearner", error=UnknownUnlearnerError)
+register_unlearner = UNLEARNER_REGISTRY.register
+"""Class decorator: register an unlearner under its ``name``."""
+unlearner_names = UNLEARNER_REGISTRY.names
 
 
 def build_unlearner(name: str, **options: object) -> Unlearner:
     """Instantiate a registered unlearner."""
-    if name not in UNLEARNER_REGISTRY:
-        raise UnknownUnlearnerError(
-            f"unknown unlearner '{name}'; choose one of: {', '.join(unlearner_names())}"
-        )
-    return UNLEARNER_REGISTRY[name](**options)
+    return UNLEARNER_REGISTRY.lookup(name)(**options)

@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedforget.models import ClassifierModel
-from fedforget.training import seeded_batches, to_tensors
+from fedforget.training import seeded_batches, to_tensors, train_epoch
 from fedforget.unlearning.base import (
     Unlearner,
     UnlearnerSettings,
@@ -143,24 +143,27 @@ class _Ascent:
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[float, bool]:
         """One pass of ascent steps over D_f; returns the mean CE and whether to stop."""
-        losses: list[float] = []
-        for batch in seeded_batches(len(x), self.cfg.batch_size, generator):
-            losses.append(self.step(x[batch], y[batch]))
-            if self.steps % self.cfg.check_every == 0 and self.forgotten():
-                return sum(losses) / len(losses), True
-        return sum(losses) / max(len(losses), 1), False
+        done = train_epoch(
+            self.optimizer,
+            seeded_batches(len(x), self.cfg.batch_size, generator),
+            lambda batch: self.objective(x[batch], y[batch]),
+            max_grad_norm=self.cfg.max_grad_norm,
+            stop=self.counted_step_forgets,
+        )
+        return done.losses.get("loss", 0.0), done.stopped
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One SGD step on ``-CE`` (gradient clipped); returns the batch's CE."""
-        self.optimizer.zero_grad(set_to_none=True)
+    def objective(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``-CE`` to descend (gradient ascent on the CE), and the CE to report."""
         logits = self.model(x)
         losses = F.cross_entropy(logits, y, reduction="none")
         if self.cfg.only_fitted:
             losses = losses * (logits.argmax(dim=1) == y)
         loss = losses.mean()
-        (-loss).backward()
-        if self.cfg.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-        self.optimizer.step()
+        return -loss, {"loss": loss}
+
+    def counted_step_forgets(self) -> bool:
+        """Count a step; every ``check_every`` steps, whether D_f is forgotten (stop)."""
         self.steps += 1
-        return float(loss.detach())
+        return self.steps % self.cfg.check_every == 0 and self.forgotten()

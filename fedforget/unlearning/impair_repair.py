@@ -34,7 +34,7 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from fedforget.models import ClassifierModel
-from fedforget.training import seeded_batches
+from fedforget.training import seeded_batches, train_epoch
 from fedforget.unlearning.base import UnlearnerSettings, UnlearningContext, batch_accuracy
 
 RandomInputs = Literal["uniform", "gaussian"]
@@ -90,16 +90,14 @@ def impair(
     optimizer: torch.optim.Optimizer,
 ) -> float:
     """One impair pass over D_f; returns the mean loss."""
-    losses = []
-    for batch in seeded_batches(len(x_forget), settings.batch_size, generator):
+
+    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
         x = x_forget[batch.to(x_forget.device)]
         z = random_inputs(tuple(x.shape), settings.random_inputs, generator, x.device)
-        loss = impair_loss(model, reference, x, z)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    return sum(losses) / max(len(losses), 1)
+        return impair_loss(model, reference, x, z)
+
+    batches = seeded_batches(len(x_forget), settings.batch_size, generator)
+    return train_epoch(optimizer, batches, batch_loss).losses.get("loss", 0.0)
 
 
 def repair(
@@ -111,15 +109,13 @@ def repair(
     optimizer: torch.optim.Optimizer,
 ) -> float:
     """One cross-entropy pass over D_r; returns the mean loss."""
-    losses = []
-    for batch in seeded_batches(len(x_retain), settings.batch_size, generator):
+
+    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(x_retain.device)
-        loss = F.cross_entropy(model(x_retain[batch]), y_retain[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    return sum(losses) / max(len(losses), 1)
+        return F.cross_entropy(model(x_retain[batch]), y_retain[batch])
+
+    batches = seeded_batches(len(x_retain), settings.batch_size, generator)
+    return train_epoch(optimizer, batches, batch_loss).losses.get("loss", 0.0)
 
 
 def impair_repair(

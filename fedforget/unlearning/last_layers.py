@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedforget.models import ClassifierModel
-from fedforget.training import seeded_batches, to_tensors
+from fedforget.training import seeded_batches, to_tensors, train_epoch
 from fedforget.unlearning.base import (
     Unlearner,
     UnlearnerSettings,
@@ -140,15 +140,9 @@ class LastLayersUnlearner(Unlearner):
             model.eval()  # frozen layers keep their statistics (batch norm)
             for layer in trained:
                 layer.train()
-            total, steps = 0.0, 0
-            for batch in seeded_batches(len(x), cfg.batch_size, generator):
-                optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(x[batch]), y[batch])
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach())
-                steps += 1
-            context.report("training", epoch + 1, cfg.epochs, loss=total / max(steps, 1))
+            batches = seeded_batches(len(x), cfg.batch_size, generator)
+            done = train_epoch(optimizer, batches, lambda b: F.cross_entropy(model(x[b]), y[b]))
+            context.report("training", epoch + 1, cfg.epochs, **done.losses)
 
 
 @register_unlearner

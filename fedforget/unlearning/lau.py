@@ -82,7 +82,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedforget.models import ClassifierModel
-from fedforget.training import seeded_batches, to_tensors
+from fedforget.training import seeded_batches, to_tensors, train_epoch
 from fedforget.unlearning.base import (
     Unlearner,
     UnlearnerSettings,
@@ -171,22 +171,18 @@ class LayerAttackUnlearner(Unlearner):
     ) -> tuple[dict[str, float], bool]:
         """One pass over D_f; returns the mean losses and whether the stop test fired."""
         stop = self.settings.stop_accuracy
-        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
-        batches = 0
-        stopped = False
-        for batch in seeded_batches(len(latents), self.settings.batch_size, generator):
+
+        def batch_loss(batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             batch = batch.to(latents.device)
-            optimizer.zero_grad(set_to_none=True)
             loss, ce, kd = self.loss(student(latents[batch]), y[batch], teacher_logits[batch])
-            loss.backward()
-            optimizer.step()
-            for key, value in (("loss", loss), ("ce", ce), ("kd", kd)):
-                sums[key] += float(value.detach())
-            batches += 1
-            if stop is not None and head_accuracy(student, latents, y) <= stop:
-                stopped = True
-                break
-        return {key: value / max(batches, 1) for key, value in sums.items()}, stopped
+            return loss, {"loss": loss, "ce": ce, "kd": kd}
+
+        def forgotten() -> bool:
+            return stop is not None and head_accuracy(student, latents, y) <= stop
+
+        batches = seeded_batches(len(latents), self.settings.batch_size, generator)
+        done = train_epoch(optimizer, batches, batch_loss, stop=forgotten)
+        return dict(done.losses), done.stopped
 
     def loss(
         self, student_logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor

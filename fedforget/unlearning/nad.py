@@ -54,7 +54,7 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from fedforget.models import ClassifierModel
-from fedforget.training import seeded_batches, to_tensors
+from fedforget.training import seeded_batches, to_tensors, train_epoch
 from fedforget.unlearning.base import (
     Unlearner,
     UnlearnerSettings,
@@ -160,21 +160,17 @@ class NeuralAttentionDistillationUnlearner(Unlearner):
             model.parameters(), lr=rates[0], momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
         phase = "NAD teacher" if teacher is None else "NAD student"
+
+        def batch_loss(batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            ce, attention = self.loss(model, teacher, x[batch], y[batch])
+            return ce + cfg.beta * attention, {"ce": ce, "attention": attention}
+
         for epoch, rate in enumerate(rates):
             optimizer.param_groups[0]["lr"] = rate
-            sums = {"ce": 0.0, "attention": 0.0}
-            batches = 0
-            for batch in seeded_batches(len(x), cfg.batch_size, generator):
-                optimizer.zero_grad(set_to_none=True)
-                ce, attention = self.loss(model, teacher, x[batch], y[batch])
-                (ce + cfg.beta * attention).backward()
-                optimizer.step()
-                sums["ce"] += float(ce.detach())
-                sums["attention"] += float(attention.detach())
-                batches += 1
-            metrics = {key: value / max(batches, 1) for key, value in sums.items()}
-            metrics["clean_accuracy"] = batch_accuracy(model, x, y)
-            context.report(phase, epoch + 1, len(rates), **metrics)
+            batches = seeded_batches(len(x), cfg.batch_size, generator)
+            done = train_epoch(optimizer, batches, batch_loss)
+            clean = batch_accuracy(model, x, y)
+            context.report(phase, epoch + 1, len(rates), **done.losses, clean_accuracy=clean)
 
     def loss(
         self,

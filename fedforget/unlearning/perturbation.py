@@ -70,7 +70,7 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from fedforget.models import ClassifierModel
-from fedforget.training import load_numpy_state, seeded_batches, to_tensors
+from fedforget.training import load_numpy_state, seeded_batches, to_tensors, train_epoch
 from fedforget.unlearning.base import (
     Unlearner,
     UnlearnerSettings,
@@ -227,41 +227,35 @@ class PerturbationUnlearner(Unlearner):
         generator = torch.Generator().manual_seed(context.seed + 1)
         forget_batches = _cycle(len(forget[0]), cfg.batch_size, generator)
         probe = torch.randperm(len(forget[0]), generator=generator)[:EVAL_SAMPLES]
+
+        def batch_loss(batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            return self._repair_loss(model, reference, retain, batch, forget[0], forget_batches)
+
         for epoch in range(cfg.epochs):
             model.train()
-            sums = {"ce": 0.0, "js": 0.0}
-            steps = 0
-            for batch in seeded_batches(len(retain[0]), cfg.batch_size, generator):
-                ce, js = self._step(
-                    model, reference, optimizer, retain, batch, forget, forget_batches
-                )
-                sums["ce"] += ce
-                sums["js"] += js
-                steps += 1
-            metrics = {key: value / max(steps, 1) for key, value in sums.items()}
-            metrics["forget_accuracy"] = batch_accuracy(model, forget[0][probe], forget[1][probe])
-            context.report("repair", epoch + 1, cfg.epochs, **metrics)
+            batches = seeded_batches(len(retain[0]), cfg.batch_size, generator)
+            done = train_epoch(optimizer, batches, batch_loss)
+            forgotten = batch_accuracy(model, forget[0][probe], forget[1][probe])
+            context.report(
+                "repair", epoch + 1, cfg.epochs, **done.losses, forget_accuracy=forgotten
+            )
 
-    def _step(
+    def _repair_loss(
         self,
         model: ClassifierModel,
         reference: ClassifierModel,
-        optimizer: torch.optim.Optimizer,
         retain: tuple[torch.Tensor, torch.Tensor],
         batch: torch.Tensor,
-        forget: tuple[torch.Tensor, torch.Tensor],
+        x_forget: torch.Tensor,
         forget_batches: Iterator[torch.Tensor],
-    ) -> tuple[float, float]:
-        """One Adam step on ``CE(retain batch) + lambda * JS(forget batch)``."""
-        optimizer.zero_grad(set_to_none=True)
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 8: ``CE(retain batch) + lambda * JS(next forget batch)``, and both terms."""
         ce = F.cross_entropy(model(retain[0][batch]), retain[1][batch])
-        x_forget = forget[0][next(forget_batches)]
+        forget_batch = x_forget[next(forget_batches)]
         with torch.no_grad():
-            reference_logits = reference(x_forget)
-        js = js_divergence(model(x_forget), reference_logits)
-        (ce + self.settings.js_weight * js).backward()
-        optimizer.step()
-        return float(ce.detach()), float(js.detach())
+            reference_logits = reference(forget_batch)
+        js = js_divergence(model(forget_batch), reference_logits)
+        return ce + self.settings.js_weight * js, {"ce": ce, "js": js}
 
 
 @register_unlearner

@@ -32,13 +32,13 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from fedforget.models import ClassifierModel
-from fedforget.training import seeded_batches, to_tensors
+from fedforget.training import seeded_batches, to_tensors, train_epoch
 from fedforget.unlearning.base import (
     Unlearner,
     UnlearnerSettings,
     UnlearningContext,
     UnlearningRequest,
-    batch_accuracy,
+    accuracies,
     register_unlearner,
 )
 
@@ -88,23 +88,12 @@ class RandomLabelUnlearner(Unlearner):
         x = torch.cat([x_forget, x_retain])
         y = torch.cat([noisy, y_retain])
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        probes = {"forget_accuracy": (x_forget, y_forget), "retain_accuracy": (x_retain, y_retain)}
         for epoch in range(cfg.epochs):
-            loss_sum, batches = 0.0, 0
-            for batch in seeded_batches(len(x), cfg.batch_size, generator):
-                optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(x[batch]), y[batch])
-                loss.backward()
-                optimizer.step()
-                loss_sum += float(loss.detach())
-                batches += 1
-            context.report(
-                "random labels",
-                epoch + 1,
-                cfg.epochs,
-                loss=loss_sum / max(batches, 1),
-                forget_accuracy=batch_accuracy(model, x_forget, y_forget),
-                retain_accuracy=batch_accuracy(model, x_retain, y_retain),
-            )
+            batches = seeded_batches(len(x), cfg.batch_size, generator)
+            done = train_epoch(optimizer, batches, lambda b: F.cross_entropy(model(x[b]), y[b]))
+            metrics = {**done.losses, **accuracies(model, probes)}
+            context.report("random labels", epoch + 1, cfg.epochs, **metrics)
         return model.eval()
 
 

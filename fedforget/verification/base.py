@@ -22,8 +22,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from fedforget.config import ConfigError, SimulationConfig, validated_options
+from fedforget.config import SimulationConfig, validated_options
 from fedforget.data import ArrayDataset, Federation
+from fedforget.registry import Registry
 
 __all__ = [
     "VERIFIER_REGISTRY",
@@ -119,27 +120,15 @@ class Verifier(ABC):
         """Run the verification (call :meth:`check` first)."""
 
 
-VERIFIER_REGISTRY: dict[str, type[Verifier]] = {}
-
-
-def register_verifier(cls: type[Verifier]) -> type[Verifier]:
-    """Class decorator: register a verifier under its ``name``."""
-    VERIFIER_REGISTRY[cls.name] = cls
-    return cls
-
-
-def verifier_names() -> list[str]:
-    """Registered verifier names, sorted."""
-    return sorted(VERIFIER_REGISTRY)
+VERIFIER_REGISTRY: Registry[type[Verifier]] = Registry("verifier")
+register_verifier = VERIFIER_REGISTRY.register
+"""Class decorator: register a verifier under its ``name``."""
+verifier_names = VERIFIER_REGISTRY.names
 
 
 def build_verifier(name: str, **options: Any) -> Verifier:
     """Instantiate a registered verifier; unknown names and options are :class:`ConfigError`."""
-    if name not in VERIFIER_REGISTRY:
-        raise ConfigError(
-            f"unknown verifier '{name}'; choose one of: {', '.join(verifier_names())}"
-        )
-    return VERIFIER_REGISTRY[name](**options)
+    return VERIFIER_REGISTRY.lookup(name)(**options)
 
 
 def client_task(

@@ -73,15 +73,22 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from fedforget.data import ArrayDataset
-from fedforget.training import predict_proba, resolve_device, seeded_batches, to_tensors
+from fedforget.training import (
+    accuracy,
+    predict_proba,
+    resolve_device,
+    seeded_batches,
+    to_tensors,
+    train_epoch,
+)
 from fedforget.verification.base import (
     ProgressFn,
     VerificationTask,
     Verifier,
-    as_image,
     frozen_copy,
     register_verifier,
 )
+from fedforget.verification.figures import image_grid, save_figure, show_image
 
 __all__ = [
     "SPD_IMAGE_FILE",
@@ -328,8 +335,8 @@ def spd_degree(
         degree=source_acc - unlearned_acc,
         source_accuracy=source_acc,
         unlearned_accuracy=unlearned_acc,
-        source_clean_accuracy=_accuracy(source, data, device),
-        unlearned_clean_accuracy=_accuracy(unlearned, data, device),
+        source_clean_accuracy=accuracy(source, data, device),
+        unlearned_clean_accuracy=accuracy(unlearned, data, device),
         max_degree=1.0 - 1.0 / num_classes,
         num_classes=num_classes,
         samples=len(data),
@@ -367,28 +374,22 @@ def _train_generator(
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr)
     order = torch.Generator().manual_seed(cfg.seed)
     generator.train()
+
+    def batch_loss(batch: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        batch = batch.to(device)
+        perturbed = perturb(generator, x[batch], cfg.clamp)
+        loss, loss_source, loss_unlearned = spd_loss(
+            source(perturbed), unlearned(perturbed), y[batch], cfg.eta
+        )
+        return loss, {"loss": loss, "loss_source": loss_source, "loss_unlearned": loss_unlearned}
+
     mean_loss = float("nan")
     for epoch in range(cfg.epochs):
-        sums = np.zeros(3)
-        batches = 0
-        for batch in seeded_batches(len(x), cfg.batch_size, order):
-            batch = batch.to(device)
-            perturbed = perturb(generator, x[batch], cfg.clamp)
-            terms = spd_loss(source(perturbed), unlearned(perturbed), y[batch], cfg.eta)
-            optimizer.zero_grad(set_to_none=True)
-            terms[0].backward()
-            optimizer.step()
-            sums += [float(t.detach()) for t in terms]
-            batches += 1
-        mean_loss, loss_source, loss_unlearned = sums / max(batches, 1)
+        done = train_epoch(optimizer, seeded_batches(len(x), cfg.batch_size, order), batch_loss)
+        mean_loss = done.losses.get("loss", 0.0)
         if progress is not None:
-            metrics = {
-                "loss": mean_loss,
-                "loss_source": loss_source,
-                "loss_unlearned": loss_unlearned,
-            }
-            progress("spd", epoch + 1, cfg.epochs, metrics)
-    return float(mean_loss)
+            progress("spd", epoch + 1, cfg.epochs, done.losses)
+    return mean_loss
 
 
 @torch.no_grad()
@@ -402,11 +403,6 @@ def _perturb_all(
         batch = torch.from_numpy(x[start : start + 1000]).to(device)
         chunks.append(perturb(generator, batch, clamp).cpu().numpy())
     return np.concatenate(chunks).astype(np.float32, copy=False)
-
-
-def _accuracy(model: nn.Module, data: ArrayDataset, device: torch.device) -> float:
-    """Top-1 accuracy of ``model`` on ``data``."""
-    return float((predict_proba(model, data.x, device).argmax(axis=1) == data.y).mean())
 
 
 def write_spd(result: SpdResult, out_dir: Path | str) -> dict[str, Path]:
@@ -431,23 +427,16 @@ def write_spd(result: SpdResult, out_dir: Path | str) -> dict[str, Path]:
 
 
 def _plot_preview(result: SpdResult, path: Path) -> None:
-    """Save the three-row preview figure (object API: no pyplot, no global backend)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    """Save the three-row preview figure."""
     count = len(result.originals)
     eps = result.config.epsilon
     delta = (result.perturbed - result.originals) / (2 * eps) + 0.5
     rows = (("D_f", result.originals), ("D_p", result.perturbed), ("D_p - D_f", delta))
-    fig = Figure(figsize=(1.3 * count + 0.6, 4.3))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(3, count, squeeze=False)
+    fig, axes = image_grid(3, count, figsize=(1.3 * count + 0.6, 4.3))
     for r, (name, images) in enumerate(rows):
         for c in range(count):
             ax = axes[r][c]
-            ax.imshow(as_image(images[c]), cmap="gray", vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            show_image(ax, images[c])
             if r == 1:
                 src, ul = result.source_predictions[c], result.unlearned_predictions[c]
                 ax.set_title(f"M:{src} UL:{ul}", fontsize=8)
@@ -455,8 +444,7 @@ def _plot_preview(result: SpdResult, path: Path) -> None:
                 ax.set_title(f"y={result.labels[c]}", fontsize=8)
         axes[r][0].set_ylabel(name, fontsize=8)
     fig.suptitle(f"SPD-GAN degree {result.degree:.3f} (eps {eps:g})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
 
 
 @register_verifier
