@@ -56,7 +56,7 @@ class FakeGrid(Grid):
     def run(self):  # pragma: no cover - not used by the strategy
         raise NotImplementedError
 
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
         return Message(content, dst_node_id, message_type, group_id=group_id)  # pragma: no cover
 
     def get_node_ids(self) -> Iterable[int]:
@@ -81,7 +81,7 @@ class FakeGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
 
-    def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001  # pragma: no cover
+    def send_and_receive(self, messages, *, timeout=None):  # pragma: no cover
         ids = list(self.push_messages(messages))
         return self.pull_messages(ids)
 
@@ -154,7 +154,7 @@ class ZeroingUnlearner(Unlearner):
     uses_relay = True
     seen: list[UnlearningRequest] = []
 
-    def unlearn(self, model, request: UnlearningRequest, context: UnlearningContext):  # noqa: ANN001
+    def unlearn(self, model, request: UnlearningRequest, context: UnlearningContext):
         self.seen.append(request)
         with torch.no_grad():
             for parameter in model.parameters():
