@@ -321,7 +321,7 @@ def test_a_round_where_every_client_fails_stops_with_their_reasons() -> None:
     for client in clients:
         client.fail[P.TRAIN] = "RuntimeError: CUDA error"
     grid, _ = _federation(a=clients[0], b=clients[1])
-    with pytest.raises(RuntimeError, match="round 1: every client failed .*CUDA error"):
+    with pytest.raises(RuntimeError, match=r"round 1: every client failed .*CUDA error"):
         _strategy(_config(clients=2), ZeroingUnlearner()).start(grid, _initial(), num_rounds=1)
 
 
