@@ -8,6 +8,7 @@ recovery relay and the fault handling run exactly as on a federation, in millise
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -390,3 +391,17 @@ def test_the_deletion_record_becomes_the_summary_in_one_conversion() -> None:
     shared = set(DeletionSummary.model_fields) - {"mode", "round", "forget_classes"}
     assert all(getattr(summary, k) == getattr(record, k) for k in shared)
     assert DeletionRecord().summary("class", [3]).round is None
+
+
+def test_compare_branches_wait_for_replies_as_long_as_the_configuration_says() -> None:
+    from fedforget.report import RunObserver
+    from fedforget.simulations.compare import ClassifierBranches
+    from fedforget.simulations.gan import GanBranches
+
+    config = _config(clients=2).model_copy(update={"message_timeout": 12.5})
+    branch = ClassifierBranches(config).strategy("distill", "distill", RunObserver())
+    assert branch.messenger.timeout == 12.5
+    assert branch.settings.message_config()[P.BRANCH] == "distill"
+    assert json.loads(branch.settings.message_config()[P.RUN_CONFIG_KEY])["strategy"] == "distill"
+    gan_config = config.model_copy(update={"task": "gan"})
+    assert GanBranches(gan_config).strategy("retrain", None, RunObserver()).messenger.timeout == 12.5
