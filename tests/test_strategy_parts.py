@@ -404,4 +404,6 @@ def test_compare_branches_wait_for_replies_as_long_as_the_configuration_says() -
     assert branch.settings.message_config()[P.BRANCH] == "distill"
     assert json.loads(branch.settings.message_config()[P.RUN_CONFIG_KEY])["strategy"] == "distill"
     gan_config = config.model_copy(update={"task": "gan"})
-    assert GanBranches(gan_config).strategy("retrain", None, RunObserver()).messenger.timeout == 12.5
+    assert (
+        GanBranches(gan_config).strategy("retrain", None, RunObserver()).messenger.timeout == 12.5
+    )
