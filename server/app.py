@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
@@ -25,7 +26,7 @@ from fedforget.gan import ConditionalGan, build_conditional_gan
 from fedforget.metrics import Evaluator
 from fedforget.models import ClassifierModel, build_model
 from fedforget.report.recorder import Display, RunRecorder
-from fedforget.report.summary import Bookkeeping, DeletionSummary, Efficiency, Summary, Timings
+from fedforget.report.summary import DeletionSummary, Efficiency, Summary, Timings
 from fedforget.strategies import FederatedUnlearning, build_strategy
 from fedforget.training import resolve_device
 
@@ -97,23 +98,14 @@ def run_server(
         num_classes=federation.num_classes,
         observer=recorder,
         device=device,
-        message_config={P.RUN_CONFIG_KEY: config.to_json()},
         build_gan=gan_factory(config, federation),
         image_shape=federation.train.x.shape[1:],
     )
-    result = strategy.start(
-        grid, initial_arrays, num_rounds=config.train.rounds, timeout=config.message_timeout
-    )
+    result = strategy.start(grid, initial_arrays, num_rounds=config.train.rounds)
     verification = _verify(strategy, grid, result.arrays, config, recorder.out_dir)
     reference_state, retrain_seconds = None, None
     if config.reference == "retrain":
-        ref_started = time.perf_counter()
-        strategy.trains_generator = False  # the reference is a plain classifier retrain
-        reference = strategy.run_rounds(
-            grid, initial_arrays, config.train.rounds, "reference", handle_deletions=False
-        )
-        retrain_seconds = time.perf_counter() - ref_started
-        reference_state = _numpy(reference.arrays)
+        reference_state, retrain_seconds = reference_retrain(strategy, grid, config.train.rounds)
     timings = Timings(
         round_seconds=strategy.round_seconds,
         unlearning_seconds=_if_deleted(strategy, strategy.deletion.unlearning_seconds),
@@ -127,10 +119,7 @@ def run_server(
         deletion=deletion_summary(strategy, config),
         extra={
             "timings": timings,
-            "bookkeeping": Bookkeeping(
-                deleted_passes_before_deletion=strategy.bookkeeping.deleted_passes_before,
-                deleted_passes_after_deletion=strategy.bookkeeping.deleted_passes_after,
-            ),
+            "bookkeeping": strategy.bookkeeping.summary(),
             "efficiency": _efficiency(recorder.rounds),
             "verification": verification,
         },
@@ -167,30 +156,22 @@ def _if_deleted(strategy: FederatedUnlearning, seconds: float) -> float | None:
     return seconds if strategy.deletion.round else None
 
 
-def _numpy(arrays: ArrayRecord) -> dict:
+def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {key: array.numpy() for key, array in arrays.items()}
 
 
 def deletion_summary(strategy: FederatedUnlearning, config: SimulationConfig) -> DeletionSummary:
-    record = strategy.deletion
-    return DeletionSummary(
-        mode=config.deletion.mode,
-        round=record.round or None,
-        clients=record.clients,
-        forget_samples=record.forget_samples,
-        forget_classes=config.deletion.forget_classes
-        or sorted({c for request in record.requests for c in request["classes"]}),
-        relay_hops=record.relay_hops,
-        relay_min_accuracy=record.relay_min_accuracy,
-        forget_samples_received=record.forget_samples_received,
-        retain_samples=record.retain_samples,
-        history_bytes=record.history_bytes,
-        client_training_calls=record.client_training_calls,
-        generator_client_seconds=record.generator_client_seconds,
-        generator_bytes=record.generator_bytes,
-        requests=record.requests,
-        faults=record.faults,
-    )
+    """The run summary's deletion: the configured one and what the strategy's step did."""
+    return strategy.deletion.summary(config.deletion.mode, config.deletion.forget_classes)
+
+
+def reference_retrain(
+    strategy: FederatedUnlearning, grid: Grid, num_rounds: int
+) -> tuple[dict[str, np.ndarray], float]:
+    """The reference: ``num_rounds`` of FedAvg from w_0 without the deleted data, and its time."""
+    started = time.perf_counter()
+    arrays = strategy.run_reference(grid, num_rounds)
+    return _numpy(arrays), time.perf_counter() - started
 
 
 def _efficiency(rows: list[dict]) -> Efficiency | None:

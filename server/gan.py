@@ -21,7 +21,6 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedforget import protocol as P
 from fedforget.config import SimulationConfig
 from fedforget.data import Federation, build_federation
 from fedforget.data.sources import default_data_dir
@@ -31,7 +30,12 @@ from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
 from fedforget.report.observer import CheckpointObserver
 from fedforget.report.summary import DeletionSummary
-from fedforget.server.app import default_out_dir, deletion_summary, gan_factory
+from fedforget.server.app import (
+    default_out_dir,
+    deletion_summary,
+    gan_factory,
+    reference_retrain,
+)
 from fedforget.strategies.gan import FederatedGan, build_gan_strategy
 from fedforget.training import resolve_device
 
@@ -125,17 +129,14 @@ def make_gan_strategy(
     branch: str | None = None,
 ) -> FederatedGan:
     """The strategy ``name`` of the GAN task, wired to this federation."""
-    message_config: dict[str, Any] = {P.RUN_CONFIG_KEY: config.to_json()}
-    if branch is not None:
-        message_config[P.BRANCH] = branch
     return build_gan_strategy(
         config,
         name,
-        build_model=gan_factory(config, federation),
         num_classes=federation.num_classes,
+        branch=branch,
+        build_model=gan_factory(config, federation),
         observer=observer,
         device=device,
-        message_config=message_config,
     )
 
 
@@ -151,9 +152,7 @@ def run_gan_server(
     observer = CheckpointObserver(display)
     strategy = make_gan_strategy(config, config.strategy, federation, observer, device)
     initial = ArrayRecord(gan_factory(config, federation)().state_dict())
-    result = strategy.start(
-        grid, initial, num_rounds=config.train.rounds, timeout=config.message_timeout
-    )
+    result = strategy.start(grid, initial, num_rounds=config.train.rounds)
     states = {
         "before_deletion": observer.states.get("before_deletion"),
         "after_unlearning": observer.states.get("after_unlearning"),
@@ -161,12 +160,9 @@ def run_gan_server(
     }
     retrain_seconds = None
     if config.reference == "retrain" and strategy.deletion.round:
-        ref_started = time.perf_counter()
-        reference = strategy.run_rounds(
-            grid, initial, config.train.rounds, "reference", handle_deletions=False
+        states["reference"], retrain_seconds = reference_retrain(
+            strategy, grid, config.train.rounds
         )
-        retrain_seconds = time.perf_counter() - ref_started
-        states["reference"] = {k: v.numpy() for k, v in reference.arrays.items()}
     evaluator = GanEvaluator(config, federation, device)
     gans = {
         name: gan_from_state(config, federation, state)

@@ -18,11 +18,7 @@ until the model recognises ``RELEARN_ALPHA`` (90 %) as many of them as the origi
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +27,6 @@ import torch
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
-from fedforget import protocol as P
 from fedforget.config import ConfigError, SimulationConfig
 from fedforget.data import Federation, build_federation
 from fedforget.metrics import (
@@ -51,8 +46,14 @@ from fedforget.metrics import (
 from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
 from fedforget.report.comparison import CSV_COLUMNS, ORIGINAL, markdown_table
-from fedforget.report.observer import CheckpointObserver
-from fedforget.server.app import default_out_dir, gan_factory, model_factory
+from fedforget.server.app import gan_factory, model_factory
+from fedforget.simulations.branching import (
+    BranchTask,
+    Comparison,
+    run_branches,
+    save_arrays,
+    write_rows,
+)
 from fedforget.simulations.runner import (
     check_run,
     check_strategies,
@@ -61,21 +62,6 @@ from fedforget.simulations.runner import (
 from fedforget.strategies import FederatedUnlearning, build_strategy
 from fedforget.strategies.registry import RETRAIN, strategy_names
 from fedforget.training import load_numpy_state, predict_proba, resolve_device
-
-
-@dataclass
-class Comparison:
-    """The outcome of ``fedforget compare``: one row per strategy, plus the original model."""
-
-    rows: list[dict[str, Any]]
-    out_dir: Path
-    config: dict[str, Any]
-    base_seconds: float = 0.0
-    details: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def row(self, strategy: str) -> dict[str, Any]:
-        """The row of one strategy (or of ``original``)."""
-        return next(r for r in self.rows if r["strategy"] == strategy)
 
 
 def parse_strategies(text: str) -> list[str]:
@@ -174,98 +160,85 @@ def run_comparison(
     display: RunObserver | None = None,
 ) -> Comparison:
     """Train to the deletion round once, then branch every strategy from that checkpoint."""
-    out_dir = default_out_dir(config.model_copy(update={"strategy": "compare"}))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    federation = build_federation(config)
-    build = model_factory(config, federation)
-    torch.manual_seed(config.seed)
-    initial = ArrayRecord(build().state_dict())
-    device = resolve_device(config.resources.server_device)
-    names = [RETRAIN, *(s for s in strategies if s != RETRAIN)]
-    branches = {name: _branch(config, name, build, federation, device, display) for name in names}
-    started = time.perf_counter()
-    base = _branch(config, "", build, federation, device, display)
-    base.keeps_history = any(b.keeps_history for b in branches.values())
-    base.trains_generator = any(b.trains_generator for b in branches.values())
-    base.begin(initial)
-    checkpoint = base.run_rounds(
-        grid, initial, config.deletion.round, "federated", handle_deletions=False
-    ).arrays
-    base_seconds = time.perf_counter() - started
-    if not base.pending_deletions:
-        raise ConfigError("no client reported a deletion request by the deletion round")
-    _save(checkpoint, out_dir / "checkpoint.pt")
-    if base.gan_arrays is not None:  # the clients' GAN that MuGAN draws from
-        _save(base.gan_arrays, out_dir / "generator.pt")
-    scorer = _Scorer(federation, Evaluator(federation, device, config.seed), device)
-    original = load_numpy_state(build(), _numpy(checkpoint))
-    rows = [{"strategy": ORIGINAL, **scorer.metrics(original)}]
-    scorer.set_original(original, rows[0])
-    details: dict[str, dict[str, Any]] = {}
-    for name, strategy in branches.items():
-        strategy.take_over(base)
-        arrays = strategy.carry_out_deletion(grid, config.deletion.round, checkpoint)
-        model = load_numpy_state(build(), _numpy(arrays))
+    return run_branches(grid, ClassifierBranches(config), strategies, display)
+
+
+class ClassifierBranches(BranchTask):
+    """``fedforget compare``: classifier branches, scored by :class:`_Scorer`."""
+
+    label = "compare"
+
+    def __init__(self, config: SimulationConfig) -> None:
+        super().__init__(config)
+        self.federation = build_federation(config)
+        self.build = model_factory(config, self.federation)
+        self.device = resolve_device(config.resources.server_device)
+        self.scorer: _Scorer | None = None
+        self.original: ClassifierModel | None = None
+
+    def initial_arrays(self) -> ArrayRecord:
+        torch.manual_seed(self.config.seed)
+        return ArrayRecord(self.build().state_dict())
+
+    def strategy(self, name: str, branch: str | None, observer: RunObserver) -> FederatedUnlearning:
+        return build_strategy(
+            self.config.model_copy(update={"strategy": name}),
+            build_model=self.build,
+            num_classes=self.federation.num_classes,
+            observer=observer,
+            device=self.device,
+            build_gan=gan_factory(self.config, self.federation),
+            image_shape=self.federation.train.x.shape[1:],
+            branch=branch,
+        )
+
+    def score_original(
+        self, checkpoint: ArrayRecord, base: FederatedUnlearning, out_dir: Path
+    ) -> dict[str, Any]:
+        save_arrays(checkpoint, out_dir / "checkpoint.pt")
+        if base.generator.arrays is not None:  # the clients' GAN that MuGAN draws from
+            save_arrays(base.generator.arrays, out_dir / "generator.pt")
+        evaluator = Evaluator(self.federation, self.device, self.config.seed)
+        self.scorer = _Scorer(self.federation, evaluator, self.device)
+        self.original = self._model(checkpoint)
+        row = self.scorer.metrics(self.original)
+        self.scorer.set_original(self.original, row)
+        return row
+
+    def score(self, name: str, arrays: ArrayRecord, out_dir: Path) -> dict[str, Any]:
+        model = self._model(arrays)
         if name == RETRAIN:
-            scorer.reference = model
-        seconds = strategy.deletion.unlearning_seconds + strategy.deletion.recovery_seconds
-        rows.append({"strategy": name, **scorer.metrics(model), "seconds": seconds})
-        details[name] = _details(strategy)
-        _save(arrays, out_dir / "models" / f"{name}.pt")
-    rows[0] = {"strategy": ORIGINAL, **scorer.metrics(original)}  # now with its distances
-    _fill_speedups(rows)
-    _fill_anamnesis(rows)
-    result = Comparison(rows, out_dir, json.loads(config.to_json()), base_seconds, details)
-    write_comparison(result)
-    return result
+            self.scorer.reference = model
+        return self.scorer.metrics(model)
 
+    def details(self, strategy: FederatedUnlearning) -> dict[str, Any]:
+        record = strategy.deletion
+        needs = sorted(strategy.unlearner.needs) if strategy.unlearner else ["rounds"]
+        return {
+            "needs": needs,
+            "unlearning_seconds": record.unlearning_seconds,
+            "recovery_seconds": record.recovery_seconds,
+            "relay_hops": record.relay_hops,
+            "forget_samples": record.forget_samples,
+            "forget_samples_received": record.forget_samples_received,
+            "retain_samples": record.retain_samples,
+            "history_bytes": record.history_bytes,
+            "client_training_calls": record.client_training_calls,
+            "generator_client_seconds": record.generator_client_seconds,
+            "generator_bytes": record.generator_bytes,
+        }
 
-def _branch(
-    config: SimulationConfig,
-    name: str,
-    build,
-    federation: Federation,
-    device: torch.device,
-    display: RunObserver | None,
-) -> FederatedUnlearning:
-    message_config = {P.RUN_CONFIG_KEY: config.to_json(), P.BRANCH: name}
-    return build_strategy(
-        config.model_copy(update={"strategy": name or RETRAIN}),
-        build_model=build,
-        num_classes=federation.num_classes,
-        observer=CheckpointObserver(display, name),
-        device=device,
-        message_config=message_config,
-        build_gan=gan_factory(config, federation),
-        image_shape=federation.train.x.shape[1:],
-    )
+    def finish(self, rows: list[dict[str, Any]]) -> None:
+        rows[0] = {"strategy": ORIGINAL, **self.scorer.metrics(self.original)}  # now with distances
+        for row in rows[1:]:
+            row.setdefault("jsd", 0.0)
+        _fill_anamnesis(rows)
 
+    def write(self, result: Comparison) -> None:
+        write_comparison(result)
 
-def _details(strategy: FederatedUnlearning) -> dict[str, Any]:
-    record = strategy.deletion
-    needs = sorted(strategy.unlearner.needs) if strategy.unlearner else ["rounds"]
-    return {
-        "needs": needs,
-        "unlearning_seconds": record.unlearning_seconds,
-        "recovery_seconds": record.recovery_seconds,
-        "relay_hops": record.relay_hops,
-        "forget_samples": record.forget_samples,
-        "forget_samples_received": record.forget_samples_received,
-        "retain_samples": record.retain_samples,
-        "history_bytes": record.history_bytes,
-        "client_training_calls": record.client_training_calls,
-        "generator_client_seconds": record.generator_client_seconds,
-        "generator_bytes": record.generator_bytes,
-    }
-
-
-def _fill_speedups(rows: list[dict[str, Any]]) -> None:
-    retrain = next(r for r in rows if r["strategy"] == RETRAIN)
-    for row in rows:
-        if row["strategy"] == ORIGINAL:
-            continue
-        row.setdefault("jsd", 0.0)
-        row["speedup_vs_retrain"] = retrain["seconds"] / row["seconds"] if row["seconds"] else None
+    def _model(self, arrays: ArrayRecord) -> ClassifierModel:
+        return load_numpy_state(self.build(), {k: a.numpy() for k, a in arrays.items()})
 
 
 def _fill_anamnesis(rows: list[dict[str, Any]]) -> None:
@@ -276,30 +249,15 @@ def _fill_anamnesis(rows: list[dict[str, Any]]) -> None:
         row["ain"] = None if steps is None or not retrain else anamnesis_index(steps, retrain)
 
 
-def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
-    return {key: array.numpy() for key, array in arrays.items()}
-
-
-def _save(arrays: ArrayRecord, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(arrays.to_torch_state_dict(), path)
-
-
 def write_comparison(result: Comparison) -> None:
     """Write ``compare.csv``, ``compare.json``, ``compare.md`` and ``compare.png``."""
     out = result.out_dir
-    with (out / "compare.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
     payload = {
-        "rows": result.rows,
         "details": result.details,
         "base_seconds": result.base_seconds,
         "config": result.config,
     }
-    (out / "compare.json").write_text(json.dumps(payload, indent=2))
+    write_rows(out, "compare", result.rows, list(CSV_COLUMNS), payload)
     (out / "compare.md").write_text(markdown_table(result.rows) + "\n")
     from fedforget.report.plot import plot_comparison
 

@@ -25,7 +25,7 @@ from fedforget.clients.app import app as clientapp
 from fedforget.config import DeletionConfig, SimulationConfig, TrainConfig
 from fedforget.data import load_dataset
 from fedforget.models import ClassifierModel, register_model
-from fedforget.strategies import FederatedUnlearning
+from fedforget.strategies import FederatedUnlearning, StrategySettings
 from fedforget.training import accuracy
 from fedforget.unlearning import build_unlearner
 
@@ -65,16 +65,15 @@ def example_config(rounds: int = 3) -> SimulationConfig:
 
 
 def make_strategy(config: SimulationConfig, num_classes: int) -> FederatedUnlearning:
-    """The strategy with your FedAvg settings and paper 000's distillation unlearner."""
+    """The strategy for ``config``'s federation with paper 000's distillation unlearner.
+
+    The settings (deletion mode and classes, FedAvg sampling, seed, relay, timeout) come from
+    ``config``, the same object the nodes receive in every message, so both sides agree.
+    """
     return FederatedUnlearning(
+        StrategySettings.from_config(config, num_classes=num_classes),
         unlearner=build_unlearner("distill", mu_attention=0.0),  # the MLP has no feature maps
         build_model=lambda: TinyMlp(num_classes, 1, 8),
-        num_classes=num_classes,
-        mode=config.deletion.mode,
-        forget_classes=config.deletion.forget_classes,
-        message_config={"fedforget-config": config.to_json()},
-        fraction_train=1.0,
-        min_available_nodes=config.clients,
     )
 
 

@@ -9,23 +9,18 @@ right after the strategy's deletion step (:class:`fedforget.server.gan.GanEvalua
 
 from __future__ import annotations
 
-import csv
-import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 from rich.table import Table
 
 from fedforget.config import ConfigError, SimulationConfig
 from fedforget.data import build_federation
+from fedforget.gan import ConditionalGan
 from fedforget.report import RunObserver
-from fedforget.report.observer import CheckpointObserver
-from fedforget.server.app import default_out_dir, gan_factory
+from fedforget.server.app import gan_factory
 from fedforget.server.gan import (
     GanEvaluator,
     GanSummary,
@@ -33,15 +28,23 @@ from fedforget.server.gan import (
     make_gan_strategy,
     plot_gan_samples,
 )
+from fedforget.simulations.branching import (
+    ORIGINAL,
+    BranchTask,
+    Comparison,
+    run_branches,
+    save_arrays,
+    write_rows,
+)
 from fedforget.simulations.runner import (
     check_gan_strategies,
     check_run,
     run_on_simulation_engine,
 )
-from fedforget.strategies.gan import RETRAIN, FederatedGan, gan_strategy_names
+from fedforget.strategies import FederatedUnlearning
+from fedforget.strategies.gan import FederatedGan, gan_strategy_names
 from fedforget.training import resolve_device
 
-ORIGINAL = "original"
 GAN_COLUMNS = [
     ("strategy", "strategy"),
     ("forgotten_recognition", "judge: forgotten %"),
@@ -56,19 +59,8 @@ GAN_COLUMNS = [
 PERCENT = {"forgotten_recognition", "remaining_recognition", "downstream_accuracy"}
 
 
-@dataclass
-class GanComparison:
-    """The outcome of ``fedforget compare --task gan``."""
-
-    rows: list[dict[str, Any]]
-    out_dir: Path
-    config: dict[str, Any]
-    base_seconds: float
-    details: dict[str, dict[str, Any]]
-
-    def row(self, strategy: str) -> dict[str, Any]:
-        """The row of one strategy (or of ``original``)."""
-        return next(r for r in self.rows if r["strategy"] == strategy)
+GanComparison = Comparison
+"""The outcome of ``fedforget compare --task gan`` (one row per strategy)."""
 
 
 def gan_compare(
@@ -89,73 +81,55 @@ def run_gan_comparison(
     display: RunObserver | None = None,
 ) -> GanComparison:
     """Train the GAN to the deletion round once, then branch every strategy from there."""
-    out_dir = default_out_dir(config.model_copy(update={"strategy": "gan-compare"}))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    federation = build_federation(config)
-    device = resolve_device(config.resources.server_device)
-    names = [RETRAIN, *(s for s in strategies if s != RETRAIN)]
-    branches = {
-        name: make_gan_strategy(
-            config, name, federation, CheckpointObserver(display, name), device, branch=name
+    return run_branches(grid, GanBranches(config), strategies, display)
+
+
+class GanBranches(BranchTask):
+    """``fedforget compare --task gan``: GAN branches, scored with paper 001's metrics."""
+
+    label = "gan-compare"
+
+    def __init__(self, config: SimulationConfig) -> None:
+        super().__init__(config)
+        self.federation = build_federation(config)
+        self.device = resolve_device(config.resources.server_device)
+        self.evaluator: GanEvaluator | None = None
+        self.gans: dict[str, ConditionalGan] = {}
+
+    def initial_arrays(self) -> ArrayRecord:
+        return ArrayRecord(gan_factory(self.config, self.federation)().state_dict())
+
+    def strategy(self, name: str, branch: str | None, observer: RunObserver) -> FederatedGan:
+        return make_gan_strategy(
+            self.config, name, self.federation, observer, self.device, branch=branch
         )
-        for name in names
-    }
-    base = make_gan_strategy(config, RETRAIN, federation, CheckpointObserver(display), device)
-    initial = ArrayRecord(gan_factory(config, federation)().state_dict())
-    started = time.perf_counter()
-    base.begin(initial, config.message_timeout)
-    checkpoint = base.run_rounds(
-        grid, initial, config.deletion.round, "federated", handle_deletions=False
-    ).arrays
-    base_seconds = time.perf_counter() - started
-    if not base.pending_deletions:
-        raise ConfigError("no client reported a deletion request by the deletion round")
-    evaluator = GanEvaluator(config, federation, device)
-    gans = {ORIGINAL: _gan(config, federation, checkpoint)}
-    (out_dir / "models").mkdir(exist_ok=True)
-    torch.save(gans[ORIGINAL].state_dict(), out_dir / "models" / f"{ORIGINAL}.pt")
-    rows = [{"strategy": ORIGINAL, **_scores(evaluator, gans[ORIGINAL])}]
-    details: dict[str, dict[str, Any]] = {}
-    for name, strategy in branches.items():
-        strategy.take_over(base)
-        gans[name] = _gan(
-            config, federation, strategy.carry_out_deletion(grid, config.deletion.round, checkpoint)
-        )
-        torch.save(gans[name].state_dict(), out_dir / "models" / f"{name}.pt")
-        seconds = strategy.deletion.unlearning_seconds
-        rows.append({"strategy": name, **_scores(evaluator, gans[name]), "seconds": seconds})
-        details[name] = _details(strategy)
-    _fill_speedups(rows)
-    result = GanComparison(rows, out_dir, json.loads(config.to_json()), base_seconds, details)
-    write_gan_comparison(result, evaluator.judge_name)
-    plot_gan_samples(gans, out_dir / "samples.png")
-    return result
 
+    def score_original(
+        self, checkpoint: ArrayRecord, base: FederatedUnlearning, out_dir: Path
+    ) -> dict[str, Any]:
+        self.evaluator = GanEvaluator(self.config, self.federation, self.device)
+        save_arrays(checkpoint, out_dir / "models" / f"{ORIGINAL}.pt")
+        return self.score(ORIGINAL, checkpoint, out_dir)
 
-def _gan(config: SimulationConfig, federation, arrays: ArrayRecord):
-    return gan_from_state(config, federation, {k: v.numpy() for k, v in arrays.items()})
+    def score(self, name: str, arrays: ArrayRecord, out_dir: Path) -> dict[str, Any]:
+        state = {k: v.numpy() for k, v in arrays.items()}
+        self.gans[name] = gan_from_state(self.config, self.federation, state)
+        scores = self.evaluator.evaluate(self.gans[name]).model_dump()
+        scores["recognition"] = {str(k): v for k, v in scores["recognition"].items()}
+        return scores
 
+    def details(self, strategy: FederatedGan) -> dict[str, Any]:
+        record = strategy.deletion
+        return {
+            "unlearning_seconds": record.unlearning_seconds,
+            "forget_samples_received": record.forget_samples_received,
+            "learning_samples": record.retain_samples,
+            "report": strategy.unlearning_report,
+        }
 
-def _scores(evaluator: GanEvaluator, gan) -> dict[str, Any]:
-    scores = evaluator.evaluate(gan).model_dump()
-    scores["recognition"] = {str(k): v for k, v in scores["recognition"].items()}
-    return scores
-
-
-def _details(strategy: FederatedGan) -> dict[str, Any]:
-    record = strategy.deletion
-    return {
-        "unlearning_seconds": record.unlearning_seconds,
-        "forget_samples_received": record.forget_samples_received,
-        "learning_samples": record.retain_samples,
-        "report": strategy.unlearning_report,
-    }
-
-
-def _fill_speedups(rows: list[dict[str, Any]]) -> None:
-    retrain = next(r for r in rows if r["strategy"] == RETRAIN)
-    for row in rows[1:]:
-        row["speedup_vs_retrain"] = retrain["seconds"] / row["seconds"] if row["seconds"] else None
+    def write(self, result: GanComparison) -> None:
+        write_gan_comparison(result, self.evaluator.judge_name)
+        plot_gan_samples(self.gans, result.out_dir / "samples.png")
 
 
 def gan_cell(key: str, value: Any) -> str:
@@ -223,20 +197,13 @@ def gan_markdown_table(rows: list[dict[str, Any]]) -> str:
 def write_gan_comparison(result: GanComparison, judge: str) -> None:
     """``gan_compare.csv``, ``gan_compare.json`` and ``gan_compare.md``."""
     out = result.out_dir
-    keys = [key for key, _ in GAN_COLUMNS]
-    with (out / "gan_compare.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in keys})
     payload = {
-        "rows": result.rows,
         "details": result.details,
         "base_seconds": result.base_seconds,
         "judge": judge,
         "config": result.config,
     }
-    (out / "gan_compare.json").write_text(json.dumps(payload, indent=2) + "\n")
+    write_rows(out, "gan_compare", result.rows, [key for key, _ in GAN_COLUMNS], payload)
     note = (
         f"\n\nJudge and feature extractor: {judge}. FD is a Frechet distance in that "
         "classifier's penultimate features, not Inception-FID.\n"

@@ -1,18 +1,16 @@
 """Flower server strategies: deletion handling, unlearning step, recovery relay."""
 
+from fedforget.strategies.ledger import Bookkeeping, DeletionRecord
 from fedforget.strategies.registry import build_strategy, strategy_names
-from fedforget.strategies.unlearning import (
-    Bookkeeping,
-    DeletionRecord,
-    FederatedUnlearning,
-    Retrain,
-)
+from fedforget.strategies.settings import StrategySettings
+from fedforget.strategies.unlearning import FederatedUnlearning, Retrain
 
 __all__ = [
     "Bookkeeping",
     "DeletionRecord",
     "FederatedUnlearning",
     "Retrain",
+    "StrategySettings",
     "build_strategy",
     "strategy_names",
 ]

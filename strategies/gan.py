@@ -23,14 +23,15 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from fedforget import protocol as P
-from fedforget.config import ConfigError, RecoveryConfig, SimulationConfig
+from fedforget.config import ConfigError, SimulationConfig
 from fedforget.gan.unlearner import (
     GanUnlearner,
     GanUnlearningRequest,
     build_gan_unlearner,
     gan_unlearner_names,
 )
-from fedforget.strategies.unlearning import FederatedUnlearning, Retrain
+from fedforget.strategies.settings import StrategySettings
+from fedforget.strategies.unlearning import FederatedUnlearning
 
 RETRAIN = "retrain"
 GAN_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -62,20 +63,22 @@ class FederatedGan(FederatedUnlearning):
 
     Parameters
     ----------
+    settings : StrategySettings
+        Built from the run's configuration (the GAN task's).
     gan_unlearner : GanUnlearner or None
         The method run at the deletion (``None`` for :class:`GanRetrain`).
-    **options
+    **parts
         As for :class:`FederatedUnlearning`; ``build_model`` makes the
         :class:`~fedforget.gan.ConditionalGan`.
     """
 
     train_message = P.TRAIN_GAN
 
-    def __init__(self, *, gan_unlearner: GanUnlearner | None, **options: Any) -> None:
-        options["unlearner"] = None
-        super().__init__(**options)
+    def __init__(
+        self, settings: StrategySettings, *, gan_unlearner: GanUnlearner | None, **parts: Any
+    ) -> None:
+        super().__init__(settings, unlearner=None, **parts)
         self.gan_unlearner = gan_unlearner
-        self.recovery = RecoveryConfig(enabled=False)
         self.unlearning_report: dict[str, Any] = {}
 
     def unlearn_step(
@@ -84,18 +87,19 @@ class FederatedGan(FederatedUnlearning):
         """Gather D_f (and learning images for few-shot methods), then unlearn the GAN."""
         if self.gan_unlearner is None:
             raise RuntimeError("FederatedGan needs a GAN unlearner")
-        forget, nodes = self._gather_forget_data(grid, nodes)
+        forget, nodes = self.gathering.forget_data(grid, nodes)
         few_shot = getattr(self.gan_unlearner.settings, "shot", "few") == "few"
-        learning = self._gather_retain_data(grid) if few_shot else None
-        self._complete_deletion(grid, nodes)
+        per_client = self.settings.retain_per_client
+        learning = self.gathering.retain_data(grid, per_client) if few_shot else None
+        self.gathering.complete_deletion(grid, nodes)
         request = GanUnlearningRequest(
             unlearning=forget,
-            mode="class" if self._deletion_mode(nodes) == "class" else "item",
-            forgotten_classes=self._deletion_classes(nodes),
+            mode="class" if self.ledger.deletion_mode(nodes) == "class" else "item",
+            forgotten_classes=self.ledger.deletion_classes(nodes),
             learning=learning,
         )
         result = self.gan_unlearner.unlearn(
-            self._model_from(arrays), request, device=self.device, progress=self.observer.progress
+            self.model_from(arrays), request, device=self.device, progress=self.observer.progress
         )
         self.unlearning_report = {
             "iterations": result.iterations,
@@ -113,25 +117,30 @@ class FederatedGan(FederatedUnlearning):
 class GanRetrain(FederatedGan):
     """Paper 001's baseline: FedAvg of the GAN again from w_0, without the deleted images."""
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(gan_unlearner=None, **options)
+    def __init__(self, settings: StrategySettings, **parts: Any) -> None:
+        super().__init__(settings, gan_unlearner=None, **parts)
 
-    unlearn_step = Retrain.unlearn_step
+    def unlearn_step(
+        self, grid: Grid, server_round: int, arrays: ArrayRecord, nodes: list[int]
+    ) -> ArrayRecord:
+        """Drop the deleted images at the clients and rerun ``server_round`` rounds from w_0."""
+        return self.retrain_from_initial(grid, server_round, nodes)
 
 
-def build_gan_strategy(config: SimulationConfig, name: str, **options: Any) -> FederatedGan:
-    """The GAN-task strategy ``name`` (see :func:`gan_strategy_names`)."""
-    common = dict(
-        retain_per_client=config.methods.retain_per_client,
-        mode=config.deletion.mode,
-        forget_classes=config.deletion.forget_classes,
-        seed=config.seed,
-        fraction_train=config.train.fraction_train,
-        min_available_nodes=config.clients,
-        local_epochs=config.gan.epochs,
-        local_lr=config.gan.lr,
-        **options,
-    )
+def build_gan_strategy(
+    config: SimulationConfig,
+    name: str,
+    *,
+    num_classes: int,
+    branch: str | None = None,
+    **parts: Any,
+) -> FederatedGan:
+    """The GAN-task strategy ``name`` (see :func:`gan_strategy_names`).
+
+    ``parts`` are :class:`FederatedUnlearning`'s (``build_model``, ``observer``, ``device``).
+    """
+    settings = StrategySettings.from_config(config, num_classes=num_classes, branch=branch)
     if name == RETRAIN:
-        return GanRetrain(**common)
-    return FederatedGan(gan_unlearner=build_configured_gan_unlearner(config, name), **common)
+        return GanRetrain(settings, **parts)
+    unlearner = build_configured_gan_unlearner(config, name)
+    return FederatedGan(settings, gan_unlearner=unlearner, **parts)

@@ -9,6 +9,7 @@ import torch
 from fedforget.config import ConfigError, SimulationConfig
 from fedforget.gan import ConditionalGan
 from fedforget.report import RunObserver
+from fedforget.strategies.settings import StrategySettings
 from fedforget.strategies.unlearning import FederatedUnlearning, ModelFactory, Retrain
 from fedforget.unlearning import Unlearner, build_unlearner, unlearner_names
 
@@ -41,41 +42,26 @@ def build_strategy(
     num_classes: int,
     observer: RunObserver | None = None,
     device: torch.device | None = None,
-    message_config: dict | None = None,
     build_gan: Callable[[], ConditionalGan] | None = None,
     image_shape: tuple[int, ...] = (1, 1, 1),
+    branch: str | None = None,
 ) -> FederatedUnlearning:
-    """The strategy named by ``config.strategy``, with the run's settings."""
+    """The strategy named by ``config.strategy``, with the run's settings.
+
+    The clients receive ``config`` (and ``branch``) in every message; the strategy's settings
+    come from the same object (:class:`StrategySettings`).
+    """
     check_strategy_name(config.strategy)
-    options = dict(
-        build_model=build_model,
-        message_config=message_config,
-        recovery=config.recovery,
-        relay_lr=config.recovery.lr or config.train.lr,
-        local_epochs=config.train.local_epochs,
-        local_lr=config.train.lr,
-        retain_per_client=config.methods.retain_per_client,
-        num_classes=num_classes,
-        mode=config.deletion.mode,
-        forget_classes=config.deletion.forget_classes,
-        client_leaves=config.deletion.mode == "client",
-        observer=observer,
-        device=device,
-        seed=config.seed,
-        fraction_train=config.train.fraction_train,
-        min_available_nodes=config.clients,
-        build_gan=build_gan,
-        generator_clients=config.gan.generator_clients,
-        image_shape=image_shape,
+    settings = StrategySettings.from_config(
+        config, num_classes=num_classes, image_shape=image_shape, branch=branch
     )
+    parts = dict(build_model=build_model, observer=observer, device=device, build_gan=build_gan)
     if config.strategy == RETRAIN:
-        return Retrain(**options)
+        return Retrain(settings, **parts)
     unlearner = build_configured_unlearner(config, config.strategy)
     if config.unlearn_on == "client":
         check_client_side(unlearner)
-    return FederatedUnlearning(
-        unlearner=unlearner, unlearn_on_client=config.unlearn_on == "client", **options
-    )
+    return FederatedUnlearning(settings, unlearner=unlearner, **parts)
 
 
 def check_client_side(unlearner: Unlearner) -> None:

@@ -1,0 +1,279 @@
+"""What an unlearner may see, gathered the federated way, and the clients' part of a deletion.
+
+- D_f from the requesting clients (``query.forget_data``, as paper 000's server receives it);
+- a sample of retained data from every client (``query.retain_data``);
+- ``query.deletion_complete``: the clients drop D_f for good;
+- the ``rounds`` need: every remaining client trains given weights locally (``train.local``);
+- client-side unlearning: the model travels along the requesting clients, each unlearning
+  its own D_f (``train.unlearn``), so no D_f sample leaves its node.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedforget import protocol as P
+from fedforget.data.sources import ArrayDataset
+from fedforget.report import RunObserver
+from fedforget.strategies.generator import GeneratorCoTraining
+from fedforget.strategies.ledger import DeletionLedger
+from fedforget.strategies.messaging import NodeMessenger
+from fedforget.strategies.settings import StrategySettings
+from fedforget.unlearning import ClientUpdate, HistoryRound, UnlearningRequest
+
+ConfigFactory = Callable[..., ConfigRecord]
+"""``make_config(**extra)``: a message config with the run's entries and ``extra``."""
+
+
+class Gathering:
+    """The deletion's exchanges with the clients.
+
+    Parameters
+    ----------
+    settings : StrategySettings
+        The deletion's description (classes, image shape, whether deleting clients leave)
+        and how many retained samples each client sends.
+    messenger : NodeMessenger
+        Sends the messages and records the nodes that fail.
+    ledger : DeletionLedger
+        Receives what was gathered (sizes, training replies) and names the requests.
+    make_config : ConfigFactory
+        Builds each message's config.
+    observer : RunObserver
+        Receives the client-side unlearning's progress.
+    """
+
+    def __init__(
+        self,
+        settings: StrategySettings,
+        messenger: NodeMessenger,
+        ledger: DeletionLedger,
+        make_config: ConfigFactory,
+        observer: RunObserver,
+    ) -> None:
+        self.settings = settings
+        self.messenger = messenger
+        self.ledger = ledger
+        self.make_config = make_config
+        self.observer = observer
+
+    def prepare(
+        self,
+        grid: Grid,
+        needs: frozenset[str],
+        nodes: list[int],
+        history: tuple[HistoryRound, ...],
+        generator: GeneratorCoTraining,
+    ) -> UnlearningRequest:
+        """Gather what the unlearner ``needs``, then have the clients drop D_f for good.
+
+        ``history`` (the kept client updates) and ``generator`` (the clients' GAN) are what the
+        server already holds; only the ``history`` and ``generator`` needs hand them over.
+        """
+        forget = None
+        if "forget" in needs:
+            forget, nodes = self.forget_data(grid, nodes)
+        per_client = self.settings.retain_per_client
+        retain = self.retain_data(grid, per_client) if "retain" in needs else None
+        self.ledger.record.history_bytes = sum(h.nbytes() for h in history)
+        self.complete_deletion(grid, nodes)
+        leaving = tuple(self.ledger.record.clients) if self.settings.client_leaves else ()
+        return UnlearningRequest(
+            forget=forget if forget is not None else empty_like(retain, self.settings.image_shape),
+            num_classes=self.settings.num_classes,
+            mode=self.ledger.deletion_mode(nodes),
+            forget_classes=self.ledger.deletion_classes(nodes),
+            retain=retain,
+            history=history,
+            leaving_clients=leaving,
+            generator=generator.generator() if "generator" in needs else None,
+        )
+
+    def poll_deletion_requests(
+        self,
+        grid: Grid,
+        arrays: ArrayRecord,
+        round_config: Callable[[], ConfigRecord],
+        skip: set[int],
+    ) -> None:
+        """Ask the clients a round did not sample (``skip``) for their deletion requests.
+
+        A client reports its requests in its training reply; with ``fraction_train < 1`` the
+        clients left out would report theirs only when next sampled, and a class deletion
+        would reach a few clients only. ``query.deletion_status`` carries the new global
+        model (the one a requesting client keeps as its verification reference).
+        """
+        others = [n for n in self.messenger.active_nodes(grid) if n not in skip]
+        if not others:
+            return
+        record = RecordDict({P.ARRAYS: arrays, P.CONFIG: round_config()})
+        for reply in self.messenger.query(grid, others, P.DELETION_STATUS, record):
+            self.ledger.note_train_reply(reply)
+
+    def deletion_config(self, nodes: list[int], **extra: object) -> ConfigRecord:
+        """The config of the deletion's messages: its round and the requests it carries out."""
+        return self.make_config(**self.ledger.deletion_entries(nodes), **extra)
+
+    def forget_data(self, grid: Grid, nodes: list[int]) -> tuple[ArrayDataset, list[int]]:
+        """D_f from the requesting nodes, and the nodes that sent it.
+
+        A node that fails here keeps its request: it reports it again in the next round.
+
+        Raises
+        ------
+        RuntimeError
+            When no requesting node sent its data.
+        """
+        record = RecordDict({P.CONFIG: self.deletion_config(nodes)})
+        replies = self.messenger.query(grid, nodes, P.FORGET_DATA, record)
+        if not replies:
+            raise RuntimeError("no requesting client sent its data for unlearning")
+        forget = concatenate_data(replies)
+        self.ledger.record.forget_samples_received = len(forget)
+        return forget, sorted(reply.metadata.src_node_id for reply in replies)
+
+    def retain_data(self, grid: Grid, per_client: int) -> ArrayDataset:
+        """A sample of ``per_client`` retained samples from every active client."""
+        config = self.make_config(**{P.RETAIN_SAMPLES: per_client})
+        nodes = self.messenger.active_nodes(grid)
+        replies = self.messenger.query(grid, nodes, P.RETAIN_DATA, RecordDict({P.CONFIG: config}))
+        retain = concatenate_data(replies)
+        self.ledger.record.retain_samples = len(retain)
+        return retain
+
+    def complete_deletion(self, grid: Grid, nodes: list[int]) -> None:
+        """The nodes drop D_f for good; in ``client`` mode they also leave the federation."""
+        record = RecordDict({P.CONFIG: self.deletion_config(nodes)})
+        self.messenger.query(grid, nodes, P.DELETION_COMPLETE, record)
+        if self.settings.client_leaves:
+            self.messenger.exclude(nodes)
+
+    def client_training(self, grid: Grid) -> Callable[..., list[ClientUpdate]]:
+        """The ``rounds`` need: every remaining client trains the given weights locally."""
+
+        def train(state: dict[str, np.ndarray], epochs: int, lr: float) -> list[ClientUpdate]:
+            config = self.make_config(**{P.EPOCHS: epochs, P.LEARNING_RATE: lr})
+            arrays = ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in state.items()})
+            record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
+            nodes = self.messenger.active_nodes(grid)
+            replies = self.messenger.query(grid, nodes, P.LOCAL_TRAIN, record)
+            self.ledger.record.client_training_calls += 1
+            for reply in replies:
+                self.ledger.note_train_reply(reply)
+            return [client_update(reply) for reply in replies]
+
+        return train
+
+    def unlearn_on_clients(
+        self,
+        grid: Grid,
+        arrays: ArrayRecord,
+        initial: ArrayRecord,
+        nodes: list[int],
+        seed: int,
+    ) -> tuple[ArrayRecord, list[int]]:
+        """Each requesting client unlearns its own D_f, in turn (``train.unlearn``).
+
+        The model travels along the requesting clients like the recovery relay: each one
+        runs the unlearner on the model it receives and its own D_f, so the result has
+        forgotten every client's part and no D_f sample leaves its node. A client that fails
+        keeps its request for a later round.
+
+        Returns
+        -------
+        tuple
+            The model after the last client, and the nodes that unlearned.
+        """
+        done = []
+        for step, node in enumerate(nodes):
+            extra = {
+                P.MODE: self.ledger.deletion_mode(nodes),
+                P.CLASSES: json.dumps(list(self.ledger.deletion_classes(nodes))),
+                P.SEED: seed,
+            }
+            config = self.deletion_config([node], **extra)
+            record = RecordDict({P.ARRAYS: arrays, P.INITIAL_ARRAYS: initial, P.CONFIG: config})
+            replies = self.messenger.query(grid, [node], P.LOCAL_UNLEARN, record)
+            self.observer.progress("client unlearning", step + 1, len(nodes), {})
+            if replies:
+                arrays = replies[0].content[P.ARRAYS]
+                self.ledger.compute_seconds += float(
+                    replies[0].content[P.METRICS][P.COMPUTE_SECONDS]
+                )
+                done.append(node)
+        return arrays, done
+
+    def verification(
+        self, grid: Grid, arrays: ArrayRecord, method: str, clients: int, folder: str = ""
+    ) -> list[dict]:
+        """Ask the first ``clients`` deleting clients to verify ``arrays`` with ``method``.
+
+        Each runs the verifier on its own node (``query.verify``) and replies with its report;
+        a client that fails is recorded with its error and does not stop the run.
+
+        Returns
+        -------
+        list of dict
+            One report per client: ``client`` (partition id), ``method``, then the verifier's
+            JSON object, or ``error``.
+        """
+        nodes = sorted(self.ledger.record.nodes, key=lambda n: self.ledger.partition_of.get(n, n))
+        nodes = nodes[:clients]
+        if not nodes:
+            return []
+        extra = {P.VERIFY_DIR: folder} if folder else {}
+        record = RecordDict({P.ARRAYS: arrays, P.CONFIG: self.make_config(**extra)})
+        self.observer.progress("verification", 0, len(nodes), {})
+        faults = self.ledger.record.faults
+        known = len(faults)
+        replies = self.messenger.query(grid, nodes, P.VERIFY, record)
+        reports = [
+            {
+                **json.loads(str(reply.content[P.CONFIG][P.REPORT])),
+                "client": self.ledger.client_of(reply.metadata.src_node_id),
+                "method": method,
+            }
+            for reply in replies
+        ]
+        reports += [
+            {"client": fault["client"], "method": method, "error": fault["error"]}
+            for fault in faults[known:]
+        ]
+        self.observer.progress("verification", len(nodes), len(nodes), {})
+        return sorted(reports, key=lambda report: report["client"])
+
+
+def numpy_state(arrays: ArrayRecord) -> dict[str, np.ndarray]:
+    """The arrays as a NumPy state dict."""
+    return {key: array.numpy() for key, array in arrays.items()}
+
+
+def client_update(reply: Message) -> ClientUpdate:
+    """A client's trained weights and its sample count, from its training reply."""
+    metrics = reply.content[P.METRICS]
+    return ClientUpdate(
+        numpy_state(reply.content[P.ARRAYS]),
+        int(metrics[P.NUM_EXAMPLES]),
+        int(metrics[P.PARTITION_ID]),
+    )
+
+
+def concatenate_data(replies: Iterable[Message]) -> ArrayDataset:
+    """The samples of several data replies as one dataset."""
+    records = [reply.content[P.DATA] for reply in replies]
+    return ArrayDataset(
+        x=np.concatenate([r["x"].numpy() for r in records]),
+        y=np.concatenate([r["y"].numpy() for r in records]),
+    )
+
+
+def empty_like(data: ArrayDataset | None, image_shape: tuple[int, ...]) -> ArrayDataset:
+    """An empty D_f (of the federation's image shape) for methods that never receive it."""
+    if data is None:
+        return ArrayDataset(x=np.empty((0, *image_shape), np.float32), y=np.empty(0, np.int64))
+    return data.subset(np.empty(0, dtype=np.int64))

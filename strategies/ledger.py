@@ -1,0 +1,178 @@
+"""The deletion ledger: pending requests, what each node is, what the deletion step did.
+
+The clients report their deletion requests in their training replies
+(:data:`~fedforget.protocol.DELETION_PENDING`, and for node-side requests the request ids and
+classes); :class:`DeletionLedger` notes them, together with the sample passes over deleted
+data (:class:`Bookkeeping`) and each node's partition id, until the strategy carries them out.
+The deletion step writes what it did into one :class:`DeletionRecord`, which becomes the run
+summary's :class:`~fedforget.report.summary.DeletionSummary` in one conversion.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from flwr.app import Message
+
+from fedforget import protocol as P
+from fedforget.report.summary import Bookkeeping as BookkeepingSummary
+from fedforget.report.summary import DeletionSummary
+
+RequestsFiled = tuple[list[str], list[int]]
+"""A node's filed request ids and the classes they name."""
+
+
+@dataclass
+class DeletionRecord:
+    """What the deletion step did and how long each part took."""
+
+    round: int = 0
+    clients: list[int] = field(default_factory=list)
+    forget_samples: int = 0
+    unlearning_seconds: float = 0.0
+    recovery_seconds: float = 0.0
+    relay_hops: int = 0
+    relay_min_accuracy: float | None = None
+    forget_samples_received: int = 0
+    retain_samples: int = 0
+    history_bytes: int = 0
+    client_training_calls: int = 0
+    nodes: list[int] = field(default_factory=list)
+    requests: list[dict] = field(default_factory=list)
+    faults: list[dict] = field(default_factory=list)
+    generator_client_seconds: float = 0.0
+    generator_bytes: int = 0
+
+    def summary(self, mode: str, forget_classes: list[int]) -> DeletionSummary:
+        """The run summary's view: the configured deletion plus what this step did.
+
+        Without configured ``forget_classes`` (node-side requests) the classes are the ones
+        the carried-out requests named.
+        """
+        named = sorted({c for request in self.requests for c in request["classes"]})
+        fields = {k: v for k, v in asdict(self).items() if k in DeletionSummary.model_fields}
+        fields.update(
+            mode=mode, round=self.round or None, forget_classes=list(forget_classes) or named
+        )
+        return DeletionSummary(**fields)
+
+
+@dataclass
+class Bookkeeping:
+    """Sample passes over deleted samples, before and after their deletion was carried out."""
+
+    deleted_passes_before: int = 0
+    deleted_passes_after: int = 0
+
+    @property
+    def total(self) -> int:
+        """Every pass over a deleted sample so far."""
+        return self.deleted_passes_before + self.deleted_passes_after
+
+    def summary(self) -> BookkeepingSummary:
+        """The run summary's view."""
+        return BookkeepingSummary(
+            deleted_passes_before_deletion=self.deleted_passes_before,
+            deleted_passes_after_deletion=self.deleted_passes_after,
+        )
+
+
+class DeletionLedger:
+    """Pending deletion requests and the record of the deletion step that carries them out.
+
+    Parameters
+    ----------
+    mode : str
+        The configured deletion mode; ``requests`` takes mode and classes from what the
+        nodes filed.
+    forget_classes : tuple of int
+        The configured forgotten classes (``class`` mode).
+    """
+
+    def __init__(self, mode: str, forget_classes: tuple[int, ...]) -> None:
+        self.mode = mode
+        self.forget_classes = tuple(forget_classes)
+        self.record = DeletionRecord()
+        self.bookkeeping = Bookkeeping()
+        self.partition_of: dict[int, int] = {}
+        self.pending: dict[int, int] = {}  # node id -> samples to delete
+        self.filed: dict[int, RequestsFiled] = {}  # node-side requests (``requests`` mode)
+        self.compute_seconds = 0.0  # client compute since the last reset (one FedAvg round)
+
+    def client_of(self, node: int) -> int:
+        """The partition id of ``node`` (``-1`` before it first replied)."""
+        return self.partition_of.get(node, -1)
+
+    def record_fault(self, fault: dict) -> None:
+        """Keep a node's failure in the deletion record."""
+        self.record.faults.append(fault)
+
+    def take_over(self, parent: DeletionLedger) -> None:
+        """Continue from ``parent``'s requests and node ids (a ``compare`` branch)."""
+        self.pending = dict(parent.pending)
+        self.filed = dict(parent.filed)
+        self.partition_of = dict(parent.partition_of)
+
+    # ------------------------------------------------------------------ client replies
+    def note_train_reply(self, reply: Message) -> None:
+        """A training (or status) reply: partition id, compute, deleted passes, requests."""
+        metrics = reply.content[P.METRICS]
+        node = reply.metadata.src_node_id
+        self.partition_of[node] = int(metrics[P.PARTITION_ID])
+        self.compute_seconds += float(metrics[P.COMPUTE_SECONDS])
+        passes = int(metrics[P.DELETED_PASSES])
+        if int(metrics[P.DELETION_DONE]):
+            self.bookkeeping.deleted_passes_after += passes
+        else:
+            self.bookkeeping.deleted_passes_before += passes
+        if int(metrics[P.DELETION_PENDING]):
+            self.pending[node] = int(metrics[P.NUM_FORGET])
+            if P.DELETION in reply.content:
+                filed = reply.content[P.DELETION]
+                self.filed[node] = (list(filed[P.REQUESTS]), list(filed[P.CLASSES]))
+
+    # ------------------------------------------------------------------ the deletion step
+    def open_deletion(self, server_round: int) -> list[int]:
+        """Move the pending requests into the record of this round's deletion; their nodes."""
+        nodes = sorted(self.pending)
+        record = self.record
+        record.forget_samples = sum(self.pending.values())
+        for node in nodes:
+            ids, classes = self.filed.get(node, ([], []))
+            record.requests.append(
+                {
+                    "round": server_round,
+                    "client": self.client_of(node),
+                    "node": node,
+                    "requests": ids,
+                    "classes": classes,
+                    "samples": self.pending[node],
+                }
+            )
+        self.pending.clear()
+        record.round = server_round
+        record.clients = sorted(self.client_of(n) for n in nodes)
+        record.nodes = nodes
+        return nodes
+
+    def deletion_entries(self, nodes: list[int]) -> dict[str, object]:
+        """Config entries of the deletion's messages: its round and the requests carried out."""
+        named = {str(n): self.filed[n][0] for n in nodes if n in self.filed}
+        requests = {P.REQUESTS: json.dumps(named)} if named else {}
+        return {**requests, P.SERVER_ROUND: self.record.round}
+
+    def deletion_mode(self, nodes: list[int]) -> str:
+        """The configured mode; for node-side requests, ``class`` when every one names classes."""
+        if self.mode != "requests":
+            return self.mode
+        return "class" if self.deletion_classes(nodes) else "random"
+
+    def deletion_classes(self, nodes: list[int]) -> tuple[int, ...]:
+        """The forgotten classes: configured, or named by every one of the nodes' requests."""
+        if self.mode != "requests":
+            return self.forget_classes
+        filed = [self.filed.get(n, ([], []))[1] for n in nodes]
+        if not filed or not all(filed):
+            return ()
+        return tuple(sorted({c for classes in filed for c in classes}))

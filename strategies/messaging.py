@@ -1,0 +1,211 @@
+"""Messages to the nodes: send, wait a bounded time, record the nodes that fail.
+
+Every exchange of the strategy goes through :class:`NodeMessenger`: a node that fails or does
+not answer within the configured timeout is recorded as a fault (message, node, client, why)
+and skipped by the next messages until the next FedAvg round, so that a vanished node costs
+one timeout, not one per message, and never stalls the run.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from logging import WARN
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
+
+from fedforget import protocol as P
+
+PULL_INTERVAL = 0.2  # seconds between polls for replies (Grid.send_and_receive sleeps 3 s)
+
+Fault = dict[str, object]
+"""``{"message", "node", "client", "error"}``: one node that gave no usable reply."""
+
+
+def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
+    """Push ``messages`` and collect their replies until all arrived or ``timeout`` passed.
+
+    ``Grid.send_and_receive`` with a finer poll: on a deployment its fixed 3 s sleep between
+    pulls is most of a message's round trip. Pushing fills in each message's id, so callers
+    can match replies (``reply_to_message_id``) to what they sent afterwards.
+    """
+    waiting = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while waiting:
+        arrived = list(grid.pull_messages(waiting))
+        replies.extend(arrived)
+        waiting.difference_update(reply.metadata.reply_to_message_id for reply in arrived)
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(PULL_INTERVAL)
+    return replies
+
+
+def error_reasons(replies: Iterable[Message]) -> str:
+    """The distinct last lines of the replies' errors, or ``timeout`` when none failed."""
+    reasons = {
+        reply.error.reason.strip().splitlines()[-1] for reply in replies if reply.has_error()
+    }
+    return "; ".join(sorted(reasons)) or "timeout"
+
+
+def failure_reason(replies: list[Message], sent: dict[str, int], node: int) -> str:
+    """Why ``node`` gave no usable reply: its error (matched by message id), or a timeout."""
+    for reply in replies:
+        if not reply.has_error():
+            continue
+        target = sent.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+        if target == node:
+            return reply.error.reason.strip().splitlines()[-1] if reply.error.reason else "error"
+    return "no reply before the timeout"
+
+
+def messages_to(record: RecordDict, nodes: Iterable[int], message_type: str) -> list[Message]:
+    """One message of ``message_type`` carrying ``record`` to each node."""
+    return [Message(content=record, message_type=message_type, dst_node_id=n) for n in nodes]
+
+
+class MessageConfigs:
+    """Every message's config: the run's entries, the round, the classes and a fresh seed.
+
+    The seeds come from one seeded stream, which also samples the rounds' nodes: a run with
+    the same seed sends the same configs to the same nodes.
+
+    Parameters
+    ----------
+    entries : dict
+        The run's entries (:meth:`StrategySettings.message_config`).
+    num_classes : int
+        Classes of the federation's model (the clients build it).
+    seed : int
+        The run's seed.
+    """
+
+    def __init__(self, entries: dict[str, str], num_classes: int, seed: int) -> None:
+        self.entries = entries
+        self.num_classes = num_classes
+        self.seed = seed
+        self.rng = random.Random(seed)
+
+    def for_round(self, server_round: int) -> dict:
+        """A FedAvg round's config entries."""
+        seed = self.seed * 1_000_003 + server_round * 10_007 + self.rng.randrange(10**6)
+        return {
+            **self.entries,
+            P.SERVER_ROUND: server_round,
+            P.NUM_CLASSES: self.num_classes,
+            P.SEED: seed,
+        }
+
+    def __call__(self, **extra: object) -> ConfigRecord:
+        """The config of a message outside the FedAvg rounds, with ``extra`` entries."""
+        return ConfigRecord({**self.for_round(0), **extra})
+
+
+class NodeMessenger:
+    """Sends records to the federation's nodes and keeps track of the ones that fail.
+
+    Parameters
+    ----------
+    timeout : float
+        Seconds to wait for the replies to any message.
+    min_available_nodes : int
+        Nodes to wait for before the federation's first round.
+    client_of : Callable[[int], int]
+        Node id -> partition id (``-1`` when unknown), for the fault records.
+    on_fault : Callable[[Fault], None]
+        Called with each fault, after it was logged.
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        min_available_nodes: int,
+        client_of: Callable[[int], int],
+        on_fault: Callable[[Fault], None],
+    ) -> None:
+        self.timeout = timeout
+        self.min_available_nodes = min_available_nodes
+        self.client_of = client_of
+        self.on_fault = on_fault
+        self.excluded: set[int] = set()  # nodes that left the federation
+        self.suspects: set[int] = set()  # failed since the last FedAvg round: not asked again
+        self.federation_running = False
+
+    def new_round(self) -> None:
+        """Every node gets a new chance in each FedAvg round."""
+        self.suspects.clear()
+
+    def exclude(self, nodes: Iterable[int]) -> None:
+        """These nodes left the federation (``client`` mode): never ask them again."""
+        self.excluded.update(nodes)
+
+    def active_nodes(self, grid: Grid) -> list[int]:
+        """Connected nodes that neither left nor failed since the last FedAvg round.
+
+        Waits for the whole federation only at the start: later, a node that vanished must
+        not stall the run (it is skipped and recorded as a fault).
+        """
+        needed = 1 if self.federation_running else self.min_available_nodes
+        _, all_nodes = sample_nodes(grid, needed, 0)
+        skipped = self.excluded | self.suspects
+        return sorted(n for n in all_nodes if n not in skipped)
+
+    def sample(self, grid: Grid, fraction: float, min_nodes: int, rng: random.Random) -> list[int]:
+        """A FedAvg round's nodes: ``fraction`` of the active ones, at least ``min_nodes``."""
+        nodes = self.active_nodes(grid)
+        size = max(min_nodes, int(len(nodes) * fraction))
+        return nodes if size >= len(nodes) else sorted(rng.sample(nodes, size))
+
+    def exchange(self, grid: Grid, messages: list[Message]) -> list[Message]:
+        """Every reply (errors included) that arrived within the timeout."""
+        return exchange(grid, messages, self.timeout)
+
+    def query(
+        self,
+        grid: Grid,
+        nodes: list[int],
+        message_type: str,
+        record: RecordDict,
+        strict: bool = False,
+    ) -> list[Message]:
+        """Send ``record`` to ``nodes``; the good replies that came back within the timeout.
+
+        Nodes that fail or do not answer in time are recorded as faults; with ``strict`` that
+        is an error instead.
+
+        Raises
+        ------
+        RuntimeError
+            With ``strict``, when a node gave no usable reply.
+        """
+        messages = messages_to(record, nodes, message_type)
+        replies = self.exchange(grid, messages)
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        good = [reply for reply in replies if not reply.has_error()]
+        answered = {reply.metadata.src_node_id for reply in good}
+        faults: list[Fault] = [
+            {
+                "message": message_type,
+                "node": node,
+                "client": self.client_of(node),
+                "error": failure_reason(replies, sent, node),
+            }
+            for node in nodes
+            if node not in answered
+        ]
+        if faults and strict:
+            raise RuntimeError(
+                f"{message_type}: {len(faults)} of {len(nodes)} clients did not answer "
+                f"({faults[0]['error']})"
+            )
+        for fault in faults:
+            self.suspects.add(int(fault["node"]))  # type: ignore[call-overload]
+            log(WARN, "%s: node %s skipped (%s)", message_type, fault["node"], fault["error"])
+            self.on_fault(fault)
+        return good

@@ -1,0 +1,409 @@
+"""The strategy's parts against a fake Grid with scripted replies (no Ray, no simulation).
+
+Like Flower's own strategy tests, a :class:`FakeGrid` implements the ``Grid`` interface and
+answers each pushed message at once through a per-node handler, so the deletion step, the
+recovery relay and the fault handling run exactly as on a federation, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedforget import protocol as P
+from fedforget.config import ConfigError, SimulationConfig
+from fedforget.report.summary import DeletionSummary
+from fedforget.strategies import FederatedUnlearning, Retrain, StrategySettings
+from fedforget.strategies.ledger import DeletionLedger, DeletionRecord
+from fedforget.strategies.messaging import NodeMessenger
+from fedforget.strategies.relay import RecoveryRelay
+from fedforget.unlearning import Unlearner, UnlearningContext, UnlearningRequest
+
+Reply = RecordDict | str | None
+"""A handler's answer: content, an error reason, or ``None`` (no reply: a timeout)."""
+Handler = Callable[[Message], Reply]
+
+
+@pytest.fixture(autouse=True)
+def _server_identity():
+    """What a ServerApp process knows about itself (messages are stamped with it)."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+class FakeGrid(Grid):
+    """A Grid whose nodes answer each message at once with ``handlers[node](message)``."""
+
+    def __init__(self, handlers: dict[int, Handler]) -> None:
+        self.handlers = handlers
+        self.sent: list[tuple[str, int]] = []  # (message type, node) in sending order
+        self._replies: dict[str, Message] = {}
+        self._ids = itertools.count()
+
+    def set_run(self, run_id: int) -> None:  # pragma: no cover - not used by the strategy
+        pass
+
+    @property
+    def run(self):  # pragma: no cover - not used by the strategy
+        raise NotImplementedError
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        return Message(content, dst_node_id, message_type, group_id=group_id)  # pragma: no cover
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.handlers)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = f"m{next(self._ids)}"
+            node = message.metadata.dst_node_id
+            self.sent.append((message.metadata.message_type, node))
+            answer = self.handlers[node](message)
+            if isinstance(answer, str):
+                self._replies[message.metadata.message_id] = Message(
+                    Error(code=1, reason=f"Traceback...\n{answer}"), reply_to=message
+                )
+            elif answer is not None:
+                self._replies[message.metadata.message_id] = Message(answer, reply_to=message)
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+    def send_and_receive(self, messages, *, timeout=None):  # pragma: no cover
+        ids = list(self.push_messages(messages))
+        return self.pull_messages(ids)
+
+    def types_sent(self, node: int | None = None) -> list[str]:
+        return [kind for kind, n in self.sent if node is None or n == node]
+
+
+# ---------------------------------------------------------------------- a scripted client
+class FakeClient:
+    """A client of the fake federation: ``samples`` of data, ``forget`` of them to delete."""
+
+    def __init__(
+        self, partition: int, forget: int = 0, accuracy: float = 0.99, improves: bool = True
+    ) -> None:
+        self.partition = partition
+        self.improves = improves  # whether its relay training repairs the model
+        self.forget = forget
+        self.deleted = False
+        self.accuracy = accuracy
+        self.fail: dict[str, str | None] = {}  # message type -> error reason (None: silent)
+        self.configs: list[ConfigRecord] = []
+
+    def __call__(self, message: Message) -> Reply:
+        kind = message.metadata.message_type
+        if P.CONFIG in message.content:
+            self.configs.append(message.content[P.CONFIG])
+        if kind in self.fail:
+            return self.fail[kind]
+        if kind in (P.TRAIN, P.RELAY_TRAIN, P.LOCAL_TRAIN):
+            arrays = message.content[P.ARRAYS]
+            if kind == P.RELAY_TRAIN and self.improves:
+                self.accuracy = 1.0
+            return RecordDict({P.ARRAYS: arrays, P.METRICS: self._train_metrics()})
+        if kind == P.DELETION_STATUS:
+            return RecordDict({P.METRICS: self._train_metrics()})
+        if kind in (P.FORGET_DATA, P.RETAIN_DATA):
+            count = self.forget if kind == P.FORGET_DATA else 4
+            x = np.full((count, 1, 2, 2), self.partition, np.float32)
+            data = ArrayRecord({"x": Array(x), "y": Array(np.full(count, 3, np.int64))})
+            return RecordDict({P.DATA: data, P.METRICS: MetricRecord({P.NUM_EXAMPLES: count})})
+        if kind == P.DELETION_COMPLETE:
+            self.deleted = True
+            return RecordDict({P.METRICS: MetricRecord({P.NUM_EXAMPLES: self.forget})})
+        if kind == P.LOCAL_EVAL:
+            metrics = {P.ACCURACY: self.accuracy, P.NUM_EXAMPLES: 10}
+            return RecordDict({P.METRICS: MetricRecord(metrics)})
+        raise AssertionError(f"unexpected message {kind}")
+
+    def _train_metrics(self) -> MetricRecord:
+        pending = self.forget if not self.deleted else 0
+        return MetricRecord(
+            {
+                P.NUM_EXAMPLES: 20,
+                P.PARTITION_ID: self.partition,
+                P.COMPUTE_SECONDS: 0.5,
+                P.DELETED_PASSES: 0 if self.deleted else self.forget,
+                P.DELETION_DONE: int(self.deleted),
+                P.DELETION_PENDING: int(pending > 0),
+                P.NUM_FORGET: pending,
+                P.TRAIN_LOSS: 0.1,
+                P.GAN_SECONDS: 0.0,
+            }
+        )
+
+
+class ZeroingUnlearner(Unlearner):
+    """Forgets by zeroing the weights; remembers what it was given."""
+
+    name = "zeroing"
+    uses_relay = True
+    seen: list[UnlearningRequest] = []
+
+    def unlearn(self, model, request: UnlearningRequest, context: UnlearningContext):
+        self.seen.append(request)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.zero_()
+        return model
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Linear(4, 2)
+
+
+def _config(clients: int = 3, **deletion: object) -> SimulationConfig:
+    values = {"mode": "class", "forget_classes": [3], "round": 1, **deletion}
+    return SimulationConfig(
+        clients=clients,
+        data={"dataset": "digits"},
+        train={"rounds": 2},
+        deletion=values,
+        recovery={"min_accuracy": 0.9, "max_hops": 2},
+        message_timeout=0.05,
+    )
+
+
+def _strategy(config: SimulationConfig, unlearner: Unlearner | None = None) -> FederatedUnlearning:
+    settings = StrategySettings.from_config(config, num_classes=2, image_shape=(1, 2, 2))
+    if unlearner is None:
+        return Retrain(settings, build_model=_model)
+    return FederatedUnlearning(settings, unlearner=unlearner, build_model=_model)
+
+
+def _initial() -> ArrayRecord:
+    return ArrayRecord(_model().state_dict())
+
+
+def _federation(**clients: FakeClient) -> tuple[FakeGrid, dict[int, FakeClient]]:
+    nodes = {100 + c.partition: c for c in clients.values()}
+    return FakeGrid(dict(nodes)), nodes
+
+
+# ---------------------------------------------------------------------- the deletion step
+def test_the_deletion_step_gathers_d_f_drops_it_unlearns_then_relays() -> None:
+    grid, nodes = _federation(
+        a=FakeClient(0), b=FakeClient(1, forget=5, accuracy=0.5), c=FakeClient(2)
+    )
+    unlearner = ZeroingUnlearner()
+    unlearner.seen = []
+    strategy = _strategy(_config(), unlearner)
+
+    result = strategy.start(grid, _initial(), num_rounds=2)
+
+    record = strategy.deletion
+    assert (record.round, record.clients, record.nodes) == (1, [1], [101])
+    assert record.forget_samples == record.forget_samples_received == 5
+    (request,) = unlearner.seen
+    assert len(request.forget) == 5 and request.mode == "class" and request.forget_classes == (3,)
+    # D_f came from the requesting client alone; it dropped it before any further training
+    assert grid.types_sent(100).count(P.FORGET_DATA) == 0
+    sent_101 = grid.types_sent(101)
+    assert sent_101.index(P.DELETION_COMPLETE) < len(sent_101) - 1 - sent_101[::-1].index(P.TRAIN)
+    assert nodes[101].deleted
+    # the relay: the weakest client (0.5 < 0.9) trained the zeroed model, then all met the bar
+    assert grid.types_sent(101).count(P.RELAY_TRAIN) == 1
+    assert (record.relay_hops, record.relay_min_accuracy) == (1, 0.99)
+    # round 2 ran on the relayed model, and nothing was pending any more
+    assert strategy.pending_deletions == {}
+    assert all(np.all(a.numpy() == 0) for a in result.arrays.values())
+    assert strategy.bookkeeping.deleted_passes_before == 5
+    assert strategy.bookkeeping.deleted_passes_after == 0
+
+
+def test_every_message_carries_the_configuration_the_strategy_acts_on() -> None:
+    grid, nodes = _federation(a=FakeClient(0, forget=2), b=FakeClient(1))
+    config = _config(clients=2)
+    strategy = _strategy(config, ZeroingUnlearner())
+    strategy.start(grid, _initial(), num_rounds=1)
+    sent = [c for client in nodes.values() for c in client.configs]
+    assert sent and all(c[P.RUN_CONFIG_KEY] == config.to_json() for c in sent)
+    assert all(P.BRANCH not in c for c in sent)
+
+
+def test_retrain_drops_d_f_then_reruns_the_rounds_from_w0() -> None:
+    grid, nodes = _federation(a=FakeClient(0, forget=3), b=FakeClient(1))
+    strategy = _strategy(_config(clients=2, round=2, mode="random", forget_classes=[]))
+    strategy.start(grid, _initial(), num_rounds=2)
+    sent = grid.types_sent(100)
+    # 2 rounds, deletion at round 1 (pending seen at once): complete, 1 rerun round, round 2
+    assert sent == [P.TRAIN, P.DELETION_COMPLETE, P.TRAIN, P.TRAIN]
+    assert strategy.deletion.round == 1 and nodes[100].deleted
+    assert strategy.deletion.relay_hops == 0  # no relay for a retrain
+
+
+# ---------------------------------------------------------------------- the relay
+def _relay(grid: FakeGrid, max_hops: int = 3) -> tuple[RecoveryRelay, DeletionLedger]:
+    ledger = DeletionLedger("class", (3,))
+    messenger = NodeMessenger(0.05, 1, ledger.client_of, ledger.record_fault)
+    config = SimulationConfig(recovery={"min_accuracy": 0.9, "max_hops": max_hops}).recovery
+    relay = RecoveryRelay(
+        config, 0.01, messenger, ledger, lambda **extra: ConfigRecord(extra), _Quiet()
+    )
+    return relay, ledger
+
+
+class _Quiet:
+    def progress(self, *args: object) -> None:
+        pass
+
+
+def test_the_relay_stops_at_once_when_every_client_meets_the_bar() -> None:
+    grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, accuracy=0.95))
+    relay, ledger = _relay(grid)
+    arrays = _initial()
+    assert relay.run(grid, arrays) is arrays
+    assert grid.types_sent().count(P.RELAY_TRAIN) == 0
+    assert (ledger.record.relay_hops, ledger.record.relay_min_accuracy) == (0, 0.95)
+
+
+def test_a_failing_weakest_client_hands_the_relay_to_the_next_weakest() -> None:
+    weakest, next_weakest = FakeClient(0, accuracy=0.2), FakeClient(1, accuracy=0.5)
+    weakest.fail[P.RELAY_TRAIN] = "RuntimeError: out of memory"
+    grid, _ = _federation(a=weakest, b=next_weakest, c=FakeClient(2))
+    relay, ledger = _relay(grid)
+    relay.run(grid, _initial())
+    assert grid.types_sent(101).count(P.RELAY_TRAIN) == 1
+    (fault,) = ledger.record.faults
+    assert fault["message"] == P.RELAY_TRAIN and fault["error"] == "RuntimeError: out of memory"
+    # the failed node is not asked again before the next FedAvg round
+    assert grid.types_sent(100).count(P.LOCAL_EVAL) == 1
+
+
+def test_the_relay_gives_up_after_max_hops() -> None:
+    grid, _ = _federation(a=FakeClient(0, accuracy=0.1, improves=False), b=FakeClient(1))
+    relay, ledger = _relay(grid, max_hops=2)
+    relay.run(grid, _initial())
+    assert grid.types_sent(100).count(P.RELAY_TRAIN) == 2
+    assert (ledger.record.relay_hops, ledger.record.relay_min_accuracy) == (2, 0.1)
+
+
+# ---------------------------------------------------------------------- faults
+def test_failed_and_silent_nodes_are_recorded_and_skipped_until_the_next_round() -> None:
+    broken, silent = FakeClient(0), FakeClient(1)
+    broken.fail[P.LOCAL_EVAL] = "ValueError: bad data"
+    silent.fail[P.LOCAL_EVAL] = None
+    grid, _ = _federation(a=broken, b=silent, c=FakeClient(2))
+    ledger = DeletionLedger("class", (3,))
+    ledger.partition_of.update({100: 0, 101: 1})
+    messenger = NodeMessenger(0.05, 3, ledger.client_of, ledger.record_fault)
+    record = RecordDict({P.CONFIG: ConfigRecord()})
+
+    replies = messenger.query(grid, messenger.active_nodes(grid), P.LOCAL_EVAL, record)
+
+    assert [r.metadata.src_node_id for r in replies] == [102]
+    errors = {f["client"]: f["error"] for f in ledger.record.faults}
+    assert errors == {0: "ValueError: bad data", 1: "no reply before the timeout"}
+    assert messenger.active_nodes(grid) == [102]
+    messenger.new_round()
+    assert messenger.active_nodes(grid) == [100, 101, 102]
+    with pytest.raises(RuntimeError, match="1 of 1 clients did not answer"):
+        messenger.query(grid, [100], P.LOCAL_EVAL, record, strict=True)
+
+
+def test_a_round_where_every_client_fails_stops_with_their_reasons() -> None:
+    clients = [FakeClient(0), FakeClient(1)]
+    for client in clients:
+        client.fail[P.TRAIN] = "RuntimeError: CUDA error"
+    grid, _ = _federation(a=clients[0], b=clients[1])
+    with pytest.raises(RuntimeError, match=r"round 1: every client failed .*CUDA error"):
+        _strategy(_config(clients=2), ZeroingUnlearner()).start(grid, _initial(), num_rounds=1)
+
+
+def test_a_client_that_fails_to_send_d_f_keeps_its_data() -> None:
+    sender, failing = FakeClient(0, forget=2), FakeClient(1, forget=3)
+    failing.fail[P.FORGET_DATA] = "OSError: disk"
+    grid, nodes = _federation(a=sender, b=failing)
+    strategy = _strategy(_config(clients=2), ZeroingUnlearner())
+    strategy.start(grid, _initial(), num_rounds=1)
+    assert strategy.deletion.forget_samples_received == 2
+    assert nodes[100].deleted and not nodes[101].deleted  # only who sent D_f dropped it
+    assert [f["client"] for f in strategy.deletion.faults] == [1]
+
+
+# ---------------------------------------------------------------------- take over, settings
+def test_a_branch_takes_over_the_federation_state_without_sharing_it() -> None:
+    grid, _ = _federation(a=FakeClient(0, forget=4), b=FakeClient(1))
+    config = _config(clients=2, round=1)
+    base = _strategy(config)
+    base.begin(_initial())
+    base.run_rounds(grid, _initial(), 1, "federated", handle_deletions=False)
+    branch = _strategy(config, ZeroingUnlearner())
+    branch.take_over(base)
+    assert branch.pending_deletions == base.pending_deletions == {100: 4}
+    assert branch.initial_arrays is base.initial_arrays
+    branch.carry_out_deletion(grid, 1, _initial())
+    assert branch.pending_deletions == {} and base.pending_deletions == {100: 4}
+    assert branch.deletion.clients == [0] and base.deletion.round == 0
+
+
+def test_settings_follow_the_configuration_the_clients_receive() -> None:
+    config = _config()
+    settings = StrategySettings.from_config(config, num_classes=10, branch="lau")
+    assert (settings.mode, settings.forget_classes, settings.timeout) == ("class", (3,), 0.05)
+    assert settings.message_config() == {P.RUN_CONFIG_KEY: config.to_json(), P.BRANCH: "lau"}
+    gan = config.model_copy(update={"task": "gan"})
+    assert StrategySettings.from_config(gan, num_classes=10).local_lr == gan.gan.lr
+
+
+@pytest.mark.parametrize(
+    ("expected", "message"),
+    [
+        ({"mode": "backdoor"}, "strategy mode 'backdoor' disagrees"),
+        ({"forget_classes": [1]}, r"forget classes \[1\] disagree"),
+    ],
+)
+def test_a_strategy_that_expects_another_deletion_than_its_clients_is_refused(
+    expected: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        StrategySettings.from_config(_config(), num_classes=10, **expected)
+    agreed = StrategySettings.from_config(
+        _config(), num_classes=10, mode="class", forget_classes=[3]
+    )
+    assert agreed.mode == "class"
+
+
+def test_the_deletion_record_becomes_the_summary_in_one_conversion() -> None:
+    record = DeletionRecord(round=2, clients=[1], forget_samples=7, relay_hops=3)
+    record.requests.append({"classes": [4, 2]})
+    record.faults.append({"node": 9})
+    summary = record.summary("requests", [])
+    assert isinstance(summary, DeletionSummary)
+    assert (summary.round, summary.clients, summary.forget_samples) == (2, [1], 7)
+    assert summary.forget_classes == [2, 4] and summary.faults == [{"node": 9}]
+    shared = set(DeletionSummary.model_fields) - {"mode", "round", "forget_classes"}
+    assert all(getattr(summary, k) == getattr(record, k) for k in shared)
+    assert DeletionRecord().summary("class", [3]).round is None
+
+
+def test_compare_branches_wait_for_replies_as_long_as_the_configuration_says() -> None:
+    from fedforget.report import RunObserver
+    from fedforget.simulations.compare import ClassifierBranches
+    from fedforget.simulations.gan import GanBranches
+
+    config = _config(clients=2).model_copy(update={"message_timeout": 12.5})
+    branch = ClassifierBranches(config).strategy("distill", "distill", RunObserver())
+    assert branch.messenger.timeout == 12.5
+    assert branch.settings.message_config()[P.BRANCH] == "distill"
+    assert json.loads(branch.settings.message_config()[P.RUN_CONFIG_KEY])["strategy"] == "distill"
+    gan_config = config.model_copy(update={"task": "gan"})
+    assert (
+        GanBranches(gan_config).strategy("retrain", None, RunObserver()).messenger.timeout == 12.5
+    )
