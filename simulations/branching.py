@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 from flwr.serverapp import Grid
 
 from fedforget.config import ConfigError, SimulationConfig
@@ -89,6 +90,17 @@ class BranchTask(ABC):
     def score(self, name: str, arrays: ArrayRecord, out_dir: Path) -> dict[str, Any]:
         """The row of branch ``name``'s model (metric columns only)."""
 
+    def score_phase(self, arrays: ArrayRecord) -> dict[str, Any]:
+        """The phase metrics of a model at a point other than the branch's row (after the
+        unlearning alone, after the rounds that follow the deletion).
+
+        Tasks that do not support phases refuse ``after_rounds`` in :meth:`check_phases`.
+        """
+        raise NotImplementedError
+
+    def check_phases(self, after_rounds: int) -> None:  # noqa: B027 (optional hook)
+        """Raise :class:`ConfigError` when this task cannot score the phases asked for."""
+
     @abstractmethod
     def details(self, strategy: FederatedUnlearning) -> dict[str, Any]:
         """What branch ``strategy``'s deletion step did (for the JSON file)."""
@@ -111,8 +123,16 @@ def run_branches(
     task: BranchTask,
     strategies: list[str],
     display: RunObserver | None = None,
+    after_rounds: int = 0,
 ) -> Comparison:
     """Train to the deletion round once, branch every strategy from there; score and write.
+
+    Each branch's row describes its model right after the deletion step (unlearning, plus the
+    relay for methods that include it). With ``after_rounds`` > 0 the row also holds the
+    phase metrics after the unlearning alone (``after_unlearning.<metric>``) and after
+    ``after_rounds`` further FedAvg rounds on the remaining data (``end.<metric>``): whether
+    the forgetting lasts once training goes on (the "reverting" that FedOSD and paper 000's
+    durability measurements see), and whether the model returns to retrain's level.
 
     Raises
     ------
@@ -120,13 +140,12 @@ def run_branches(
         When no client reported a deletion request by the deletion round.
     """
     config = task.config
+    task.check_phases(after_rounds)
     out_dir = default_out_dir(config.model_copy(update={"strategy": task.label}))
     out_dir.mkdir(parents=True, exist_ok=True)
     initial = task.initial_arrays()
-    branches = {
-        name: task.strategy(name, name, CheckpointObserver(display, name))
-        for name in branch_names(strategies)
-    }
+    observers = {name: CheckpointObserver(display, name) for name in branch_names(strategies)}
+    branches = {name: task.strategy(name, name, obs) for name, obs in observers.items()}
     base = task.strategy(RETRAIN, None, CheckpointObserver(display))
     base.serve_branches(branches.values())
     started = time.perf_counter()
@@ -139,13 +158,39 @@ def run_branches(
         arrays = strategy.carry_out_deletion(grid, config.deletion.round, checkpoint)
         save_arrays(arrays, out_dir / "models" / f"{name}.pt")
         seconds = strategy.deletion.unlearning_seconds + strategy.deletion.recovery_seconds
-        rows.append({"strategy": name, **task.score(name, arrays, out_dir), "seconds": seconds})
-        details[name] = task.details(strategy)
+        row = {"strategy": name, **task.score(name, arrays, out_dir), "seconds": seconds}
+        if after_rounds:
+            row.update(_later_phases(grid, task, strategy, observers[name], arrays, after_rounds))
+        rows.append(row)
+        details[name] = {**task.details(strategy), "round_seconds": base.round_seconds}
     fill_speedups(rows)
     task.finish(rows)
     result = Comparison(rows, out_dir, json.loads(config.to_json()), base_seconds, details)
     task.write(result)
     return result
+
+
+def _later_phases(
+    grid: Grid,
+    task: BranchTask,
+    strategy: FederatedUnlearning,
+    observer: CheckpointObserver,
+    arrays: ArrayRecord,
+    after_rounds: int,
+) -> dict[str, Any]:
+    """``after_unlearning.*`` and, after ``after_rounds`` FedAvg rounds, ``end.*`` metrics."""
+    phases: dict[str, Any] = {}
+    unlearned = observer.states.get("after_unlearning")
+    if unlearned is not None:
+        state = ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in unlearned.items()})
+        phases["after_unlearning"] = task.score_phase(state)
+    later = strategy.run_rounds(grid, arrays, after_rounds, "after", handle_deletions=False)
+    phases["end"] = task.score_phase(later.arrays)
+    return {
+        f"{phase}.{key}": value
+        for phase, metrics in phases.items()
+        for key, value in metrics.items()
+    }
 
 
 def train_to_deletion(

@@ -74,13 +74,20 @@ def parse_strategies(text: str) -> list[str]:
 
 
 def compare(
-    config: SimulationConfig, strategies: list[str], display: RunObserver | None = None
+    config: SimulationConfig,
+    strategies: list[str],
+    display: RunObserver | None = None,
+    after_rounds: int = 0,
 ) -> Comparison:
-    """Run the comparison on Flower's simulation engine; write and return the results."""
+    """Run the comparison on Flower's simulation engine; write and return the results.
+
+    ``after_rounds``: FedAvg rounds each branch continues after its deletion (see
+    :func:`fedforget.simulations.branching.run_branches`).
+    """
     check_run(config)
     check_strategies(config, strategies)
     return run_on_simulation_engine(
-        config, lambda grid: run_comparison(grid, config, strategies, display)
+        config, lambda grid: run_comparison(grid, config, strategies, display, after_rounds)
     )
 
 
@@ -158,9 +165,10 @@ def run_comparison(
     config: SimulationConfig,
     strategies: list[str],
     display: RunObserver | None = None,
+    after_rounds: int = 0,
 ) -> Comparison:
     """Train to the deletion round once, then branch every strategy from that checkpoint."""
-    return run_branches(grid, ClassifierBranches(config), strategies, display)
+    return run_branches(grid, ClassifierBranches(config), strategies, display, after_rounds)
 
 
 class ClassifierBranches(BranchTask):
@@ -210,6 +218,9 @@ class ClassifierBranches(BranchTask):
         if name == RETRAIN:
             self.scorer.reference = model
         return self.scorer.metrics(model)
+
+    def score_phase(self, arrays: ArrayRecord) -> dict[str, Any]:
+        return self.scorer.evaluator.evaluate(self._model(arrays)).model_dump()
 
     def details(self, strategy: FederatedUnlearning) -> dict[str, Any]:
         record = strategy.deletion

@@ -104,6 +104,10 @@ class GanBranches(BranchTask):
             self.config, name, self.federation, observer, self.device, branch=branch
         )
 
+    def check_phases(self, after_rounds: int) -> None:
+        if after_rounds:
+            raise ConfigError("--after-rounds applies to classifier comparisons, not --task gan")
+
     def score_original(
         self, checkpoint: ArrayRecord, base: FederatedUnlearning, out_dir: Path
     ) -> dict[str, Any]:

@@ -109,3 +109,50 @@ def plot_comparison(rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+SWEEP_PANELS = (
+    ("gap.end.test_accuracy", "test accuracy at the end - retrain (pt)"),
+    ("gap.end.forgetting", "forgetting at the end - retrain (pt)"),
+)
+FORGETTING_KEYS = (
+    "end.backdoor_success",
+    "end.forget_test_accuracy",
+    "end.forget_accuracy",
+)
+
+
+def _forgetting_gap(entry: dict[str, Any]) -> Any:
+    """The scenario's own forgetting measure, as a gap to retrain (a ``Stat`` or ``None``)."""
+    for key in FORGETTING_KEYS:
+        if entry.get(key) is not None:
+            return entry.get(f"gap.{key}")
+    return None
+
+
+def plot_sweep(entries: list[dict[str, Any]], path: Path) -> None:
+    """Bars per cell (scenario / partition), one per strategy, mean ± std over seeds."""
+    cells = list(dict.fromkeys((e["scenario"], e["partition"]) for e in entries))
+    strategies = list(dict.fromkeys(e["strategy"] for e in entries))
+    by_key = {(e["scenario"], e["partition"], e["strategy"]): e for e in entries}
+    fig, axes = plt.subplots(1, len(SWEEP_PANELS), figsize=(7 * len(SWEEP_PANELS), 4.5))
+    width = 0.8 / max(len(strategies), 1)
+    for axis, (key, title) in zip(axes, SWEEP_PANELS, strict=True):
+        for i, strategy in enumerate(strategies):
+            means, errors = [], []
+            for cell in cells:
+                entry = by_key.get((*cell, strategy), {})
+                value = _forgetting_gap(entry) if key == "gap.end.forgetting" else entry.get(key)
+                has = value is not None and getattr(value, "n", 0)
+                means.append(100 * value.mean if has else 0.0)
+                errors.append(100 * value.std if has else 0.0)
+            positions = [j + (i - (len(strategies) - 1) / 2) * width for j in range(len(cells))]
+            axis.bar(positions, means, width, yerr=errors, capsize=2, label=strategy)
+        axis.axhline(0.0, color="black", linewidth=0.8)
+        labels = [f"{s}\n{p}" for s, p in cells]
+        axis.set_xticks(range(len(cells)), labels, rotation=45, ha="right", fontsize=7)
+        axis.set_title(title)
+        axis.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,233 @@
+"""``fedforget sweep``: a matrix of deletion scenarios x partitions x seeds, each against retrain.
+
+Every cell is one ``compare`` (:mod:`fedforget.simulations.branching`) in its own Flower
+simulation: the federation trains once to the deletion round, then ``retrain`` and every
+chosen strategy carry out the same deletion from that checkpoint and continue FedAvg to the
+last round. A cell therefore yields, per strategy, the metrics after the unlearning alone,
+after the recovery relay and at the end, the costs, and the gaps to the retrain of the same
+seed. The tables give mean ± std over seeds (:mod:`fedforget.report.sweep`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedforget.config import ConfigError, SimulationConfig, validate_config
+from fedforget.metrics import PhaseMetrics
+from fedforget.report.sweep import (
+    acceptance,
+    add_gaps,
+    aggregate,
+    checks_markdown,
+    is_number,
+    markdown,
+)
+from fedforget.simulations.branching import ORIGINAL, Comparison
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "backdoor-6%": {"deletion": {"mode": "backdoor", "share": 0.06}},
+    "random-4%": {"deletion": {"mode": "random", "share": 0.04, "deleting_clients": [0, 1, 2]}},
+    "class-3": {"deletion": {"mode": "class", "forget_classes": [3]}},
+    "client-5": {"deletion": {"mode": "client", "deleting_clients": [5]}},
+    # Few samples per client and many local epochs: a model that memorises, where membership
+    # inference has power (the attack's balanced accuracy on the original model >= 0.6).
+    "overfit-random": {
+        "deletion": {"mode": "random", "share": 0.04, "deleting_clients": [0, 1, 2]},
+        "data": {"train_samples": 2000},
+        "train": {"local_epochs": 10},
+    },
+}
+"""Named deletion scenarios: overrides of the sweep's base configuration."""
+
+PARTITIONS: dict[str, dict[str, Any]] = {
+    "iid": {"data": {"partition": "iid"}},
+    "dirichlet-0.3": {"data": {"partition": "dirichlet", "alpha": 0.3}},
+    "dirichlet-0.1": {"data": {"partition": "dirichlet", "alpha": 0.1}},
+    "shards-2": {"data": {"partition": "shards", "shards_per_client": 2}},
+}
+"""Named partitions of the clients' data."""
+
+DEFAULT_SCENARIOS = ("backdoor-6%", "random-4%", "class-3", "client-5")
+DEFAULT_PARTITIONS = ("iid", "dirichlet-0.3")
+DEFAULT_SEEDS = (0, 1, 2)
+PHASE_KEYS = frozenset(PhaseMetrics.model_fields)
+TABLE = (
+    ("after_unlearning.test_accuracy", "test after unl.", 100.0),
+    ("after_recovery.test_accuracy", "test after rec.", 100.0),
+    ("end.test_accuracy", "test end", 100.0),
+    ("end.forget_accuracy", "D_f end", 100.0),
+    ("end.forget_test_accuracy", "D_tf end", 100.0),
+    ("end.backdoor_success", "backdoor end", 100.0),
+    ("after_recovery.mia_success", "MIA", 100.0),
+    ("after_recovery.mia_power", "MIA power", 100.0),
+    ("deletion_rounds", "(unl.+rec.)/round", 1.0),
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the matrix: a scenario on a partition with one seed."""
+
+    scenario: str
+    partition: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """A folder-safe name."""
+        return f"{self.scenario}__{self.partition}__seed{self.seed}".replace("%", "pct")
+
+
+def parse_names(text: str | None, known: dict[str, Any], default: tuple[str, ...], what: str):
+    """``"a,b"`` -> names checked against ``known`` (``None``: the default)."""
+    if text is None:
+        return list(default)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ConfigError(f"unknown {what} {unknown or text!r}; known: {', '.join(known)}")
+    return names
+
+
+def parse_seeds(text: str | None) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]."""
+    if text is None:
+        return list(DEFAULT_SEEDS)
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds expects comma-separated integers, got '{text}'") from None
+    if not seeds:
+        raise ConfigError("--seeds needs at least one seed")
+    return seeds
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def cell_config(base: SimulationConfig, cell: Cell, out_dir: Path) -> SimulationConfig:
+    """The base configuration with the cell's scenario, partition, seed and folder."""
+    values = json.loads(base.to_json())
+    values = _merge(values, SCENARIOS[cell.scenario])
+    values = _merge(values, PARTITIONS[cell.partition])
+    values.update(seed=cell.seed, out=str(out_dir / "cells" / cell.name), reference="none")
+    try:
+        return validate_config(values)
+    except ConfigError as err:
+        raise ConfigError(f"scenario {cell.scenario} on {cell.partition}: {err}") from None
+
+
+def sweep_rows(cell: Cell, config: SimulationConfig, result: Comparison) -> list[dict[str, Any]]:
+    """One flat row per strategy of a cell's comparison (the original model's row dropped)."""
+    rows = []
+    for row in result.rows:
+        if row["strategy"] == ORIGINAL:
+            continue
+        details = result.details.get(row["strategy"], {})
+        rounds = details.get("round_seconds") or []
+        round_seconds = sum(rounds) / len(rounds) if rounds else None
+        flat: dict[str, Any] = {
+            "scenario": cell.scenario,
+            "partition": cell.partition,
+            "seed": cell.seed,
+            "strategy": row["strategy"],
+            "mode": config.deletion.mode,
+            "dataset": config.data.dataset,
+            "unlearning_seconds": details.get("unlearning_seconds"),
+            "recovery_seconds": details.get("recovery_seconds"),
+            "relay_hops": details.get("relay_hops"),
+            "round_seconds": round_seconds,
+        }
+        for key, value in row.items():
+            if key == "strategy":
+                continue
+            flat[f"after_recovery.{key}" if key in PHASE_KEYS else key] = value
+        deletion = (flat["unlearning_seconds"] or 0.0) + (flat["recovery_seconds"] or 0.0)
+        flat["deletion_rounds"] = deletion / round_seconds if round_seconds else None
+        before = flat.get("after_unlearning.test_accuracy")
+        after = flat.get("after_recovery.test_accuracy")
+        flat["relay_gain"] = after - before if is_number(before) and is_number(after) else None
+        rows.append(flat)
+    return rows
+
+
+CellRunner = Callable[[SimulationConfig, list[str], int], Comparison]
+
+
+def run_sweep(
+    base: SimulationConfig,
+    cells: list[Cell],
+    strategies: list[str],
+    out_dir: Path,
+    run_cell: CellRunner,
+    report: Callable[[str], None] = lambda _line: None,
+) -> dict[str, Any]:
+    """Run every cell (``run_cell(config, strategies, after_rounds)``); write the tables.
+
+    Every cell's configuration is validated before the first one runs.
+    """
+    configs = [(cell, cell_config(base, cell, out_dir)) for cell in cells]
+    names = ["retrain", *(s for s in strategies if s != "retrain")]
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for index, (cell, config) in enumerate(configs, start=1):
+        cell_started = time.perf_counter()
+        after_rounds = config.train.rounds - config.deletion.round
+        result = run_cell(config, names, after_rounds)
+        rows += sweep_rows(cell, config, result)
+        seconds = time.perf_counter() - cell_started
+        report(f"cell {index}/{len(configs)} {cell.name}: {seconds:.0f} s")
+        _write(out_dir, rows, strategies, time.perf_counter() - started)
+    return _write(out_dir, rows, strategies, time.perf_counter() - started)
+
+
+def _write(
+    out_dir: Path, rows: list[dict[str, Any]], strategies: list[str], seconds: float
+) -> dict[str, Any]:
+    """``sweep.csv`` (a row per cell and strategy), ``sweep.json``, ``sweep.md``, ``sweep.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gapped = add_gaps(rows)
+    columns = list(dict.fromkeys(key for row in gapped for key in row))
+    with (out_dir / "sweep.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in gapped:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+    entries = aggregate(gapped)
+    checks = [c for s in strategies if s != "retrain" for c in acceptance(entries, s)]
+    text = [
+        f"# fedforget sweep ({len(rows)} rows, {seconds:.0f} s)",
+        "",
+        "Mean ± std over seeds; accuracies and attack rates in %.",
+        "",
+        markdown(entries, TABLE),
+        "",
+        "## Acceptance checks (means over seeds)",
+        "",
+        checks_markdown(checks),
+        "",
+    ]
+    (out_dir / "sweep.md").write_text("\n".join(text))
+    payload = {
+        "seconds": seconds,
+        "rows": gapped,
+        "checks": [c.__dict__ for c in checks],
+    }
+    (out_dir / "sweep.json").write_text(json.dumps(payload, indent=2) + "\n")
+    from fedforget.report.plot import plot_sweep
+
+    plot_sweep(entries, out_dir / "sweep.png")
+    return payload
