@@ -43,6 +43,7 @@ from fedforget.federated import as_history
 from fedforget.gan import ConditionalGan
 from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
+from fedforget.stopping import pause
 from fedforget.unlearning import (
     ClientUpdate,
     HistoryRound,
@@ -804,7 +805,7 @@ def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Me
         waiting.difference_update(reply.metadata.reply_to_message_id for reply in arrived)
         if not waiting or time.monotonic() >= deadline:
             break
-        time.sleep(PULL_INTERVAL)
+        pause(PULL_INTERVAL)  # raises RunStoppedError at once on Ctrl-C (fedforget.stopping)
     return replies
 
 
