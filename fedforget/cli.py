@@ -27,6 +27,7 @@ from fedforget.config import (
     check_writable_folder,
     validate_config,
 )
+from fedforget.stopping import clear_stop, request_stop, stop_requested
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -826,18 +827,21 @@ def main(argv: list[str] | None = None) -> None:
     ``interrupted``, Ray and every child process are stopped, and the exit code is 130.
     """
     args = sys.argv[1:] if argv is None else list(argv)
-    previous = _stop_on_sigterm()
+    clear_stop()
+    previous = _install_stop_handlers()
     try:
         _dispatch(args)
-    except KeyboardInterrupt:
+        if stop_requested():  # typer turns KeyboardInterrupt into a return value
+            raise KeyboardInterrupt
+    except (KeyboardInterrupt, click.exceptions.Abort):
         typer.echo("interrupted", err=True)
         _end_children()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)  # Flower's worker threads may still wait on Ray
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _dispatch(args: list[str]) -> None:
@@ -850,9 +854,6 @@ def _dispatch(args: list[str]) -> None:
     except (ConfigError, click.UsageError, OSError) as err:
         message = err.format_message() if isinstance(err, click.ClickException) else str(err)
         _usage_error(message.splitlines()[0] if message else type(err).__name__)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
 
 
 def _missing_command(args: list[str]) -> list[str] | None:
@@ -871,17 +872,23 @@ def _usage_error(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
-def _stop_on_sigterm() -> Any:
-    """Treat SIGTERM like Ctrl-C (in the main thread only); returns the previous handler."""
+def _install_stop_handlers() -> dict[int, Any]:
+    """Make SIGINT and SIGTERM request a stop and raise KeyboardInterrupt (main thread only).
+
+    A process started in the background by a shell inherits SIGINT ignored; a run must stop
+    on ``kill -INT`` as on Ctrl-C, so the handler is installed explicitly. Returns the
+    previous handlers, to restore.
+    """
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
     def interrupt(signum: int, frame: Any) -> None:
+        request_stop()  # also tells threads waiting for replies (fedforget.stopping)
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, interrupt)
+    return {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _end_children(grace: float = 3.0) -> None:
