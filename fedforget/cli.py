@@ -479,26 +479,33 @@ def _npz_dataset(path: Path) -> Any:
         raise ConfigError(f"{path}: expected an .npz with arrays x and y ({err})") from None
 
 
-def _user_images(path: Path, bundle: Any, option: str) -> Any:
-    """A user's .npz of images checked against the run's data (one-line ConfigErrors).
+def _read_user_images(path: Path, option: str) -> Any:
+    """A user's .npz of images: x (N, C, H, W) finite in [0, 1] and N labels, else ConfigError.
 
-    A wrong file must not yield a verdict: labels outside the classes, NaN or 0-255 pixels,
-    or images of another shape are refused before any model runs.
+    A wrong file must not yield a verdict (NaN or 0-255 pixels score as "forgotten"), so
+    this runs before any dataset is loaded or model is built.
     """
     import numpy as np
 
     if not path.is_file() or not zipfile.is_zipfile(path):
         raise ConfigError(f"{option} {path}: expected an .npz with arrays x and y")
     data = _npz_dataset(path)
-    shape = tuple(bundle.train.x.shape[1:])
-    if data.x.ndim != 4 or tuple(data.x.shape[1:]) != shape or len(data.y) != len(data.x):
-        raise ConfigError(
-            f"{option} {path}: expected x of shape (N, {', '.join(map(str, shape))}) and N labels"
-        )
-    if len(data) == 0:
-        raise ConfigError(f"{option} {path}: holds no image")
+    if data.x.ndim != 4 or len(data.y) != len(data.x) or len(data) == 0:
+        raise ConfigError(f"{option} {path}: expected x of shape (N, C, H, W) and N labels, N > 0")
     if not np.isfinite(data.x).all() or data.x.min() < 0 or data.x.max() > 1:
         raise ConfigError(f"{option} {path}: pixel values must be finite and lie in [0, 1]")
+    return data
+
+
+def _user_images(path: Path, bundle: Any, option: str) -> Any:
+    """:func:`_read_user_images`, matched to the dataset: image shape and label range."""
+    data = _read_user_images(path, option)
+    shape = tuple(bundle.train.x.shape[1:])
+    if tuple(data.x.shape[1:]) != shape:
+        raise ConfigError(
+            f"{option} {path}: expected x of shape (N, {', '.join(map(str, shape))}) "
+            f"like the {bundle.name} images"
+        )
     bad = data.y[(data.y < 0) | (data.y >= bundle.num_classes)]
     if len(bad):
         raise ConfigError(
@@ -582,7 +589,7 @@ def verify_skyeye(
 
     from fedforget.data.deletion import apply_trigger
 
-    _check_verify_options(device, out)
+    _check_verify_options(device, out, {"--forget-data": forget_data, "--local-data": local_data})
     if local_samples < 1:
         raise ConfigError(f"--local-samples must be at least 1, got {local_samples}")
     if trigger_size < 1:
@@ -647,7 +654,7 @@ def verify_spd(
     out: Annotated[Path, typer.Option(help="Where spd.json and spd.png go.")] = Path("verify-spd"),
 ) -> None:
     """SPD-GAN unlearning degree (paper 003): acc(source, D_p) - acc(unlearned, D_p)."""
-    _check_verify_options(device, out)
+    _check_verify_options(device, out, {"--forget-data": forget_data})
     bundle, unlearned = _dataset_and_model(dataset, data_path, data_dir, model_name, model)
     _, original = _dataset_and_model(dataset, data_path, data_dir, model_name, reference)
     forget = _forget_set(bundle, forget_class, forget_data)
@@ -661,10 +668,13 @@ def verify_spd(
     )
 
 
-def _check_verify_options(device: str, out: Path) -> None:
-    """Device and output folder of a verification, checked before any model is loaded."""
+def _check_verify_options(device: str, out: Path, images: dict[str, Path | None]) -> None:
+    """Device, output folder and the user's image files, before any data or model is loaded."""
     check_device(device)
     check_writable_folder(out)
+    for option, path in images.items():
+        if path is not None:
+            _read_user_images(path, option)
 
 
 def _local_images(

@@ -45,7 +45,7 @@ def _wait_until_training(process: subprocess.Popen, out: Path) -> None:
     pytest.fail("the run did not finish its first round in time")
 
 
-@pytest.mark.parametrize("target", ["pid", "group"])
+@pytest.mark.parametrize("target", ["pid", "group", "sigterm"])
 def test_sigint_stops_a_simulation_within_seconds(tmp_path: Path, target: str) -> None:
     out = tmp_path / "run"
     command = [sys.executable, "-m", "fedforget.cli", "simulate", "--dataset", "digits"]
@@ -69,8 +69,10 @@ def test_sigint_stops_a_simulation_within_seconds(tmp_path: Path, target: str) -
         sent = time.monotonic()
         if target == "pid":
             process.send_signal(signal.SIGINT)
-        else:
+        elif target == "group":  # what Ctrl-C in a terminal does
             os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGTERM)
         process.wait(timeout=STOP_WITHIN_S)
         stopped_after = time.monotonic() - sent
     finally:
