@@ -7,6 +7,8 @@ On a real Flower deployment each SuperNode names its directory in ``node_config`
     <node-dir>/requests/<id>.json     deletion requests its user filed (fedforget request-deletion)
     <node-dir>/requests/rejected/     requests that failed validation, each with <id>.error
     <node-dir>/deletions.json         the ledger: requests carried out (id, samples, round, run)
+    <node-dir>/.fedforget.lock        the lock every reader-and-writer of the above holds
+    <node-dir>/verification/run-<id>/ the node's own verification reports and pictures
 
 A sample's id is its row in ``data.npz``. A request is ``{"id": ..., "samples": [ids],
 "classes": [...]}``; ``classes`` says the user deleted whole classes (``--class``), and the
@@ -14,7 +16,15 @@ samples are then every row of those classes. A request's id is derived from its 
 so filing the same deletion twice yields one request, and a request already in the ledger
 is never unlearned again. Samples in the ledger are gone from the node's training data for
 good; samples of a pending request are still trained on until the federation carries the
-request out, as in paper 000's protocol. Nothing here imports Flower.
+request out, as in paper 000's protocol.
+
+Several processes may serve one folder at once (a SuperNode's ClientApp, the user's
+``fedforget request-deletion``), so every read-modify-write holds an ``flock`` on the lock
+file, files are replaced through uniquely named temporary files, and a request file is
+removed only after its ledger entry is on disk: a deletion is never lost. Anything in
+``requests/`` that is not a valid request file (not UTF-8, a folder, a FIFO, a symlink) is
+moved to ``rejected/`` with its reason, so one bad file never stops the node. Nothing here
+imports Flower.
 """
 
 from __future__ import annotations

@@ -300,10 +300,10 @@ def run_on_simulation_engine(config: SimulationConfig, server_main: Callable[[Gr
                 num_supernodes=config.clients,
                 backend_config=backend_config(config),
             )
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # Ray's SIGTERM handler raises SystemExit
             request_stop()  # the ServerApp thread stops waiting for replies
             shutdown_ray()
-            raise
+            raise KeyboardInterrupt from None
     if "error" in outcome:
         raise outcome["error"]
     if "result" not in outcome:
@@ -318,6 +318,9 @@ def _quiet_flower() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray's native failure handler would take SIGTERM from Python and abort the process, so
+    # `kill` could not mark the run folder interrupted (fedforget.cli handles SIGTERM).
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 
 
 @contextlib.contextmanager
