@@ -31,6 +31,7 @@ from fedforget.stopping import clear_stop, request_stop, stop_requested
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 app = typer.Typer(
     help="Federated unlearning on the Flower engine: delete, unlearn, recover, measure.",
@@ -838,6 +839,8 @@ def main(argv: list[str] | None = None) -> None:
     """
     args = sys.argv[1:] if argv is None else list(argv)
     clear_stop()
+    if argv is None:  # the process is this command (not a caller in Python)
+        _adopt_orphans()
     previous = _install_stop_handlers()
     try:
         _dispatch(args)
@@ -901,22 +904,40 @@ def _install_stop_handlers() -> dict[int, Any]:
     return {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
+def _adopt_orphans() -> None:
+    """Become the child subreaper (Linux): orphaned descendants, such as Ray workers whose
+    raylet stopped, are re-parented to this process, so :func:`_end_children` finds them."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
 def _end_children(grace: float = 3.0) -> None:
-    """Terminate this process's children (Ray's helpers), killing those that linger."""
+    """Stop Ray, then terminate this process's descendants, killing those that linger."""
     import psutil
 
+    me = psutil.Process()
+    known = set(me.children(recursive=True))
     if "ray" in sys.modules:
         from fedforget.simulations.runner import shutdown_ray
 
         shutdown_ray()
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=grace)
-    for child in alive:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
+    for _ in range(3):  # orphans of stopped helpers arrive as new children
+        children = list(known | set(me.children(recursive=True)))
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=grace)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(alive, timeout=grace)
+        known = set()
+        if not me.children(recursive=True):
+            return
 
 
 if __name__ == "__main__":

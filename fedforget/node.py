@@ -215,8 +215,9 @@ class NodeDirectory:
         folder = self.path / REQUESTS_DIR
         if not folder.exists():
             return []
-        if not folder.is_dir() or folder.is_symlink():
-            raise RequestError(f"{folder}: expected a folder of deletion requests")
+        if not folder.is_dir() or folder.is_symlink():  # nothing can be pending: keep training
+            log.warning("%s is not a folder of deletion requests; none read", folder)
+            return []
         with self.locked():
             done = {entry["id"] for entry in self.ledger()}
             deleted = set(self.deleted_ids().tolist())

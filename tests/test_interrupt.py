@@ -25,7 +25,8 @@ def _session_members(session: int) -> list[psutil.Process]:
     members = []
     for process in psutil.process_iter():
         try:
-            if os.getsid(process.pid) == session and process.pid != session:
+            alive = process.status() != psutil.STATUS_ZOMBIE  # a zombie is already dead
+            if os.getsid(process.pid) == session and process.pid != session and alive:
                 members.append(process)
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
