@@ -191,7 +191,7 @@ class GanConfig(_Section):
     )
 
 
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def check_device(name: str, option: str = "--device") -> None:
@@ -201,7 +201,12 @@ def check_device(name: str, option: str = "--device") -> None:
     that GPU. Checked before anything runs, so a typo never surfaces after training.
     """
     if not DEVICE_PATTERN.fullmatch(name):
-        raise ConfigError(f"{option} {name}: expected auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"{option} {name}: expected auto, cpu, cuda, cuda:N or mps")
+    if name == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{option} mps: Apple's MPS is not available on this machine")
     if name.startswith("cuda"):
         import torch
 
@@ -247,7 +252,7 @@ class ResourceConfig(_Section):
     @classmethod
     def _known_device(cls, value: str) -> str:
         if not DEVICE_PATTERN.fullmatch(value):
-            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got '{value}'")
+            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got '{value}'")
         return value
 
 
