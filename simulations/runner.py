@@ -1,23 +1,43 @@
-"""Run a fedforget experiment on Flower's simulation engine (Ray actors)."""
+"""Run a fedforget experiment on Flower's simulation engine (Ray actors).
+
+A run folder says whether its run finished: ``run.json`` is written with ``"status":
+"running"`` before the run starts and rewritten ``complete``, ``interrupted`` (Ctrl-C,
+SIGTERM) or ``failed`` when it ends. A folder holding an earlier run is refused unless the
+caller allows overwriting it, so two runs never mix in one folder.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import shutil
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from fedforget.config import ConfigError, SimulationConfig
+from fedforget.clients.policy import simulation_environment
+from fedforget.config import (
+    ConfigError,
+    SimulationConfig,
+    check_data_dir,
+    check_device,
+    check_writable_folder,
+)
 from fedforget.data import build_federation, source_names
 from fedforget.models import model_names
 from fedforget.report.recorder import Display
 from fedforget.report.summary import Summary
-from fedforget.server.app import run_server
+from fedforget.server.app import default_out_dir, run_server
+from fedforget.stopping import RunStoppedError, clear_stop, request_stop
 from fedforget.strategies.registry import (
     RETRAIN,
     build_configured_unlearner,
@@ -27,6 +47,28 @@ from fedforget.strategies.registry import (
 from fedforget.verification import build_verifier, verifier_names
 
 T = TypeVar("T")
+
+RUN_FILE = "run.json"
+EARLIER_RUN_FILES = (
+    RUN_FILE,
+    "summary.json",
+    "rounds.jsonl",
+    "model.pt",
+    "reference_model.pt",
+    "metrics.png",
+    "samples.png",
+    "checkpoint.pt",
+    "generator.pt",
+    "compare.csv",
+    "compare.json",
+    "compare.md",
+    "compare.png",
+    "gan_compare.csv",
+    "gan_compare.json",
+    "gan_compare.md",
+)
+EARLIER_RUN_FOLDERS = ("verification", "models")
+EARLIER_RUN_PATTERNS = ("gan-*.pt",)
 
 
 class SimulationError(RuntimeError):
@@ -40,7 +82,30 @@ def check_run(config: SimulationConfig) -> None:
     ------
     ConfigError
         Unknown dataset, model or strategy; a forget class out of range; deleting more than
-        the deleting clients hold; an unreadable custom dataset.
+        the deleting clients hold; an unreadable custom dataset; a device this machine lacks;
+        a dataset cache folder that is a file.
+    """
+    check_names(config)
+    if config.deletion.mode == "requests":
+        raise ConfigError(
+            "mode 'requests' carries out deletions users file on real nodes "
+            "(fedforget request-deletion); run it on a deployment with flwr run"
+        )
+    check_device(config.resources.server_device, "--server-device")
+    check_data_dir(config.data.data_dir)
+    try:
+        build_federation(config)
+    except ConfigError:
+        raise
+    except ValueError as err:  # DataError and friends: one line for the user
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def check_names(config: SimulationConfig) -> None:
+    """The checks that need only the registries (no data, no device): names and options.
+
+    ``fedforget run-config`` runs these too, so a deployment's configuration is checked
+    before it is submitted.
     """
     if config.data.dataset not in source_names():
         raise ConfigError(
@@ -50,21 +115,10 @@ def check_run(config: SimulationConfig) -> None:
         raise ConfigError(
             f"unknown model '{config.model}'; choose one of: {', '.join(model_names())}"
         )
-    if config.deletion.mode == "requests":
-        raise ConfigError(
-            "mode 'requests' carries out deletions users file on real nodes "
-            "(fedforget request-deletion); run it on a deployment with flwr run"
-        )
     if config.task == "gan":
         check_gan_strategies(config, [config.strategy])
     else:
         check_strategies(config, [config.strategy])
-    try:
-        build_federation(config)
-    except ConfigError:
-        raise
-    except ValueError as err:  # DataError and friends: one line for the user
-        raise ConfigError(str(err).splitlines()[0]) from None
 
 
 def check_strategies(config: SimulationConfig, names: list[str]) -> None:
@@ -135,7 +189,85 @@ def simulate(config: SimulationConfig, display: Display | None = None) -> Summar
     clients run in Ray actors.
     """
     check_run(config)
+    if config.out is None:  # one folder for the server and the nodes' verification pictures
+        config = config.model_copy(update={"out": default_out_dir(config)})
     return run_on_simulation_engine(config, lambda grid: run_server(grid, config, display))
+
+
+def earlier_run(folder: Path) -> list[Path]:
+    """The files and folders of an earlier run in ``folder`` (empty: none)."""
+    if not folder.is_dir():
+        return []
+    found = [folder / name for name in (*EARLIER_RUN_FILES, *EARLIER_RUN_FOLDERS)]
+    found += [path for pattern in EARLIER_RUN_PATTERNS for path in sorted(folder.glob(pattern))]
+    return [path for path in found if path.exists() or path.is_symlink()]
+
+
+def check_run_folder(folder: Path, overwrite: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``folder`` can take a new run (creates nothing).
+
+    A folder holding an earlier run is refused unless ``overwrite``: two runs must never mix
+    in one folder.
+    """
+    check_writable_folder(folder)
+    earlier = earlier_run(folder)
+    if earlier and not overwrite:
+        raise ConfigError(
+            f"--out {folder} holds an earlier run ({earlier[0].name}); "
+            "choose another folder or pass --overwrite"
+        )
+
+
+def prepare_run_folder(folder: Path, overwrite: bool = False) -> None:
+    """Check ``folder`` (:func:`check_run_folder`), remove an earlier run, mark it ``running``.
+
+    With ``overwrite`` only the earlier run's own files are removed; nothing else in the
+    folder is touched.
+    """
+    check_run_folder(folder, overwrite)
+    try:
+        for path in earlier_run(folder):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        write_run_status(folder, "running")
+    except OSError as err:
+        raise ConfigError(f"--out {folder}: cannot write there ({err.strerror or err})") from None
+
+
+def write_run_status(folder: Path, status: str) -> None:
+    """Write ``run.json``: the run's status, the command and when it was last updated."""
+    path = folder / RUN_FILE
+    previous: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        previous = json.loads(path.read_text())
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    record = {
+        "status": status,
+        "started": previous.get("started", now) if status != "running" else now,
+        "updated": now,
+        "command": sys.argv[1:],
+    }
+    tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
+@contextlib.contextmanager
+def run_folder(folder: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Mark ``folder`` running for the block; complete, interrupted or failed after it."""
+    prepare_run_folder(folder, overwrite)
+    try:
+        yield folder
+    except (KeyboardInterrupt, RunStoppedError):
+        write_run_status(folder, "interrupted")
+        raise
+    except BaseException:
+        write_run_status(folder, "failed")
+        raise
+    write_run_status(folder, "complete")
 
 
 def run_on_simulation_engine(config: SimulationConfig, server_main: Callable[[Grid], T]) -> T:
@@ -159,12 +291,19 @@ def run_on_simulation_engine(config: SimulationConfig, server_main: Callable[[Gr
 
     from fedforget.clients.app import app as client_app
 
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=config.clients,
-        backend_config=backend_config(config),
-    )
+    clear_stop()
+    with _environment(simulation_environment(config, config.out)):
+        try:
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=config.clients,
+                backend_config=backend_config(config),
+            )
+        except (KeyboardInterrupt, SystemExit):  # Ray's SIGTERM handler raises SystemExit
+            request_stop()  # the ServerApp thread stops waiting for replies
+            shutdown_ray()
+            raise KeyboardInterrupt from None
     if "error" in outcome:
         raise outcome["error"]
     if "result" not in outcome:
@@ -179,3 +318,32 @@ def _quiet_flower() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray's native failure handler would take SIGTERM from Python and abort the process, so
+    # `kill` could not mark the run folder interrupted (fedforget.cli handles SIGTERM).
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (inherited by the Ray workers it starts)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def shutdown_ray() -> None:
+    """Stop Ray (its actors and helper processes) if the simulation left it running."""
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - flwr[simulation] installs it
+        return
+    with contextlib.suppress(Exception):
+        if ray.is_initialized():
+            ray.shutdown()

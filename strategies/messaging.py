@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from fedforget import protocol as P
+from fedforget.stopping import pause
 
 PULL_INTERVAL = 0.2  # seconds between polls for replies (Grid.send_and_receive sleeps 3 s)
 
@@ -42,7 +43,7 @@ def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Me
         waiting.difference_update(reply.metadata.reply_to_message_id for reply in arrived)
         if not waiting or time.monotonic() >= deadline:
             break
-        time.sleep(PULL_INTERVAL)
+        pause(PULL_INTERVAL)  # returns at once when the run is being stopped
     return replies
 
 
