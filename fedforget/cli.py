@@ -339,6 +339,14 @@ def compare(
             "cascaded,retrain with --task gan)."
         ),
     ] = None,
+    after_rounds: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="FedAvg rounds each branch continues after its deletion; the table then also "
+            "holds after_unlearning.* and end.* metrics (does the forgetting last?).",
+        ),
+    ] = 0,
 ) -> None:
     """Branch several strategies from one checkpoint and compare them in one table.
 
@@ -363,6 +371,8 @@ def compare(
     if strategies is not None and not strategies.replace(",", "").strip():
         raise ConfigError("--strategies needs at least one strategy name")
     if config.task == "gan":
+        if after_rounds:
+            raise ConfigError("--after-rounds applies to classifier comparisons, not --task gan")
         _compare_gan(config, strategies or "cascaded,retrain", params["quiet"], params["overwrite"])
         return
     names = parse_strategies(strategies or "distill,retrain")
@@ -374,10 +384,10 @@ def compare(
     display = None if params["quiet"] else RichDisplay(console)
     with run_folder(config.out, params["overwrite"]):
         if display is None:
-            result = run_compare(config, names)
+            result = run_compare(config, names, after_rounds=after_rounds)
         else:
             with display:
-                result = run_compare(config, names, display)
+                result = run_compare(config, names, display, after_rounds)
     console.print(comparison_table(result.rows, config.deletion.mode))
     console.print(f"results: [bold]{result.out_dir}[/] (compare.csv, .json, .md, .png)")
 
@@ -409,6 +419,92 @@ def _compare_gan(config: SimulationConfig, strategies: str, quiet: bool, overwri
                 result = gan_compare(config, names, display)
     console.print(gan_table(result.rows))
     console.print(f"results: [bold]{result.out_dir}[/] (gan_compare.csv, .json, .md, samples.png)")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def sweep(
+    ctx: typer.Context,
+    scenarios: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated scenarios (default: backdoor-6%,random-4%,class-3,client-5; "
+            "also overfit-random). See `fedforget list`."
+        ),
+    ] = None,
+    partitions: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated partitions (default: iid,dirichlet-0.3; also dirichlet-0.1, "
+            "shards-2)."
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds (default 0,1,2).")
+    ] = None,
+    strategies: Annotated[
+        str, typer.Option(help="Strategies besides retrain (comma-separated, or 'all').")
+    ] = "distill",
+) -> None:
+    """Run a matrix of scenarios x partitions x seeds, each against a retrain of the same seed.
+
+    Every option of `fedforget simulate` sets the base of every cell (dataset, clients,
+    rounds, --deletion-round, --option ...); a scenario sets the deletion, a partition the
+    split. Each cell trains once to the deletion round, branches retrain and the strategies,
+    and continues FedAvg to the last round. Writes sweep.csv (a row per cell and strategy,
+    gaps to retrain), sweep.md (mean ± std over seeds, acceptance checks), sweep.json, sweep.png.
+    """
+    from rich.console import Console
+
+    from fedforget.report.display import RichDisplay
+    from fedforget.simulations.compare import compare as run_compare
+    from fedforget.simulations.compare import parse_strategies
+    from fedforget.simulations.runner import check_run_folder, check_strategies, run_folder
+    from fedforget.simulations.sweep import (
+        DEFAULT_PARTITIONS,
+        DEFAULT_SCENARIOS,
+        PARTITIONS,
+        SCENARIOS,
+        Cell,
+        cell_config,
+        parse_names,
+        parse_seeds,
+        run_sweep,
+    )
+
+    params = _simulate_params(ctx.args)
+    base = config_from_options(params)
+    if base.task == "gan":
+        raise ConfigError("sweep runs classifier federations, not --task gan")
+    cells = [
+        Cell(scenario, partition, seed)
+        for scenario in parse_names(scenarios, SCENARIOS, DEFAULT_SCENARIOS, "scenario")
+        for partition in parse_names(partitions, PARTITIONS, DEFAULT_PARTITIONS, "partition")
+        for seed in parse_seeds(seeds)
+    ]
+    names = [n for n in parse_strategies(strategies) if n != "retrain"] or ["distill"]
+    base = _with_out_dir(base, "sweep")
+    check_run_folder(base.out, params["overwrite"])
+    for cell in cells:
+        check_strategies(cell_config(base, cell, base.out), ["retrain", *names])
+    console = Console()
+
+    def run_cell(config: SimulationConfig, branch_names: list[str], after: int):
+        if params["quiet"]:
+            return run_compare(config, branch_names, after_rounds=after)
+        display = RichDisplay(console)
+        with display:
+            return run_compare(config, branch_names, display, after)
+
+    with run_folder(base.out, params["overwrite"]):
+        payload = run_sweep(base, cells, names, base.out, run_cell, console.print)
+    failed = sum(not check["passed"] for check in payload["checks"])
+    console.print(
+        f"sweep: {len(cells)} cells in {payload['seconds']:.0f} s; "
+        f"{len(payload['checks']) - failed} checks passed, {failed} failed"
+    )
+    console.print(f"results: [bold]{base.out}[/] (sweep.csv, .md, .json, .png)")
 
 
 @app.command(
@@ -821,6 +917,10 @@ def list_registered() -> None:
     typer.echo("verifiers (fedforget verify NAME, simulate --verify NAME):")
     for name, verifier in sorted(VERIFIER_REGISTRY.items()):
         typer.echo(f"  {name:<16} {verifier.summary}")
+    from fedforget.simulations.sweep import PARTITIONS, SCENARIOS
+
+    typer.echo(f"sweep scenarios: {', '.join(SCENARIOS)}")
+    typer.echo(f"sweep partitions: {', '.join(PARTITIONS)}")
 
 
 def main(argv: list[str] | None = None) -> None:

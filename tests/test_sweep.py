@@ -113,3 +113,34 @@ def test_every_cell_is_validated_before_the_first_runs(tmp_path: Path):
     with pytest.raises(ConfigError):
         run_sweep(base, cells, ["distill"], tmp_path, lambda *a: calls.append(a))
     assert not calls
+
+
+@pytest.mark.slow
+def test_a_tiny_sweep_runs_end_to_end(tmp_path: Path, make_config):
+    """One cell on digits through Flower: retrain and distill, three phases, the files."""
+    from fedforget.simulations.compare import compare
+
+    base = make_config(train={"rounds": 4, "local_epochs": 3}, deletion={"round": 3})
+    cells = [Cell("class-3", "iid", 0)]
+
+    def run_cell(config, strategies, after_rounds):
+        return compare(config, strategies, after_rounds=after_rounds)
+
+    payload = run_sweep(base, cells, ["distill"], tmp_path, run_cell)
+    rows = {row["strategy"]: row for row in payload["rows"]}
+    assert set(rows) == {"retrain", "distill"}
+    for row in rows.values():
+        for phase in ("after_unlearning", "after_recovery", "end"):
+            assert 0.0 <= row[f"{phase}.test_accuracy"] <= 1.0
+        assert row["end.forget_test_accuracy"] is not None
+        assert row["round_seconds"] > 0
+    distill = rows["distill"]
+    assert distill["after_recovery.forget_test_accuracy"] <= 0.05  # class 3 was unlearned
+    assert distill["gap.end.test_accuracy"] == pytest.approx(
+        distill["end.test_accuracy"] - rows["retrain"]["end.test_accuracy"]
+    )
+    assert distill["deletion_rounds"] == pytest.approx(
+        (distill["unlearning_seconds"] + distill["recovery_seconds"]) / distill["round_seconds"]
+    )
+    assert (tmp_path / "cells" / "class-3__iid__seed0" / "compare.json").is_file()
+    assert "| class-3 | iid | distill |" in (tmp_path / "sweep.md").read_text()
