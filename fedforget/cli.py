@@ -570,7 +570,7 @@ def _npz_dataset(path: Path) -> Any:
     try:
         return load_xy_npz(path)
     except DataError as err:
-        raise ConfigError(f"{path}: expected an .npz with arrays x and y ({err})") from None
+        raise ConfigError(str(err)) from None
 
 
 def _read_user_images(path: Path, option: str) -> Any:

@@ -51,6 +51,8 @@ def to_images(x: np.ndarray, where: str) -> np.ndarray:
         )
     if len(x) == 0:
         return np.zeros(x.shape, dtype=np.float32)
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise DataError(f"{where}: pixel values must be finite; found NaN or infinity")
     lo, hi = x.min(), x.max()
     if np.issubdtype(x.dtype, np.integer):
         if lo < 0 or hi > 255:
@@ -77,7 +79,7 @@ def to_labels(y: np.ndarray, where: str) -> np.ndarray:
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{where}: labels must be integer class ids; got dtype {y.dtype}")
     if len(y) and y.min() < 0:
-        raise DataError(f"{where}: labels must be >= 0; got {y.min()}")
+        raise DataError(f"{where}: label {y.min()} is negative; labels are class ids >= 0")
     return y.astype(np.int64)
 
 
