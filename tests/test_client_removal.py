@@ -150,6 +150,11 @@ def test_fedosd_forgets_a_class(trained, seed):
     _forgets_and_keeps(trained("class", seed), "fedosd", keep_margin=0.15)
 
 
+def test_fedosd_post_training_rounds_keep_the_forgetting(trained):
+    setup = trained("class", 0)
+    _forgets_and_keeps(setup, "fedosd", keep_margin=0.15, post_rounds=1)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_not_removes_a_backdoor_that_the_same_recovery_rounds_keep(trained, seed):
     setup = trained("backdoor", seed)
@@ -194,8 +199,10 @@ def test_remove_conflict_only_drops_a_component_that_raises_the_unlearning_loss(
     direction = {"w": np.array([1.0, 0.0])}
     agreeing = {"w": np.array([-2.0, 1.0])}  # lowers the loss: kept as is
     np.testing.assert_allclose(remove_conflict(agreeing, direction)["w"], [-2.0, 1.0])
-    conflicting = {"w": np.array([2.0, 1.0])}
-    np.testing.assert_allclose(remove_conflict(conflicting, direction)["w"], [0.0, 1.0])
+    conflicting = {"w": np.array([2.0, 1.0]), "counter": np.array(3)}  # a buffer passes
+    projected = remove_conflict(conflicting, direction)
+    np.testing.assert_allclose(projected["w"], [0.0, 1.0])
+    assert projected["counter"] == 3
 
 
 def test_unlearning_cross_entropy_is_minus_log_of_one_minus_p_true():

@@ -29,7 +29,8 @@ projection (3) as the core functions :func:`project_out` / :func:`remove_conflic
 yet wired into the federation's own rounds**: the FedAvg rounds that the strategy plays after
 the deletion (and ``fedforget compare --after-rounds``) are plain FedAvg; projecting them
 needs a strategy hook that passes each round's aggregate update through
-``remove_conflict(update, unlearning_direction)``.
+``remove_conflict(update, unlearner.unlearning_direction)`` (the direction is kept on the
+unlearner after :meth:`FedOsdUnlearner.unlearn`).
 
 Choices where our reading leaves room:
 
@@ -114,6 +115,9 @@ class FedOsdUnlearner(Unlearner):
     needs = frozenset({"forget", "rounds"})
     Settings = FedOsdSettings
     settings: FedOsdSettings
+    unlearning_direction: State | None = None
+    """After :meth:`unlearn`: UCE's gradient on D_f at the result, for a strategy hook that
+    passes the later rounds' updates through :func:`remove_conflict` (not yet wired)."""
 
     def unlearn(
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
@@ -144,6 +148,7 @@ class FedOsdUnlearner(Unlearner):
             )
         if cfg.post_rounds:
             self._post_train(model, names, x, y, train_on_clients, context)
+        self.unlearning_direction = uce_gradient(model, x, y)
         return model.eval()
 
     def _projected_pass(
@@ -179,12 +184,8 @@ class FedOsdUnlearner(Unlearner):
         context: UnlearningContext,
     ) -> None:
         """FedAvg rounds whose aggregate update loses its component that raises UCE."""
-        params = dict(model.named_parameters())
-        x, y = x[:POST_DIRECTION_SAMPLES], y[:POST_DIRECTION_SAMPLES]
         for round_ in range(self.settings.post_rounds):
-            model.zero_grad(set_to_none=True)
-            unlearning_cross_entropy(model(x), y).backward()
-            direction = {n: params[n].grad.detach().cpu().double().numpy() for n in names}
+            direction = uce_gradient(model, x, y)
             state = state_to_numpy(model)
             trained = train_on_clients(state, context.local_epochs, context.local_lr)
             averaged = weighted_average(trained)
@@ -195,7 +196,20 @@ class FedOsdUnlearner(Unlearner):
                 new_state[n] = (state[n] + update[n]).astype(state[n].dtype)
             load_numpy_state(model, new_state)
             context.report("projected post-training", round_ + 1, self.settings.post_rounds)
-        model.zero_grad(set_to_none=True)
+
+
+def uce_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> State:
+    """UCE's gradient (float64, per parameter name) on at most ``POST_DIRECTION_SAMPLES`` of
+    D_f: the unlearning direction that post-training updates must not oppose."""
+    model.zero_grad(set_to_none=True)
+    count = POST_DIRECTION_SAMPLES
+    unlearning_cross_entropy(model(x[:count]), y[:count]).backward()
+    direction = {
+        name: _gradient_of(param).detach().cpu().double().numpy()
+        for name, param in model.named_parameters()
+    }
+    model.zero_grad(set_to_none=True)
+    return direction
 
 
 def unlearning_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -260,11 +274,17 @@ def project_out(update: State, directions: Sequence[State]) -> State:
 
 def remove_conflict(update: State, direction: State) -> State:
     """FedOSD's post-training rule: drop the component of ``update`` along ``direction``
-    (the unlearning loss's gradient) when it would raise that loss (positive inner product)."""
-    inner = sum(float(np.vdot(update[k], direction[k])) for k in update)
-    if inner <= 0:
-        return {k: np.asarray(v, dtype=np.float64) for k, v in update.items()}
-    return project_out(update, [direction])
+    (the unlearning loss's gradient) when it would raise that loss (positive inner product).
+
+    Only the keys of ``direction`` (the parameters) are projected, jointly; other arrays of
+    ``update`` (buffers) pass unchanged. Arrays come back in float64.
+    """
+    result = {k: np.asarray(v, dtype=np.float64) for k, v in update.items()}
+    keys = [k for k in update if k in direction]
+    inner = sum(float(np.vdot(result[k], direction[k])) for k in keys)
+    if inner > 0:
+        result.update(project_out({k: result[k] for k in keys}, [direction]))
+    return result
 
 
 def _gradient_of(param: torch.nn.Parameter) -> torch.Tensor:
