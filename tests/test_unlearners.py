@@ -4,6 +4,13 @@ The setting is a tiny federation (sklearn digits, 4 clients, in-process FedAvg f
 :mod:`fedforget.federated`), so every need can be met: D_f, a retained sample, the stored
 round history and training rounds on the clients (without their deleted samples), and a
 small class-conditional GAN trained on the federation's data (MuGAN's ``generator``).
+
+Three deletion modes: ``class`` (every client deletes its 3s), ``backdoor`` (triggered
+samples spread over the clients) and ``client`` (client 0 of 3, which holds every 3 and a
+third of the rest, leaves: a model without it cannot know 3s, so the test 3s measure the
+forgetting). A
+method defined for some modes only (:attr:`Unlearner.modes`) must refuse the others with a
+one-line error.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedforget.config import ConfigError
 from fedforget.data import build_federation
 from fedforget.federated import LocalFederation
 from fedforget.gan import build_conditional_gan, train_gan
@@ -39,12 +47,15 @@ SMALL_DATA_OPTIONS: dict[str, dict] = {
 GAN_EPOCHS = 30  # digits' 1,400 images: ~660 steps, a few seconds, class-recognisable 8x8 draws
 
 
-def _setup(make_config, mode: str):
-    deletion = {"mode": mode, "share": 0.1}
-    if mode == "class":
-        deletion["forget_classes"] = [FORGOTTEN_CLASS]
-    config = make_config(deletion=deletion, train={"batch_size": 16})
-    federation = build_federation(config)
+def _setup(make_config, make_leaving_client_federation, mode: str):
+    if mode == "client":
+        config, federation = make_leaving_client_federation("threes")
+    else:
+        deletion = {"mode": mode, "share": 0.1}
+        if mode == "class":
+            deletion["forget_classes"] = [FORGOTTEN_CLASS]
+        config = make_config(deletion=deletion, train={"batch_size": 16})
+        federation = build_federation(config)
 
     def build():
         return build_model("lenet5", federation.num_classes, 1, federation.image_size)
@@ -64,15 +75,18 @@ def _setup(make_config, mode: str):
     return config, federation, build, initial, trained, history, kept, gan
 
 
+MODES = ("class", "backdoor", "client")
+
+
 @pytest.fixture(scope="module")
-def federations(make_config):
+def federations(make_config, make_leaving_client_federation):
     """Trained tiny federations, one per deletion mode."""
-    return {mode: _setup(make_config, mode) for mode in ("class", "backdoor")}
+    return {mode: _setup(make_config, make_leaving_client_federation, mode) for mode in MODES}
 
 
 def _forgotten_and_kept(evaluator: Evaluator, model, mode: str) -> tuple[float, float]:
     metrics = evaluator.evaluate(model)
-    if mode == "class":
+    if mode in ("class", "client"):  # client 0 held every 3: the test 3s are its data
         return metrics.forget_test_accuracy, metrics.retain_test_accuracy
     return metrics.backdoor_success, metrics.test_accuracy
 
@@ -87,16 +101,22 @@ DOES_NOT_FORGET = {
     ("cf-k", "backdoor"): "fine-tuning the head on clean data keeps the trigger (MNIST: 99.9 %)",
     ("eu-k", "backdoor"): "on 8x8 digits the frozen conv layers carry the 2x2 trigger "
     "(MNIST: EU-3 takes the backdoor to 0.41 %)",
+    ("cf-k", "client"): "fine-tuning the head on the retained sample keeps the 3s",
+    ("nad", "client"): "NAD distils attention on clean data only",
 }
 
-# Methods defined for some deletion modes only: they must refuse the others with a clear error.
-UNSUPPORTED_MODES = {
-    ("mugan", "backdoor"): "mugan unlearns classes only",  # a GAN cannot draw the trigger
-    ("zmugan", "backdoor"): "zmugan unlearns classes only",  # Alg. 5 splits by class
+# Sample-forgetting methods given a whole leaving client as D_f: they drive all of it to wrong
+# answers, its other classes included, where a retrained model keeps those at test level
+# (over-unlearning; the papers follow the step with FedAvg rounds that recover). They must
+# still forget the client's 3s; the day one keeps the rest, the test says so.
+OVER_FORGETS_CLIENT = "misclassifies the leaving client's other classes too (no recovery rounds)"
+OVER_FORGETS = {
+    (name, "client"): OVER_FORGETS_CLIENT
+    for name in ("distill", "fedosd", "fedquit", "gradient-ascent", "lau")
 }
 
 
-@pytest.mark.parametrize("mode", ["class", "backdoor"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", unlearner_names())
 def test_unlearner_forgets_and_keeps_the_rest(federations, name, mode):
     config, federation, build, initial, trained, history, kept, gan = federations[mode]
@@ -104,7 +124,8 @@ def test_unlearner_forgets_and_keeps_the_rest(federations, name, mode):
     before_forgotten, before_kept = _forgotten_and_kept(
         evaluator, load_numpy_state(build(), trained), mode
     )
-    assert before_forgotten > 0.8 and before_kept > 0.8  # the setup really learned
+    # the setup really learned (FedAvg learns the 3s of the one client holding them less well)
+    assert before_forgotten > (0.7 if mode == "client" else 0.8) and before_kept > 0.8
 
     rng = np.random.default_rng(0)
     retain_ids = federation.retain_indices()
@@ -112,9 +133,10 @@ def test_unlearner_forgets_and_keeps_the_rest(federations, name, mode):
         forget=federation.forget_set(),
         num_classes=federation.num_classes,
         mode=mode,
-        forget_classes=tuple(config.deletion.forget_classes),
+        forget_classes=tuple(config.deletion.forget_classes) if mode == "class" else (),
         retain=federation.train.subset(np.sort(rng.choice(retain_ids, 400, replace=False))),
         history=tuple(history),
+        leaving_clients=(0,) if mode == "client" else (),
         generator=gan,
     )
     context = UnlearningContext(
@@ -125,13 +147,18 @@ def test_unlearner_forgets_and_keeps_the_rest(federations, name, mode):
         local_lr=config.train.lr,
     )
     unlearner = build_unlearner(name, **SMALL_DATA_OPTIONS.get(name, {}))
-    if (name, mode) in UNSUPPORTED_MODES:
-        with pytest.raises(ValueError, match=UNSUPPORTED_MODES[name, mode]):
+    if mode not in unlearner.modes:  # refused with one line that names the method
+        with pytest.raises(ConfigError, match=rf"^{name} .*'{mode}'") as refusal:
             unlearner.unlearn(load_numpy_state(build(), trained), request, context)
+        assert "\n" not in str(refusal.value)
         return
     unlearned = unlearner.unlearn(load_numpy_state(build(), trained), request, context)
 
     after_forgotten, after_kept = _forgotten_and_kept(evaluator, unlearned, mode)
+    if (name, mode) in OVER_FORGETS:
+        assert after_forgotten < 0.5 * before_forgotten
+        assert after_kept <= before_kept - 0.25, f"{name} keeps the rest now: update the list"
+        pytest.xfail(OVER_FORGETS[name, mode])
     assert after_kept > before_kept - 0.25
     assert all(np.array_equal(v, initial[k]) for k, v in initial.items())  # w_0 untouched
     if (name, mode) in DOES_NOT_FORGET:

@@ -17,14 +17,19 @@ from fedforget.unlearning.base import (
     unlearner_names,
 )
 from fedforget.unlearning.distillation import DistillationUnlearner
+from fedforget.unlearning.fast_fedul import FastFedULUnlearner
 from fedforget.unlearning.federaser import FedEraserUnlearner
+from fedforget.unlearning.fedosd import FedOsdUnlearner
+from fedforget.unlearning.fedquit import FedQuitUnlearner
 from fedforget.unlearning.finetune import FinetuneUnlearner
 from fedforget.unlearning.gradient_ascent import GradientAscentUnlearner
 from fedforget.unlearning.last_layers import CatastrophicForgettingK, ExactUnlearningK
 from fedforget.unlearning.lau import LayerAttackUnlearner
 from fedforget.unlearning.mugan import MuGanUnlearner
 from fedforget.unlearning.nad import NeuralAttentionDistillationUnlearner
+from fedforget.unlearning.negation import NegationUnlearner
 from fedforget.unlearning.perturbation import RandomKUnlearner, TopKUnlearner
+from fedforget.unlearning.pga import PgaUnlearner
 from fedforget.unlearning.random_label import RandomLabelUnlearner
 from fedforget.unlearning.zmugan import ZMuGanUnlearner
 
@@ -36,14 +41,19 @@ __all__ = [
     "DataNeed",
     "DistillationUnlearner",
     "ExactUnlearningK",
+    "FastFedULUnlearner",
     "FedEraserUnlearner",
+    "FedOsdUnlearner",
+    "FedQuitUnlearner",
     "FederatedTrainFn",
     "FinetuneUnlearner",
     "GradientAscentUnlearner",
     "HistoryRound",
     "LayerAttackUnlearner",
     "MuGanUnlearner",
+    "NegationUnlearner",
     "NeuralAttentionDistillationUnlearner",
+    "PgaUnlearner",
     "RandomKUnlearner",
     "RandomLabelUnlearner",
     "TopKUnlearner",

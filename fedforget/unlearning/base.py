@@ -21,6 +21,11 @@ that, the federated way; the core never reaches into a client:
 
 Every unlearner has a pydantic ``Settings`` model: options are validated once, and a bad
 option is a :class:`fedforget.config.ConfigError` with one line.
+
+Some methods are defined for some deletion modes only (FedEraser-style client removal, a
+GAN that draws classes): :attr:`Unlearner.modes` says which, so that a harness can state the
+refusal before anything runs, and :meth:`Unlearner.check_mode` refuses the others with a
+one-line :class:`~fedforget.config.ConfigError`.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from fedforget.config import validated_options
+from fedforget.config import ConfigError, validated_options
 from fedforget.data.sources import ArrayDataset
 from fedforget.federated import ClientUpdate, HistoryRound, State
 from fedforget.gan.networks import ConditionalGan
@@ -41,6 +46,8 @@ from fedforget.models import ClassifierModel
 from fedforget.registry import Registry, UnknownNameError
 
 DataNeed = Literal["forget", "retain", "history", "rounds", "generator"]
+DeletionMode = Literal["backdoor", "random", "class", "client"]
+ALL_MODES: frozenset[str] = frozenset({"backdoor", "random", "class", "client"})
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 FederatedTrainFn = Callable[[State, int, float], list[ClientUpdate]]
 """``(weights, epochs, lr) -> updated weights of every remaining client`` (trained on D_r)."""
@@ -132,16 +139,29 @@ class Unlearner(ABC):
     """Base class of every unlearning method.
 
     Subclasses set ``name``, ``needs``, a ``Settings`` model and implement :meth:`unlearn`;
-    ``uses_relay`` says whether the method includes paper 000's recovery relay.
+    ``uses_relay`` says whether the method includes paper 000's recovery relay; ``modes``
+    lists the deletion modes the method is defined for (``mode_reason`` says why, for the
+    refusal of the others).
     """
 
     name: ClassVar[str]
     needs: ClassVar[frozenset[DataNeed]] = frozenset({"forget"})
+    modes: ClassVar[frozenset[str]] = ALL_MODES
+    mode_reason: ClassVar[str] = ""
     uses_relay: ClassVar[bool] = False
     Settings: ClassVar[type[BaseModel]] = UnlearnerSettings
 
     def __init__(self, **options: Any) -> None:
         self.settings = validated_options(self.name, self.Settings, options)
+
+    def check_mode(self, request: UnlearningRequest) -> None:
+        """Refuse, with a one-line :class:`ConfigError`, a mode outside :attr:`modes`."""
+        if request.mode not in self.modes:
+            allowed = ", ".join(sorted(self.modes))
+            why = f" ({self.mode_reason})" if self.mode_reason else ""
+            raise ConfigError(
+                f"{self.name} supports only mode(s) {allowed}{why}; got mode '{request.mode}'"
+            )
 
     def require_retained(self, request: UnlearningRequest) -> None:
         """Raise unless ``request`` carries a non-empty retained sample (the ``retain`` need)."""

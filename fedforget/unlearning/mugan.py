@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from fedforget.config import ConfigError
 from fedforget.gan.networks import ConditionalGan
 from fedforget.gan.training import sample_images
 from fedforget.models import ClassifierModel
@@ -63,9 +64,9 @@ class MuGanSettings(ImpairRepairSettings):
 
 
 def require_class_mode(name: str, request: UnlearningRequest) -> tuple[int, ...]:
-    """The forgotten classes, or a ``ValueError`` when the request is not a class deletion."""
+    """The forgotten classes; a one-line ``ConfigError`` unless the request deletes classes."""
     if request.mode != "class" or not request.forget_classes:
-        raise ValueError(
+        raise ConfigError(
             f"{name} unlearns classes only (class mode with forget_classes); "
             f"got mode '{request.mode}'"
         )
@@ -101,6 +102,8 @@ class MuGanUnlearner(Unlearner):
 
     name = "mugan"
     needs = frozenset({"generator"})
+    modes = frozenset({"class"})
+    mode_reason = "a generator draws classes, not samples or triggers"
     Settings = MuGanSettings
     settings: MuGanSettings
 

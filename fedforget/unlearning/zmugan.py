@@ -245,6 +245,8 @@ class ZMuGanUnlearner(Unlearner):
 
     name = "zmugan"
     needs = frozenset()
+    modes = frozenset({"class"})
+    mode_reason = "model inversion draws classes, not samples or triggers"
     Settings = ZMuGanSettings
     settings: ZMuGanSettings
 

@@ -1,0 +1,245 @@
+"""Behaviour of the federated-unlearning baselines of issue 17: pga, fast-fedul, fedquit,
+fedosd and not, plus the pieces they are built from.
+
+Each behaviour test trains a tiny digits federation in-process (:mod:`fedforget.federated`).
+Client removal (:func:`conftest.leaving_client_federation`): client 0 leaves, a backdoor
+attacker (``backdoor``: clean training keeps a trigger, so recovery rounds alone do not
+remove it). Sample deletion (``class``): every client deletes its 3s, for fedquit and fedosd,
+which forget samples: given a whole client's data they misclassify its clean samples too
+(see ``OVER_FORGETS`` in test_unlearners.py). Every test runs two seeds (partition, initial
+weights, batch order) and compares with the model that did nothing, or with the same recovery
+rounds without the method's own step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fedforget.data import build_federation
+from fedforget.federated import LocalFederation
+from fedforget.metrics import Evaluator
+from fedforget.models import build_model
+from fedforget.training import load_numpy_state, state_to_numpy
+from fedforget.unlearning import (
+    ClientUpdate,
+    HistoryRound,
+    UnlearningContext,
+    UnlearningRequest,
+    build_unlearner,
+)
+from fedforget.unlearning.fast_fedul import round_skew
+from fedforget.unlearning.fedosd import project_out, remove_conflict, unlearning_cross_entropy
+from fedforget.unlearning.fedquit import virtual_teacher_logits
+from fedforget.unlearning.negation import negate_layer
+from fedforget.unlearning.pga import L2Ball
+
+torch.set_num_threads(1)
+
+ROUNDS = 6
+SEEDS = (0, 1)
+
+
+class Trained:
+    """A trained leaving-client federation and what an unlearner may be given."""
+
+    def __init__(self, make_config, make_federation, kind: str, seed: int) -> None:
+        if kind == "class":
+            self.config = make_config(
+                seed=seed,
+                deletion={"mode": "class", "forget_classes": [3], "share": 0.1},
+                train={"batch_size": 16},
+            )
+            self.federation = build_federation(self.config)
+        else:
+            self.config, self.federation = make_federation(kind, seed)
+        fed = self.federation
+        self.build = lambda: build_model("lenet5", fed.num_classes, 1, fed.image_size)
+        torch.manual_seed(seed)
+        self.initial = state_to_numpy(self.build())
+        self.history: list[HistoryRound] = []
+        train = self.config.train
+        full = LocalFederation.from_federation(
+            fed, self.build, train, drop_deleted=False, seed=seed
+        )
+        self.state = full.run(self.initial, ROUNDS, self.history)
+        self.kept = LocalFederation.from_federation(
+            fed, self.build, train, drop_deleted=True, seed=seed + 100
+        )
+        self.evaluator = Evaluator(fed)
+        self.kind, self.seed = kind, seed
+        self.mode = "class" if kind == "class" else "client"
+
+    def unlearn(self, name: str, **options: object):
+        request = UnlearningRequest(
+            forget=self.federation.forget_set(),
+            num_classes=self.federation.num_classes,
+            mode=self.mode,
+            forget_classes=(3,) if self.mode == "class" else (),
+            history=tuple(self.history),
+            leaving_clients=(0,) if self.mode == "client" else (),
+        )
+        context = UnlearningContext(
+            initial_state=self.initial,
+            build_model=self.build,
+            seed=self.seed,
+            federated_train=self.kept.federated_train,
+            local_epochs=self.config.train.local_epochs,
+            local_lr=self.config.train.lr,
+        )
+        model = load_numpy_state(self.build(), self.state)
+        return build_unlearner(name, **options).unlearn(model, request, context)
+
+    def scores(self, model=None) -> tuple[float, float]:
+        """(forgotten, kept): test 3s / backdoor success, and test accuracy on the rest."""
+        model = model if model is not None else load_numpy_state(self.build(), self.state)
+        metrics = self.evaluator.evaluate(model)
+        if self.kind in ("threes", "class"):
+            return metrics.forget_test_accuracy, metrics.retain_test_accuracy
+        return metrics.backdoor_success, metrics.test_accuracy
+
+
+@pytest.fixture(scope="module")
+def trained(make_config, make_leaving_client_federation):
+    """``trained(kind, seed)``: the trained federation, built once per module."""
+    cache: dict[tuple[str, int], Trained] = {}
+
+    def get(kind: str, seed: int) -> Trained:
+        if (kind, seed) not in cache:
+            cache[kind, seed] = Trained(make_config, make_leaving_client_federation, kind, seed)
+        return cache[kind, seed]
+
+    return get
+
+
+def _forgets_and_keeps(
+    setup: Trained, name: str, keep_margin: float, **options: object
+) -> tuple[float, float]:
+    before_forgotten, before_kept = setup.scores()
+    learned = f"seed {setup.seed}: the setup did not learn ({before_forgotten:.3f})"
+    assert before_forgotten > 0.6, learned
+    after_forgotten, after_kept = setup.scores(setup.unlearn(name, **options))
+    message = (
+        f"{name} seed {setup.seed}: forgotten {before_forgotten:.3f} -> {after_forgotten:.3f}, "
+        f"kept {before_kept:.3f} -> {after_kept:.3f}"
+    )
+    assert after_forgotten < 0.5 * before_forgotten, message
+    assert after_kept > before_kept - keep_margin, message
+    return after_forgotten, after_kept
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fast_fedul_removes_a_backdoor_client_without_training(trained, seed):
+    _forgets_and_keeps(trained("backdoor", seed), "fast-fedul", keep_margin=0.2)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_pga_removes_a_backdoor_client(trained, seed):
+    _forgets_and_keeps(trained("backdoor", seed), "pga", keep_margin=0.1)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fedquit_forgets_a_class_alone(trained, seed):
+    # No rounds, no history: the forgetting is FedQUIT's own step on D_f.
+    _forgets_and_keeps(trained("class", seed), "fedquit", keep_margin=0.15)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fedosd_forgets_a_class(trained, seed):
+    _forgets_and_keeps(trained("class", seed), "fedosd", keep_margin=0.15)
+
+
+def test_fedosd_post_training_rounds_keep_the_forgetting(trained):
+    setup = trained("class", 0)
+    _forgets_and_keeps(setup, "fedosd", keep_margin=0.15, post_rounds=1)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_not_removes_a_backdoor_that_the_same_recovery_rounds_keep(trained, seed):
+    setup = trained("backdoor", seed)
+    after, _ = _forgets_and_keeps(setup, "not", keep_margin=0.1)
+    # The same 5 rounds without the negation (fine-tuning at the federation's rate).
+    finetuned, _ = setup.scores(setup.unlearn("finetune", rounds=5, lr_scale=1.0))
+    assert after < finetuned - 0.1, f"seed {seed}: not {after:.3f}, finetune {finetuned:.3f}"
+
+
+# -- the pieces ---------------------------------------------------------------------------
+
+
+def _update(client: int, value: float, n: int) -> ClientUpdate:
+    return ClientUpdate({"w": np.full(3, value, np.float32)}, n, client)
+
+
+def test_round_skew_is_the_round_update_minus_the_one_without_the_leaving_client():
+    stored = HistoryRound(1, {0: _update(0, 4.0, 10), 1: _update(1, 1.0, 30)})
+    # With client 0: (10*4 + 30*1) / 40 = 1.75; without: 1.0.
+    np.testing.assert_allclose(round_skew(stored, [0])["w"], 0.75)
+    np.testing.assert_allclose(round_skew(stored, [7])["w"], 0.0)  # not a participant
+
+
+def test_project_out_leaves_nothing_along_the_directions():
+    rng = np.random.default_rng(0)
+    shapes = {"a": (4, 3), "b": (5,)}
+    update = {k: rng.normal(size=s) for k, s in shapes.items()}
+    directions = [{k: rng.normal(size=s) for k, s in shapes.items()} for _ in range(3)]
+    projected = project_out(update, directions)
+    for direction in directions:
+        inner = sum(np.vdot(projected[k], direction[k]) for k in shapes)
+        assert abs(inner) < 1e-9
+    again = project_out(projected, directions)  # a projection: idempotent
+    for key in shapes:
+        np.testing.assert_allclose(again[key], projected[key], atol=1e-12)
+    assert sum(np.sum(projected[k] ** 2) for k in shapes) < sum(
+        np.sum(update[k] ** 2) for k in shapes
+    )
+
+
+def test_remove_conflict_only_drops_a_component_that_raises_the_unlearning_loss():
+    direction = {"w": np.array([1.0, 0.0])}
+    agreeing = {"w": np.array([-2.0, 1.0])}  # lowers the loss: kept as is
+    np.testing.assert_allclose(remove_conflict(agreeing, direction)["w"], [-2.0, 1.0])
+    conflicting = {"w": np.array([2.0, 1.0]), "counter": np.array(3)}  # a buffer passes
+    projected = remove_conflict(conflicting, direction)
+    np.testing.assert_allclose(projected["w"], [0.0, 1.0])
+    assert projected["counter"] == 3
+
+
+def test_unlearning_cross_entropy_is_minus_log_of_one_minus_p_true():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    p_true = torch.softmax(logits, dim=1)[torch.arange(6), labels]
+    expected = (-torch.log1p(-p_true)).mean()
+    assert torch.allclose(unlearning_cross_entropy(logits, labels), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("true_logit", ["mean", "min"])
+def test_virtual_teacher_lowers_only_the_true_class_below_the_top(true_logit):
+    torch.manual_seed(0)
+    logits = torch.randn(8, 5) * 3
+    labels = logits.argmax(dim=1)  # the model is right: the hard case
+    teacher = virtual_teacher_logits(logits, labels, true_logit)
+    assert (teacher.argmax(dim=1) != labels).all()
+    others = torch.ones_like(logits, dtype=torch.bool)
+    others[torch.arange(8), labels] = False
+    assert torch.equal(teacher[others], logits[others])
+
+
+def test_negate_layer_negates_the_first_layer_only():
+    torch.manual_seed(0)
+    model = build_model("lenet5", 10, 1, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert negate_layer(model, None) == ["conv1.weight", "conv1.bias"]
+    for key, value in model.state_dict().items():
+        expected = -before[key] if key.startswith("conv1.") else before[key]
+        assert torch.equal(value, expected), key
+
+
+def test_l2_ball_projection_lands_on_the_ball():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    centre = {k: np.zeros(v.shape, np.float32) for k, v in model.state_dict().items()}
+    ball = L2Ball(model, centre, radius=0.1)
+    assert ball.distance() > 0.1
+    ball.project()
+    assert ball.distance() == pytest.approx(0.1, rel=1e-5)
