@@ -36,6 +36,25 @@ model does not fit D_f, accuracy <= ``stop_accuracy``), scored on at most ``PRUN
 samples of D_f. This uses D_f only, as the paper's server does; it is close in spirit to
 fine-pruning (Liu et al., 2018).
 
+Deletion-aware target (``natural_target = "validation"``, random and client deletions, when
+the request carries the server's declared validation set): natural data deleted from a
+federation is, after retraining, *unseen data of the same distribution*, not data the model
+cannot classify (retraining keeps ~98.8 % on a random MNIST D_f). Pushing it to the incompetent
+teacher's uniform output until D_f accuracy is <= ``stop_accuracy`` overshoots that target and
+drags the clean accuracy with it. In this mode the loss keeps its terms but:
+
+- the target is the validation set's level, class-matched to D_f: each class's mean
+  cross-entropy ``L_c`` and accuracy ``a_c`` under the model before unlearning;
+- the hard loss of Eq. 12 is bounded per sample at ``L_{y_i}`` instead of BND, and the
+  distillation and attention terms weigh sample i by ``1[CE_i < L_{y_i}]``: only samples
+  fitted better than unseen data of their class are pushed;
+- the stopping rule is checked after every step: stop once D_f's accuracy (on at most
+  ``natural_check_samples`` of its samples) is at most ``sum_c share_c(D_f) a_c``; nothing
+  runs (no pruning either) when D_f is not fitted better than that to begin with.
+
+Backdoor and class deletions are unchanged (their D_f is *not* like unseen data: retraining
+does not predict the trigger's label or the forgotten class).
+
 The hyperparameters are :class:`fedforget.config.DistillConfig`: a zero ``mu_*`` drops a loss
 term, ``bound=None`` uses the unbounded hard loss of Eq. 9, ``lr_decay=None`` keeps the
 learning rate constant, ``reg_weight=0`` drops the regulariser.
@@ -45,8 +64,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from fedforget.config import DistillConfig
+from fedforget.data.sources import ArrayDataset
 from fedforget.models import ClassifierModel
 from fedforget.training import load_numpy_state, seeded_batches, to_tensors
 from fedforget.unlearning.base import (
@@ -58,11 +79,13 @@ from fedforget.unlearning.base import (
 )
 from fedforget.unlearning.losses import (
     attention_loss,
+    attention_map,
     distillation_loss,
     hard_loss,
     weight_regulariser,
 )
 
+NATURAL_MODES = ("random", "client")  # D_f is ordinary data: after retraining, like unseen data
 PRUNE_SAMPLES = 1024  # attribution scores are means over D_f: a sample keeps pruning cheap
 
 
@@ -87,6 +110,8 @@ class DistillationUnlearner(Unlearner):
         student = model.to(device).train()
         teacher = load_numpy_state(context.build_model(), context.initial_state).to(device).eval()
         x, y = to_tensors(request.forget, device)
+        if self._natural(request):
+            return self._unlearn_natural(student, teacher, x, y, request, context)
         if cfg.reset_class_outputs and request.forget_classes:
             reset_outputs(student, teacher, request.forget_classes)
         elif cfg.prune_mads is not None:
@@ -112,6 +137,53 @@ class DistillationUnlearner(Unlearner):
             context.report("unlearning", epoch + 1, cfg.epochs, **totals)
             if cfg.stop_accuracy is not None and totals["forget_accuracy"] <= cfg.stop_accuracy:
                 break
+        return student.eval()
+
+    def _natural(self, request: UnlearningRequest) -> bool:
+        return (
+            self.settings.natural_target == "validation"
+            and request.mode in NATURAL_MODES
+            and request.validation is not None
+            and len(request.validation) > 0
+        )
+
+    def _unlearn_natural(
+        self,
+        student: ClassifierModel,
+        teacher: ClassifierModel,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        request: UnlearningRequest,
+        context: UnlearningContext,
+    ) -> ClassifierModel:
+        """Push D_f only as far as the validation set's level (module docstring)."""
+        cfg = self.settings
+        device = context.device
+        level_loss, level_accuracy = class_levels(student, request.validation, device)
+        counts = torch.bincount(y, minlength=len(level_accuracy)).float()
+        target = float((counts * level_accuracy).sum() / counts.sum())
+        bounds = level_loss[y]
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(context.seed))
+        check = order[: cfg.natural_check_samples]
+        start = batch_accuracy(student, x[check], y[check])
+        context.report("unlearning", 0, cfg.epochs, forget_accuracy=start, target=target)
+        if start <= target:
+            return student.eval()
+        anchor = [p.detach().clone() for p in student.parameters()]
+        optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr)
+        generator = torch.Generator().manual_seed(context.seed)
+        for epoch in range(cfg.epochs):
+            optimizer.param_groups[0]["lr"] = cfg.lr * (cfg.lr_decay or 1.0) ** epoch
+            for batch in seeded_batches(len(x), cfg.batch_size, generator):
+                optimizer.zero_grad(set_to_none=True)
+                loss, _ = self.loss(student, teacher, anchor, x[batch], y[batch], bounds[batch])
+                loss.backward()
+                optimizer.step()
+                reached = batch_accuracy(student, x[check], y[check])
+                if reached <= target:
+                    context.report("unlearning", epoch + 1, cfg.epochs, forget_accuracy=reached)
+                    return student.eval()
+            context.report("unlearning", epoch + 1, cfg.epochs, forget_accuracy=reached)
         return student.eval()
 
     def _run_epoch(
@@ -143,12 +215,28 @@ class DistillationUnlearner(Unlearner):
         anchor: list[torch.Tensor],
         x: torch.Tensor,
         y: torch.Tensor,
+        bounds: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The total unlearning loss on one batch and its hard-loss term."""
+        """The total unlearning loss on one batch and its hard-loss term.
+
+        ``bounds`` (natural deletions) replaces BND by a per-sample bound and weighs the
+        distillation and attention terms by ``1[CE_i < bound_i]``.
+        """
         cfg = self.settings
         student_logits, student_maps = student.forward_features(x)
         with torch.no_grad():
             teacher_logits, teacher_maps = teacher.forward_features(x)
+        if bounds is not None:
+            return self._masked_loss(
+                student,
+                anchor,
+                student_logits,
+                student_maps,
+                teacher_logits,
+                teacher_maps,
+                y,
+                bounds,
+            )
         hard = hard_loss(student_logits, y, cfg.bound)
         total = cfg.mu_hard * hard
         if cfg.mu_distill:
@@ -162,6 +250,64 @@ class DistillationUnlearner(Unlearner):
         if cfg.reg_weight:
             total = total + cfg.reg_weight * weight_regulariser(student, anchor, cfg.reg_reduction)
         return total, hard
+
+    def _masked_loss(
+        self,
+        student: ClassifierModel,
+        anchor: list[torch.Tensor],
+        student_logits: torch.Tensor,
+        student_maps: dict[str, torch.Tensor],
+        teacher_logits: torch.Tensor,
+        teacher_maps: dict[str, torch.Tensor],
+        y: torch.Tensor,
+        bounds: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.settings
+        ce = F.cross_entropy(student_logits, y, reduction="none")
+        weight = (ce.detach() < bounds).float()
+        hard = F.relu(bounds - ce).mean()
+        total = cfg.mu_hard * hard
+        if cfg.mu_distill:
+            teacher = F.softmax(teacher_logits / cfg.temperature, dim=1)
+            per_sample = -(teacher * F.log_softmax(student_logits / cfg.temperature, dim=1)).sum(1)
+            total = total + cfg.mu_distill * (weight * per_sample).mean()
+        if cfg.mu_attention:
+            per_sample = torch.stack(
+                [
+                    (attention_map(t, cfg.attention_q) - attention_map(s, cfg.attention_q)).norm(
+                        p=2, dim=1
+                    )
+                    for t, s in zip(teacher_maps.values(), student_maps.values(), strict=True)
+                ]
+            ).mean(dim=0)
+            total = total + cfg.mu_attention * (weight * per_sample).mean()
+        if cfg.reg_weight:
+            total = total + cfg.reg_weight * weight_regulariser(student, anchor, cfg.reg_reduction)
+        return total, hard
+
+
+@torch.no_grad()
+def class_levels(
+    model: ClassifierModel, data: ArrayDataset, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class mean cross-entropy and accuracy of ``model`` on ``data`` (held-out).
+
+    A class absent from ``data`` gets the all-class values, so any D_f label has a level.
+    """
+    was_training = model.training
+    model.eval()
+    x, y = to_tensors(data, device)
+    logits = torch.cat([model(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+    model.train(was_training)
+    ce = F.cross_entropy(logits, y, reduction="none")
+    right = (logits.argmax(dim=1) == y).float()
+    classes = logits.shape[1]
+    counts = torch.bincount(y, minlength=classes).float()
+    loss = torch.bincount(y, weights=ce, minlength=classes) / counts.clamp(min=1)
+    accuracy = torch.bincount(y, weights=right, minlength=classes) / counts.clamp(min=1)
+    missing = counts == 0
+    loss[missing], accuracy[missing] = ce.mean(), right.mean()
+    return loss, accuracy
 
 
 @torch.no_grad()
