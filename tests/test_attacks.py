@@ -131,3 +131,20 @@ def test_train_samples_keeps_a_seeded_draw_and_leaves_auxiliary_data(make_config
         bundle.train.y[kept][~federation.is_deleted(np.arange(400))],
     )
     assert len(np.setdiff1d(np.arange(len(bundle.train)), kept)) == len(bundle.train) - 400
+
+
+def test_evaluator_reports_the_attack_and_its_power(make_config):
+    from fedforget.data import build_federation
+    from fedforget.metrics import Evaluator
+    from fedforget.models import build_model
+
+    federation = build_federation(make_config(deletion={"mode": "random", "share": 0.1}))
+    model = build_model("lenet5", 10, 1, 8)
+    with pytest.raises(UnknownAttackError):
+        Evaluator(federation, attack="nope")
+    evaluator = Evaluator(federation)
+    metrics = evaluator.evaluate(model)
+    assert metrics.mia_attack == "loss" and 0.0 <= metrics.mia_power <= 1.0
+    evaluator.set_reference_losses([np.zeros(len(y)) for _, y in evaluator.attack_sets()])
+    assert evaluator.evaluate(model).mia_attack == "calibrated"
+    assert Evaluator(federation, attack="median").evaluate(model).mia_attack == "median"
