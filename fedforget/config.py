@@ -139,7 +139,7 @@ class DistillConfig(_Section):
         ),
     )
     natural_check_samples: int = Field(
-        1024, ge=1, description="D_f samples scored after every step for the natural stop."
+        512, ge=1, description="D_f samples scored after every step for the natural stop."
     )
 
 
@@ -160,7 +160,7 @@ class RecoveryConfig(_Section):
     eval_samples: int = Field(1000, ge=1, description="Local samples each client scores.")
     candidates: int = Field(10, ge=1, description="Clients the relay ever asks (bounded cost).")
     clients_per_hop: int = Field(3, ge=1, description="Weakest candidates that train per hop.")
-    proximal_mu: float = Field(0.01, ge=0, description="FedProx mu of the hop's local training.")
+    proximal_mu: float = Field(1.0, ge=0, description="FedProx mu of the hop's local training.")
 
 
 OptionValue = bool | int | float | str | None

@@ -6,8 +6,12 @@ so that the numbers of docs/methods-quality.md can be reproduced on a laptop in 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import pickle
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,10 +55,29 @@ class Run:
         }
 
 
+CACHE = Path(os.environ.get("FEDFORGET_QUALITY_CACHE", "/tmp/fedforget-quality-cache"))
+
+
 def make_run(config: SimulationConfig, rounds: int) -> Run:
-    """Train ``rounds`` FedAvg rounds with D_f and, from the same w_0, without it."""
+    """Train ``rounds`` FedAvg rounds with D_f and, from the same w_0, without it.
+
+    The trained states are cached under ``$FEDFORGET_QUALITY_CACHE`` (keyed by the
+    configuration), so re-running a script to tune the unlearning skips the training.
+    """
     torch.set_num_threads(1)
     federation = build_federation(config)
+    key = hashlib.sha256(f"{config.to_json()}|{rounds}".encode()).hexdigest()[:16]
+    path = CACHE / f"{key}.pkl"
+    if path.exists():
+        return Run(config, federation, *pickle.loads(path.read_bytes()))
+    run = _train(config, federation, rounds)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    fields = (run.initial, run.trained, run.retrained, run.validation, run.test)
+    path.write_bytes(pickle.dumps((*fields, run.seconds_per_round)))
+    return run
+
+
+def _train(config: SimulationConfig, federation: Federation, rounds: int) -> Run:
 
     def build():
         f = federation

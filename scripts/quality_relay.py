@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mu", type=float, default=None, help="override recovery.proximal_mu")
+    parser.add_argument("--mu", default="1.0", help="proximal mu values to try, comma-separated")
     parser.add_argument("--per-hop", type=int, default=None, help="override clients_per_hop")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -79,8 +79,6 @@ def main() -> None:
     )
     state = local.run(state_to_numpy(build()), args.rounds)
     recovery = RecoveryConfig()
-    if args.mu is not None:
-        recovery.proximal_mu = args.mu
     if args.per_hop is not None:
         recovery.clients_per_hop = args.per_hop
     evaluate, train = in_process_callbacks(local, recovery.eval_samples, 1, seed=args.seed)
@@ -92,16 +90,20 @@ def main() -> None:
         state, clients, evaluate, train, recovery.max_hops, config.train.lr, recovery.min_accuracy
     )
     out["plain"] = {"test": test(plain), "seconds": round(time.perf_counter() - started, 1)}
-    started = time.perf_counter()
-    result = run_relay(state, clients, evaluate, train, recovery, config.train.lr, seed=args.seed)
-    out["policy"] = {
-        "test": test(result.state),
-        "seconds": round(time.perf_counter() - started, 1),
-        "objective": [round(result.start_objective, 4), round(result.objective, 4)],
-        "hops": [(h.trained_on, h.lr, round(h.after, 4), h.kept) for h in result.hops],
-        "evaluations": result.evaluations,
-        "trainings": result.trainings,
-    }
+    for mu in [float(m) for m in args.mu.split(",")]:
+        recovery.proximal_mu = mu
+        started = time.perf_counter()
+        result = run_relay(
+            state, clients, evaluate, train, recovery, config.train.lr, seed=args.seed
+        )
+        out[f"policy_mu={mu}"] = {
+            "test": test(result.state),
+            "seconds": round(time.perf_counter() - started, 1),
+            "objective": [round(result.start_objective, 4), round(result.objective, 4)],
+            "hops": [(h.trained_on, h.lr, round(h.after, 4), h.kept) for h in result.hops],
+            "evaluations": result.evaluations,
+            "trainings": result.trainings,
+        }
     print(json.dumps(out))
 
 

@@ -43,14 +43,18 @@ cannot classify (retraining keeps ~98.8 % on a random MNIST D_f). Pushing it to 
 teacher's uniform output until D_f accuracy is <= ``stop_accuracy`` overshoots that target and
 drags the clean accuracy with it. In this mode the loss keeps its terms but:
 
-- the target is the validation set's level, class-matched to D_f: each class's mean
-  cross-entropy ``L_c`` and accuracy ``a_c`` under the model before unlearning;
-- the hard loss of Eq. 12 is bounded per sample at ``L_{y_i}`` instead of BND, and the
-  distillation and attention terms weigh sample i by ``1[CE_i < L_{y_i}]``: only samples
-  fitted better than unseen data of their class are pushed;
+- the target is unseen data's loss distribution, class-matched: under the model before
+  unlearning, D_f's samples of class c are ranked by cross-entropy and sample i of rank r
+  (of m) gets ``b_i`` = the ``(r + 0.5) / m`` quantile of the validation set's
+  cross-entropies of class c (:func:`unseen_targets`), the least movement that makes D_f's
+  losses look unseen;
+- the hard loss of Eq. 12 is bounded per sample at ``b_i`` instead of BND, and the
+  distillation and attention terms weigh sample i by ``1[CE_i < b_i]``: only samples fitted
+  better than their unseen counterpart are pushed;
 - the stopping rule is checked after every step: stop once D_f's accuracy (on at most
-  ``natural_check_samples`` of its samples) is at most ``sum_c share_c(D_f) a_c``; nothing
-  runs (no pruning either) when D_f is not fitted better than that to begin with.
+  ``natural_check_samples`` of its samples) is at most the validation accuracy per class
+  weighted by D_f's class shares; nothing runs (no pruning either) when D_f is not fitted
+  better than that to begin with.
 
 Backdoor and class deletions are unchanged (their D_f is *not* like unseen data: retraining
 does not predict the trigger's label or the forgotten class).
@@ -159,10 +163,7 @@ class DistillationUnlearner(Unlearner):
         """Push D_f only as far as the validation set's level (module docstring)."""
         cfg = self.settings
         device = context.device
-        level_loss, level_accuracy = class_levels(student, request.validation, device)
-        counts = torch.bincount(y, minlength=len(level_accuracy)).float()
-        target = float((counts * level_accuracy).sum() / counts.sum())
-        bounds = level_loss[y]
+        bounds, target = unseen_targets(student, x, y, request.validation, device)
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(context.seed))
         check = order[: cfg.natural_check_samples]
         start = batch_accuracy(student, x[check], y[check])
@@ -265,12 +266,13 @@ class DistillationUnlearner(Unlearner):
         cfg = self.settings
         ce = F.cross_entropy(student_logits, y, reduction="none")
         weight = (ce.detach() < bounds).float()
-        hard = F.relu(bounds - ce).mean()
+        active = weight.sum().clamp(min=1.0)  # means over the samples still to push
+        hard = F.relu(bounds - ce).sum() / active
         total = cfg.mu_hard * hard
         if cfg.mu_distill:
             teacher = F.softmax(teacher_logits / cfg.temperature, dim=1)
             per_sample = -(teacher * F.log_softmax(student_logits / cfg.temperature, dim=1)).sum(1)
-            total = total + cfg.mu_distill * (weight * per_sample).mean()
+            total = total + cfg.mu_distill * (weight * per_sample).sum() / active
         if cfg.mu_attention:
             per_sample = torch.stack(
                 [
@@ -280,34 +282,69 @@ class DistillationUnlearner(Unlearner):
                     for t, s in zip(teacher_maps.values(), student_maps.values(), strict=True)
                 ]
             ).mean(dim=0)
-            total = total + cfg.mu_attention * (weight * per_sample).mean()
+            total = total + cfg.mu_attention * (weight * per_sample).sum() / active
         if cfg.reg_weight:
             total = total + cfg.reg_weight * weight_regulariser(student, anchor, cfg.reg_reduction)
         return total, hard
 
 
 @torch.no_grad()
-def class_levels(
-    model: ClassifierModel, data: ArrayDataset, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class mean cross-entropy and accuracy of ``model`` on ``data`` (held-out).
-
-    A class absent from ``data`` gets the all-class values, so any D_f label has a level.
-    """
+def _losses(model: ClassifierModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     was_training = model.training
     model.eval()
-    x, y = to_tensors(data, device)
-    logits = torch.cat([model(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+    ce = torch.cat(
+        [
+            F.cross_entropy(model(x[i : i + 1000]), y[i : i + 1000], reduction="none")
+            for i in range(0, len(x), 1000)
+        ]
+    )
     model.train(was_training)
-    ce = F.cross_entropy(logits, y, reduction="none")
-    right = (logits.argmax(dim=1) == y).float()
-    classes = logits.shape[1]
-    counts = torch.bincount(y, minlength=classes).float()
-    loss = torch.bincount(y, weights=ce, minlength=classes) / counts.clamp(min=1)
-    accuracy = torch.bincount(y, weights=right, minlength=classes) / counts.clamp(min=1)
-    missing = counts == 0
-    loss[missing], accuracy[missing] = ce.mean(), right.mean()
-    return loss, accuracy
+    return ce
+
+
+@torch.no_grad()
+def unseen_targets(
+    model: ClassifierModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    validation: ArrayDataset,
+    device: torch.device,
+) -> tuple[torch.Tensor, float]:
+    """Per-sample loss targets for D_f ``(x, y)`` and the accuracy it should end at.
+
+    Within each class, D_f's samples are ranked by their current cross-entropy and the
+    sample of rank ``r`` (of ``m``) gets the ``(r + 0.5) / m`` quantile of the validation
+    set's cross-entropies of that class: the least movement (a 1-D transport) that gives D_f
+    the loss distribution of unseen data. Its easiest samples keep tiny targets, its hardest
+    get the loss of unseen samples the model gets wrong. The accuracy target is the validation
+    accuracy per class, weighted by D_f's class shares. A class the validation set lacks uses
+    all its samples.
+    """
+    vx, vy = to_tensors(validation, device)
+    val_losses = _losses(model, vx, vy)
+    with torch.no_grad():
+        model_was = model.training
+        model.eval()
+        val_right = torch.cat(
+            [
+                (model(vx[i : i + 1000]).argmax(dim=1) == vy[i : i + 1000]).float()
+                for i in range(0, len(vx), 1000)
+            ]
+        )
+        model.train(model_was)
+    losses = _losses(model, x, y)
+    bounds = torch.empty_like(losses)
+    right = 0.0
+    for label in torch.unique(y):
+        members = torch.nonzero(y == label).flatten()
+        of_class = vy == label
+        reference = val_losses[of_class] if bool(of_class.any()) else val_losses
+        accuracy = val_right[of_class] if bool(of_class.any()) else val_right
+        ranks = torch.argsort(torch.argsort(losses[members]))
+        levels = (ranks.double() + 0.5) / len(members)
+        bounds[members] = torch.quantile(reference.double(), levels).to(bounds.dtype)
+        right += float(accuracy.mean()) * len(members)
+    return bounds, right / len(y)
 
 
 @torch.no_grad()
