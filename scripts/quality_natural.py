@@ -58,6 +58,7 @@ def main() -> None:
         "args": vars(args),
         "round_s": round(run.seconds_per_round, 2),
         "forget_size": len(run.federation.forget_set()),
+        "proximal_mu": RecoveryConfig().proximal_mu,
         "trained": run.scores(run.trained),
         "retrain": run.scores(run.retrained),
     }
