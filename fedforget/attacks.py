@@ -25,15 +25,17 @@ Attacks (registry :data:`ATTACKS`, :func:`build_attack`, ``--mia NAME``):
     the per-sample loss threshold (Yeom et al., 2018): member iff the cross-entropy on the
     true label is below a threshold fitted for balanced accuracy.
 ``calibrated``
-    difficulty calibration (Watson et al., 2022; the offline form of LiRA, Carlini et al.,
-    2022): the score of a sample is its loss under the target model *minus* its mean loss
-    under reference models that never saw it (trained on disjoint auxiliary data, as
-    :func:`reference_losses` does), thresholded as ``loss``. A hard sample (high loss for
-    every model) no longer looks like a non-member, an easy one no longer like a member, so
-    the attack sees what the target model learnt of *this* sample. We calibrate with a few
-    reference models rather than fit LiRA's per-example Gaussians: per-example Gaussians need
-    tens of shadow models, beyond a CPU budget, and Watson et al. report most of the gain
-    from the offset alone. It needs ``reference`` losses for every sample it scores.
+    difficulty calibration (Watson et al., 2022) on LiRA's scale (Carlini et al., 2022): a
+    sample's statistic is its mean scaled confidence ``phi = log p_y - log(1 - p_y)`` under
+    reference models that never saw it (trained on disjoint auxiliary data, as
+    :func:`reference_confidences` does) *minus* its ``phi`` under the target model,
+    thresholded as ``loss``. A hard sample no longer looks like a non-member, an easy one no
+    longer like a member: the attack sees what the target learnt of *this* sample. ``phi``
+    rather than the loss because confidences of a memorising model crowd at 1, where the loss
+    hides differences of orders of magnitude that ``phi`` spreads out. We use a few reference
+    models and the offset (LiRA offline without per-example Gaussians): per-example variances
+    need tens of shadow models, beyond a CPU budget. It needs ``reference`` confidences for
+    every sample it scores.
 """
 
 from __future__ import annotations
@@ -59,13 +61,13 @@ class UnknownAttackError(ValueError):
 class ModelOutputs:
     """A model's softmax outputs and the true labels on one set of samples.
 
-    ``reference_loss`` (optional) is each sample's mean cross-entropy under reference models
-    that never trained on it (for ``calibrated``).
+    ``reference`` (optional) is each sample's mean scaled confidence ``phi`` under reference
+    models that never trained on it (for ``calibrated``).
     """
 
     probs: np.ndarray
     labels: np.ndarray
-    reference_loss: np.ndarray | None = None
+    reference: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -74,9 +76,13 @@ class ModelOutputs:
         """Per-sample cross-entropy on the true label."""
         return -np.log(self.probs[np.arange(len(self.labels)), self.labels] + EPS)
 
+    def confidence(self) -> np.ndarray:
+        """LiRA's scaled confidence ``log p_y - log(1 - p_y)`` per sample."""
+        return scaled_confidence(self.probs, self.labels)
+
     def take(self, rows: np.ndarray) -> ModelOutputs:
         """The outputs of the samples ``rows``."""
-        ref = None if self.reference_loss is None else self.reference_loss[rows]
+        ref = None if self.reference is None else self.reference[rows]
         return ModelOutputs(self.probs[rows], self.labels[rows], ref)
 
 
@@ -104,9 +110,9 @@ class MembershipAttack(ABC):
     ) -> AttackResult:
         """Fit on one half of a balanced member/non-member sample, measure on the other."""
         if self.needs_reference and any(
-            o.reference_loss is None for o in (members, non_members, forget)
+            o.reference is None for o in (members, non_members, forget)
         ):
-            raise ValueError(f"the {self.name} attack needs reference losses for every set")
+            raise ValueError(f"the {self.name} attack needs reference confidences for every set")
         rng = np.random.default_rng(seed)
         n = min(len(members), len(non_members), self.per_side)
         m = members.take(rng.choice(len(members), n, replace=False))
@@ -211,15 +217,15 @@ class LossThresholdAttack(_ThresholdAttack):
 
 
 @register_attack
-class CalibratedLossAttack(_ThresholdAttack):
-    """Loss minus the sample's mean loss under reference models that never saw it."""
+class CalibratedAttack(_ThresholdAttack):
+    """Reference models' mean scaled confidence minus the target's, per sample."""
 
     name = "calibrated"
     needs_reference = True
 
     @staticmethod
     def statistic(outputs: ModelOutputs) -> np.ndarray:
-        return outputs.loss() - outputs.reference_loss
+        return outputs.reference - outputs.confidence()
 
 
 DEFAULT_ATTACK = "calibrated"
@@ -245,12 +251,18 @@ def default_attack(has_reference: bool) -> str:
     return DEFAULT_ATTACK if has_reference else FALLBACK_ATTACK
 
 
-def reference_losses(
-    train_reference: Callable[[int], Callable[[np.ndarray, np.ndarray], np.ndarray]],
+def scaled_confidence(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``log p_y - log(1 - p_y)`` per row (LiRA's logit scaling of the true-label confidence)."""
+    p = probs[np.arange(len(labels)), labels].astype(np.float64)
+    return np.log(p + EPS) - np.log(np.clip(1.0 - p, 0.0, None) + EPS)
+
+
+def reference_confidences(
+    train_reference: Callable[[int], Callable[[np.ndarray], np.ndarray]],
     count: int,
     sets: Sequence[tuple[np.ndarray, np.ndarray]],
 ) -> list[np.ndarray]:
-    """Each set's per-sample cross-entropy averaged over ``count`` reference models.
+    """Each set's per-sample scaled confidence averaged over ``count`` reference models.
 
     ``train_reference(k)`` trains the k-th reference model (on auxiliary data disjoint from
     every set scored, with its own seed) and returns ``probs(x) -> softmax``; ``sets`` are
@@ -260,5 +272,5 @@ def reference_losses(
     for k in range(count):
         probs = train_reference(k)
         for total, (x, y) in zip(totals, sets, strict=True):
-            total += -np.log(probs(x)[np.arange(len(y)), y] + EPS)
+            total += scaled_confidence(probs(x), y)
     return [total / count for total in totals]

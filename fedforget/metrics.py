@@ -98,8 +98,8 @@ class Evaluator:
     D_r is evaluated on a seeded subsample of at most ``RETAIN_EVAL_SAMPLES`` samples to keep
     per-round evaluation cheap; the same subsample serves the MIA's members, the test set its
     non-members. ``attack`` names a :mod:`fedforget.attacks` attack (``--mia``); by default
-    the strongest the run can afford (``calibrated`` once :meth:`set_reference_losses` gave
-    it reference losses, else ``loss``). ``mia_success`` is the attack's D_f score and
+    the strongest the run can afford (``calibrated`` once :meth:`set_reference` gave it
+    reference confidences, else ``loss``). ``mia_success`` is the attack's D_f score and
     ``mia_power`` its balanced accuracy on members vs non-members (0.5 = no power).
     """
 
@@ -158,9 +158,12 @@ class Evaluator:
         """``(x, y)`` of the MIA's members, non-members and D_f, to score reference models on."""
         return [(d.x, d.y) for d in (self.retain, self.federation.test, self.forget)]
 
-    def set_reference_losses(self, losses: Sequence[np.ndarray]) -> None:
-        """Per-sample mean reference losses on :meth:`attack_sets` (enables ``calibrated``)."""
-        members, non_members, forget = losses
+    def set_reference(self, confidences: Sequence[np.ndarray]) -> None:
+        """Per-sample mean reference confidences on :meth:`attack_sets` (for ``calibrated``).
+
+        See :func:`fedforget.attacks.reference_confidences`.
+        """
+        members, non_members, forget = confidences
         self.reference = (members, non_members, forget)
 
     def _attack(self, retain_probs, test_probs, forget_probs):

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fedforget.attacks import ModelOutputs, attack_names, build_attack, reference_losses
+from fedforget.attacks import ModelOutputs, attack_names, build_attack, reference_confidences
 from fedforget.config import RecoveryConfig, validate_config
 from fedforget.data import build_federation
 from fedforget.data.deletion import kept_train_indices
@@ -124,7 +124,7 @@ def main() -> None:
         return lambda x: predict_proba(model, x)
 
     started = time.perf_counter()
-    ref_members, ref_non, ref_forget = reference_losses(train_reference, args.references, sets)
+    ref_members, ref_non, ref_forget = reference_confidences(train_reference, args.references, sets)
     refs_s = time.perf_counter() - started
 
     out = {"preset": preset(args), "train_s": round(train_s, 1), "references_s": round(refs_s, 1)}

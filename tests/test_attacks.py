@@ -16,7 +16,8 @@ from fedforget.attacks import (
     best_threshold,
     build_attack,
     default_attack,
-    reference_losses,
+    reference_confidences,
+    scaled_confidence,
 )
 from fedforget.metrics import membership_attack_success
 
@@ -24,23 +25,27 @@ SEEDS = (0, 1, 2)
 CLASSES = 10
 
 
-def outputs_with_loss(loss: np.ndarray, rng: np.random.Generator, difficulty=None) -> ModelOutputs:
-    """Two-level softmax whose true-label probability is exp(-loss)."""
-    n = len(loss)
-    labels = rng.integers(0, CLASSES, n)
+def softmax_with_loss(loss: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Two-level softmax rows whose true-label probability is exp(-loss)."""
     p_true = np.exp(-loss)
     probs = np.repeat(((1 - p_true) / (CLASSES - 1))[:, None], CLASSES, axis=1)
-    probs[np.arange(n), labels] = p_true
-    return ModelOutputs(probs, labels, difficulty)
+    probs[np.arange(len(loss)), labels] = p_true
+    return probs
 
 
 def population(rng, n, gain, spread=1.0):
-    """Members' and non-members' outputs, each sample with a difficulty the reference sees."""
+    """Members', non-members' and member D_f outputs; references see each sample's difficulty.
+
+    A sample's loss under a model that never saw it is its difficulty; a member's loss is
+    lower by ``gain``. The reference confidence is that of the unseen loss.
+    """
     sets = []
     for member in (True, False, True):
         difficulty = rng.exponential(spread, n) + 0.01
+        labels = rng.integers(0, CLASSES, n)
         loss = np.maximum(difficulty - (gain if member else 0.0), 0.001)
-        sets.append(outputs_with_loss(loss, rng, difficulty))
+        reference = scaled_confidence(softmax_with_loss(difficulty, labels), labels)
+        sets.append(ModelOutputs(softmax_with_loss(loss, labels), labels, reference))
     return sets
 
 
@@ -102,7 +107,7 @@ def test_best_threshold_separates_separable_values():
     assert best_threshold(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == float("-inf")
 
 
-def test_reference_losses_average_the_models():
+def test_reference_confidences_average_the_models():
     x = np.zeros((2, 1))
     y = np.array([0, 1])
 
@@ -110,9 +115,10 @@ def test_reference_losses_average_the_models():
         p = 0.5 if k == 0 else 0.25
         return lambda xs: np.tile([p, 1 - p], (len(xs), 1))
 
-    (losses,) = reference_losses(train, 2, [(x, y)])
-    expected = [(-np.log(0.5) - np.log(0.25)) / 2, (-np.log(0.5) - np.log(0.75)) / 2]
-    np.testing.assert_allclose(losses, expected, rtol=1e-6)
+    (confidences,) = reference_confidences(train, 2, [(x, y)])
+    logit = lambda p: np.log(p) - np.log(1 - p)  # noqa: E731
+    expected = [(logit(0.5) + logit(0.25)) / 2, (logit(0.5) + logit(0.75)) / 2]
+    np.testing.assert_allclose(confidences, expected, atol=1e-6)
 
 
 def test_train_samples_keeps_a_seeded_draw_and_leaves_auxiliary_data(make_config):
@@ -145,6 +151,6 @@ def test_evaluator_reports_the_attack_and_its_power(make_config):
     evaluator = Evaluator(federation)
     metrics = evaluator.evaluate(model)
     assert metrics.mia_attack == "loss" and 0.0 <= metrics.mia_power <= 1.0
-    evaluator.set_reference_losses([np.zeros(len(y)) for _, y in evaluator.attack_sets()])
+    evaluator.set_reference([np.zeros(len(y)) for _, y in evaluator.attack_sets()])
     assert evaluator.evaluate(model).mia_attack == "calibrated"
     assert Evaluator(federation, attack="median").evaluate(model).mia_attack == "median"
