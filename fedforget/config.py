@@ -138,6 +138,9 @@ class DistillConfig(_Section):
             " the validation set's (class-matched); 'teacher' = as for backdoor."
         ),
     )
+    natural_max_steps: int = Field(
+        300, ge=1, description="Step cap of the natural-deletion target (checked every step)."
+    )
     natural_check_samples: int = Field(
         512, ge=1, description="D_f samples scored after every step for the natural stop."
     )

@@ -51,7 +51,9 @@ drags the clean accuracy with it. In this mode the loss keeps its terms but:
 - the hard loss of Eq. 12 is bounded per sample at ``b_i`` instead of BND, and the
   distillation and attention terms weigh sample i by ``1[CE_i < b_i]``: only samples fitted
   better than their unseen counterpart are pushed;
-- the stopping rule is checked after every step: stop once D_f's accuracy (on at most
+- the stopping rule is checked after every step (at the constant learning rate ``lr``, for
+  at most ``natural_max_steps`` steps whatever |D_f|: a per-epoch budget gives a small D_f
+  a handful of steps): stop once D_f's accuracy (on at most
   ``natural_check_samples`` of its samples) is at most the validation accuracy per class
   weighted by D_f's class shares; nothing runs (no pruning either) when D_f is not fitted
   better than that to begin with.
@@ -173,18 +175,16 @@ class DistillationUnlearner(Unlearner):
         anchor = [p.detach().clone() for p in student.parameters()]
         optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr)
         generator = torch.Generator().manual_seed(context.seed)
-        for epoch in range(cfg.epochs):
-            optimizer.param_groups[0]["lr"] = cfg.lr * (cfg.lr_decay or 1.0) ** epoch
-            for batch in seeded_batches(len(x), cfg.batch_size, generator):
-                optimizer.zero_grad(set_to_none=True)
-                loss, _ = self.loss(student, teacher, anchor, x[batch], y[batch], bounds[batch])
-                loss.backward()
-                optimizer.step()
-                reached = batch_accuracy(student, x[check], y[check])
-                if reached <= target:
-                    context.report("unlearning", epoch + 1, cfg.epochs, forget_accuracy=reached)
-                    return student.eval()
-            context.report("unlearning", epoch + 1, cfg.epochs, forget_accuracy=reached)
+        steps = cfg.natural_max_steps
+        for step, batch in enumerate(_endless(len(x), cfg.batch_size, generator), start=1):
+            optimizer.zero_grad(set_to_none=True)
+            loss, _ = self.loss(student, teacher, anchor, x[batch], y[batch], bounds[batch])
+            loss.backward()
+            optimizer.step()
+            reached = batch_accuracy(student, x[check], y[check])
+            if reached <= target or step >= steps:
+                context.report("unlearning", step, steps, forget_accuracy=reached)
+                break
         return student.eval()
 
     def _run_epoch(
@@ -353,6 +353,12 @@ def reset_outputs(student: ClassifierModel, teacher: ClassifierModel, classes: t
     rows = list(classes)
     for name, param in student.head.named_parameters():
         param[rows] = teacher.head.get_parameter(name)[rows]
+
+
+def _endless(n: int, batch_size: int, generator: torch.Generator):
+    """Seeded mini-batches of ``range(n)``, a fresh permutation per pass, without end."""
+    while True:
+        yield from seeded_batches(n, batch_size, generator)
 
 
 def _linear_layer(model: nn.Module, name: str | None) -> nn.Linear:
