@@ -39,7 +39,6 @@ class PhaseMetrics(BaseModel):
     backdoor_success: float | None
     mia_success: float | None
     mia_power: float | None = None
-    mia_attack: str | None = None
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
@@ -151,8 +150,14 @@ class Evaluator:
             backdoor_success=self._split_accuracy(model, self.backdoor),
             mia_success=None if mia is None else mia.forget_score,
             mia_power=None if mia is None else mia.power,
-            mia_attack=None if mia is None else mia.name,
         )
+
+    @property
+    def attack_name(self) -> str:
+        """The membership attack that fills ``mia_success`` and ``mia_power`` (for summaries)."""
+        from fedforget.attacks import default_attack
+
+        return self.attack or default_attack(self.reference is not None)
 
     def attack_sets(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(x, y)`` of the MIA's members, non-members and D_f, to score reference models on."""
@@ -167,9 +172,9 @@ class Evaluator:
         self.reference = (members, non_members, forget)
 
     def _attack(self, retain_probs, test_probs, forget_probs):
-        from fedforget.attacks import ModelOutputs, build_attack, default_attack
+        from fedforget.attacks import ModelOutputs, build_attack
 
-        name = self.attack or default_attack(self.reference is not None)
+        name = self.attack_name
         ref = self.reference or (None, None, None)
         outputs = [
             ModelOutputs(probs, data.y, r)

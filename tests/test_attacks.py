@@ -150,7 +150,14 @@ def test_evaluator_reports_the_attack_and_its_power(make_config):
         Evaluator(federation, attack="nope")
     evaluator = Evaluator(federation)
     metrics = evaluator.evaluate(model)
-    assert metrics.mia_attack == "loss" and 0.0 <= metrics.mia_power <= 1.0
+    assert evaluator.attack_name == "loss" and 0.0 <= metrics.mia_power <= 1.0
     evaluator.set_reference([np.zeros(len(y)) for _, y in evaluator.attack_sets()])
-    assert evaluator.evaluate(model).mia_attack == "calibrated"
-    assert Evaluator(federation, attack="median").evaluate(model).mia_attack == "median"
+    assert evaluator.attack_name == "calibrated"
+    assert 0.0 <= evaluator.evaluate(model).mia_power <= 1.0
+    median = Evaluator(federation, attack="median")
+    assert median.evaluate(model).mia_success == membership_attack_success(
+        median._probs(model, median.retain),
+        median._probs(model, federation.test),
+        median._probs(model, median.forget),
+        median.seed,
+    )
