@@ -138,6 +138,12 @@ class DistillConfig(_Section):
             " the validation set's (class-matched); 'teacher' = as for backdoor."
         ),
     )
+    natural_tolerance: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Natural deletions stop once D_f accuracy <= the unseen level + this.",
+    )
     natural_max_steps: int = Field(
         300, ge=1, description="Step cap of the natural-deletion target (checked every step)."
     )

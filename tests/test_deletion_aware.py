@@ -58,13 +58,11 @@ def test_natural_deletion_stops_at_the_validation_level(make_config, seed):
     forget = federation.forget_set()
     original = load_numpy_state(build(), state)
     aware = _unlearn(federation, build, initial, state, forget, "random", validation)
-    teacher = _unlearn(
-        federation, build, initial, state, forget, "random", validation, natural_target="teacher"
-    )
-    target = accuracy(original, validation)
-    # D_f ends near unseen data's level (one step can overshoot a little), not at zero.
-    assert accuracy(aware, forget) >= target - 0.1
-    assert accuracy(aware, test) >= accuracy(teacher, test)
+    unseen = accuracy(original, validation)  # digits: D_f's classes are balanced enough
+    assert accuracy(original, forget) > unseen + 0.01  # memorised: there is work to do
+    # D_f ends at unseen data's level within the tolerance (one step can overshoot a
+    # little; the validation set has ~180 samples), not at the teacher's zero.
+    assert unseen - 0.05 <= accuracy(aware, forget) <= unseen + 0.01 + 0.01
     assert accuracy(aware, test) >= accuracy(original, test) - 0.05
 
 
