@@ -30,9 +30,8 @@ for seed in (0, 1):
     test = federation.test.subset(np.arange(half, len(federation.test)))
     forget = federation.forget_set()
     original = load_numpy_state(build(), state)
-    print(
-        f"seed {seed}: original test {accuracy(original, test):.4f} D_f {accuracy(original, forget):.4f}"
-    )
+    before = f"test {accuracy(original, test):.4f} D_f {accuracy(original, forget):.4f}"
+    print(f"seed {seed}: original {before}")
     for tolerance in (0.0, 0.01, 0.02):
         unlearner = build_unlearner("distill", batch_size=16, natural_tolerance=tolerance)
         request = UnlearningRequest(forget, 10, "random", validation=validation)
