@@ -177,6 +177,8 @@ def run_relay(
         weakest = sorted(scores, key=lambda c: scores[c].accuracy)[: settings.clients_per_hop]
         updates = list(train(result.state, weakest, lr, settings.proximal_mu))
         result.trainings += len(updates)
+        if not sum(u.num_examples for u in updates):
+            break  # no candidate could train: nothing to propose
         proposal = weighted_average(updates)
         proposal_scores = dict(evaluate(proposal, candidates))
         result.evaluations += len(candidates)
