@@ -34,6 +34,14 @@ class DataConfig(_Section):
     partition: Literal["iid", "dirichlet", "shards"] = "iid"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration.")
     shards_per_client: int = Field(2, ge=1)
+    train_samples: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Keep only this many training samples (a seeded draw) before partitioning: few"
+            " samples per client make a federation that memorises (membership-attack presets)."
+        ),
+    )
 
 
 class DeletionConfig(_Section):
@@ -124,10 +132,36 @@ class DistillConfig(_Section):
     prune_max: int = Field(32, ge=1)
     prune_layer: str | None = None
     reset_class_outputs: bool = True
+    natural_target: Literal["validation", "teacher"] = Field(
+        "validation",
+        description=(
+            "Random and client deletions with a declared validation set: push only the D_f"
+            " samples fitted better than unseen data, and stop once D_f's accuracy is down to"
+            " the validation set's (class-matched); 'teacher' = as for backdoor."
+        ),
+    )
+    natural_tolerance: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Natural deletions stop once D_f accuracy <= the unseen level + this.",
+    )
+    natural_max_steps: int = Field(
+        300, ge=1, description="Step cap of the natural-deletion target (checked every step)."
+    )
+    natural_check_samples: int = Field(
+        512, ge=1, description="D_f samples scored after every step for the natural stop."
+    )
 
 
 class RecoveryConfig(_Section):
-    """Performance-recovery relay of paper 000 (IV.C.3)."""
+    """Performance-recovery relay of paper 000 (IV.C.3); policy in :mod:`fedforget.recovery`.
+
+    A hop trains the model on the ``clients_per_hop`` weakest of at most ``candidates``
+    clients (drawn once), with FedProx's proximal term ``proximal_mu``, and is kept only if it
+    raises the objective (the candidates' sample-weighted accuracy, or a declared validation
+    set); a rejected hop halves the learning rate.
+    """
 
     enabled: bool = True
     min_accuracy: float = Field(0.97, ge=0, le=1)
@@ -135,6 +169,9 @@ class RecoveryConfig(_Section):
     local_epochs: int = Field(1, ge=1)
     lr: float | None = Field(None, gt=0, description="Relay learning rate; None = train.lr.")
     eval_samples: int = Field(1000, ge=1, description="Local samples each client scores.")
+    candidates: int = Field(10, ge=1, description="Clients the relay ever asks (bounded cost).")
+    clients_per_hop: int = Field(3, ge=1, description="Weakest candidates that train per hop.")
+    proximal_mu: float = Field(1.0, ge=0, description="FedProx mu of the hop's local training.")
 
 
 OptionValue = bool | int | float | str | None

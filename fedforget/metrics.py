@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ class PhaseMetrics(BaseModel):
     retain_test_accuracy: float
     backdoor_success: float | None
     mia_success: float | None
+    mia_power: float | None = None
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
@@ -94,15 +95,29 @@ class Evaluator:
     """Computes :class:`PhaseMetrics` for any model of a federation, on fixed splits.
 
     D_r is evaluated on a seeded subsample of at most ``RETAIN_EVAL_SAMPLES`` samples to keep
-    per-round evaluation cheap; the same subsample serves the MIA's members.
+    per-round evaluation cheap; the same subsample serves the MIA's members, the test set its
+    non-members. ``attack`` names a :mod:`fedforget.attacks` attack (``--mia``); by default
+    the strongest the run can afford (``calibrated`` once :meth:`set_reference` gave it
+    reference confidences, else ``loss``). ``mia_success`` is the attack's D_f score and
+    ``mia_power`` its balanced accuracy on members vs non-members (0.5 = no power).
     """
 
     def __init__(
-        self, federation: Federation, device: torch.device | None = None, seed: int = 0
+        self,
+        federation: Federation,
+        device: torch.device | None = None,
+        seed: int = 0,
+        attack: str | None = None,
     ) -> None:
+        from fedforget.attacks import build_attack
+
+        if attack is not None:
+            build_attack(attack)  # an unknown name fails here, not after training
         self.federation = federation
         self.device = device or torch.device("cpu")
         self.seed = seed
+        self.attack = attack
+        self.reference: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         rng = np.random.default_rng(seed)
         retain = federation.retain_indices()
         keep = np.sort(rng.choice(len(retain), min(len(retain), RETAIN_EVAL_SAMPLES), False))
@@ -123,7 +138,7 @@ class Evaluator:
         forget_probs = self._probs(model, self.forget)
         mia = None
         if forget_probs is not None:
-            mia = membership_attack_success(retain_probs, test_probs, forget_probs, self.seed)
+            mia = self._attack(retain_probs, test_probs, forget_probs)
         return PhaseMetrics(
             test_accuracy=_accuracy(test_probs, self.federation.test.y),
             forget_accuracy=None
@@ -133,8 +148,44 @@ class Evaluator:
             forget_test_accuracy=self._split_accuracy(model, self.forget_test),
             retain_test_accuracy=self._split_accuracy(model, self.retain_test),
             backdoor_success=self._split_accuracy(model, self.backdoor),
-            mia_success=mia,
+            mia_success=None if mia is None else mia.forget_score,
+            mia_power=None if mia is None else mia.power,
         )
+
+    @property
+    def attack_name(self) -> str:
+        """The membership attack that fills ``mia_success`` and ``mia_power`` (for summaries)."""
+        from fedforget.attacks import default_attack
+
+        return self.attack or default_attack(self.reference is not None)
+
+    def attack_sets(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(x, y)`` of the MIA's members, non-members and D_f, to score reference models on."""
+        return [(d.x, d.y) for d in (self.retain, self.federation.test, self.forget)]
+
+    def set_reference(self, confidences: Sequence[np.ndarray]) -> None:
+        """Per-sample mean reference confidences on :meth:`attack_sets` (for ``calibrated``).
+
+        See :func:`fedforget.attacks.reference_confidences`.
+        """
+        members, non_members, forget = confidences
+        self.reference = (members, non_members, forget)
+
+    def _attack(self, retain_probs, test_probs, forget_probs):
+        from fedforget.attacks import ModelOutputs, build_attack
+
+        name = self.attack_name
+        ref = self.reference or (None, None, None)
+        outputs = [
+            ModelOutputs(probs, data.y, r)
+            for probs, data, r in zip(
+                (retain_probs, test_probs, forget_probs),
+                (self.retain, self.federation.test, self.forget),
+                ref,
+                strict=True,
+            )
+        ]
+        return build_attack(name).run(*outputs, seed=self.seed)
 
     def _split_accuracy(self, model: nn.Module, data: ArrayDataset | None) -> float | None:
         probs = self._probs(model, data)

@@ -123,8 +123,14 @@ def train_local(
     seed: int,
     momentum: float = 0.0,
     device: torch.device | None = None,
+    proximal_mu: float = 0.0,
 ) -> TrainResult:
     """Train ``model`` in place with SGD and cross-entropy.
+
+    ``proximal_mu > 0`` adds FedProx's proximal term ``mu / 2 * ||w - w_start||^2`` (Li et al.,
+    2020, Eq. 2), ``w_start`` being the weights the call started from: it bounds how far one
+    client's skewed data can pull the model, which the recovery relay needs when it trains on
+    a few weak clients of a non-IID federation (:mod:`fedforget.recovery`).
 
     Returns
     -------
@@ -136,6 +142,7 @@ def train_local(
     model.to(device).train()
     x, y = to_tensors(data, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     generator = torch.Generator().manual_seed(seed)
     counts = np.zeros(len(data), dtype=np.int64)
     total_loss, steps = 0.0, 0
@@ -144,7 +151,8 @@ def train_local(
         for batch in seeded_batches(len(data), batch_size, generator):
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[batch]), y[batch])
-            loss.backward()
+            objective = loss if anchor is None else loss + proximal_term(model, anchor, proximal_mu)
+            objective.backward()
             optimizer.step()
             np.add.at(counts, batch.numpy(), 1)
             total_loss += float(loss.detach())
@@ -156,6 +164,12 @@ def train_local(
         seconds=time.perf_counter() - started,
         index_counts=counts,
     )
+
+
+def proximal_term(model: nn.Module, anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx's ``mu / 2 * ||w - anchor||^2`` over the parameters of ``model``."""
+    squared = [(p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor, strict=True)]
+    return 0.5 * mu * torch.stack(squared).sum()
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ the server-side metrics use the rest as the experimenter's view.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -291,6 +291,8 @@ def _build(config: SimulationConfig) -> Federation:
     data = config.data
     source = build_source(data.dataset, **_source_options(config))
     bundle = source.load()
+    if config.data.train_samples is not None:
+        bundle = replace(bundle, train=bundle.train.subset(kept_train_indices(bundle, config)))
     if bundle.client_indices is not None:
         if len(bundle.client_indices) != config.clients:
             raise ConfigError(
@@ -318,6 +320,26 @@ def _build(config: SimulationConfig) -> Federation:
         plan=plan,
         trigger_size=trigger,
     )
+
+
+def kept_train_indices(bundle: DatasetBundle, config: SimulationConfig) -> np.ndarray:
+    """The sorted training indices that ``data.train_samples`` keeps (a draw seeded by ``seed``).
+
+    Its complement is data no client holds: auxiliary data, e.g. for the reference models
+    of the calibrated membership attack (:mod:`fedforget.attacks`).
+    """
+    n = len(bundle.train)
+    wanted = config.data.train_samples
+    if wanted is None:
+        return np.arange(n)
+    if bundle.client_indices is not None:
+        raise ConfigError(
+            f"dataset '{config.data.dataset}' brings its clients' data: drop train_samples"
+        )
+    if wanted > n:
+        raise ConfigError(f"train_samples {wanted} exceeds the {n} training samples")
+    rng = np.random.default_rng([config.seed, 7919])
+    return np.sort(rng.choice(n, wanted, replace=False))
 
 
 def _source_options(config: SimulationConfig) -> dict:

@@ -80,6 +80,10 @@ class UnlearningRequest:
         updates must be dropped.
     generator : ConditionalGan | None
         The federation's class-conditional GAN, for methods that declare ``generator``.
+    validation : ArrayDataset | None
+        A held-out set the experimenter declares to the server (no client's data): methods
+        that forget natural data (``random``, ``client``) measure there what "unseen" looks
+        like (distill's deletion-aware target).
     """
 
     forget: ArrayDataset
@@ -90,6 +94,7 @@ class UnlearningRequest:
     history: tuple[HistoryRound, ...] = ()
     leaving_clients: tuple[int, ...] = ()
     generator: ConditionalGan | None = None
+    validation: ArrayDataset | None = None
 
 
 @dataclass

@@ -36,6 +36,32 @@ model does not fit D_f, accuracy <= ``stop_accuracy``), scored on at most ``PRUN
 samples of D_f. This uses D_f only, as the paper's server does; it is close in spirit to
 fine-pruning (Liu et al., 2018).
 
+Deletion-aware target (``natural_target = "validation"``, random and client deletions, when
+the request carries the server's declared validation set): natural data deleted from a
+federation is, after retraining, *unseen data of the same distribution*, not data the model
+cannot classify (retraining keeps ~98.8 % on a random MNIST D_f). Pushing it to the incompetent
+teacher's uniform output until D_f accuracy is <= ``stop_accuracy`` overshoots that target and
+drags the clean accuracy with it. In this mode the loss keeps its terms but:
+
+- the target is unseen data's loss distribution, class-matched: under the model before
+  unlearning, D_f's samples of class c are ranked by cross-entropy and sample i of rank r
+  (of m) gets ``b_i`` = the ``(r + 0.5) / m`` quantile of the validation set's
+  cross-entropies of class c (:func:`unseen_targets`), the least movement that makes D_f's
+  losses look unseen;
+- the hard loss of Eq. 12 is bounded per sample at ``b_i`` instead of BND, and the
+  distillation and attention terms weigh sample i by ``1[CE_i < b_i]``: only samples fitted
+  better than their unseen counterpart are pushed;
+- the stopping rule is checked after every step (at the constant learning rate ``lr``, for
+  at most ``natural_max_steps`` steps whatever |D_f|: a per-epoch budget gives a small D_f
+  a handful of steps): stop once D_f's accuracy (on at most
+  ``natural_check_samples`` of its samples) is at most the validation accuracy per class
+  weighted by D_f's class shares, plus ``natural_tolerance`` (1 pt: flipping D_f's last
+  hard samples costs clean accuracy out of proportion, measured); nothing runs (no pruning
+  either) when D_f is not fitted better than that to begin with.
+
+Backdoor and class deletions are unchanged (their D_f is *not* like unseen data: retraining
+does not predict the trigger's label or the forgotten class).
+
 The hyperparameters are :class:`fedforget.config.DistillConfig`: a zero ``mu_*`` drops a loss
 term, ``bound=None`` uses the unbounded hard loss of Eq. 9, ``lr_decay=None`` keeps the
 learning rate constant, ``reg_weight=0`` drops the regulariser.
@@ -45,8 +71,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from fedforget.config import DistillConfig
+from fedforget.data.sources import ArrayDataset
 from fedforget.models import ClassifierModel
 from fedforget.training import load_numpy_state, seeded_batches, to_tensors
 from fedforget.unlearning.base import (
@@ -58,11 +86,13 @@ from fedforget.unlearning.base import (
 )
 from fedforget.unlearning.losses import (
     attention_loss,
+    attention_map,
     distillation_loss,
     hard_loss,
     weight_regulariser,
 )
 
+NATURAL_MODES = ("random", "client")  # D_f is ordinary data: after retraining, like unseen data
 PRUNE_SAMPLES = 1024  # attribution scores are means over D_f: a sample keeps pruning cheap
 
 
@@ -87,6 +117,8 @@ class DistillationUnlearner(Unlearner):
         student = model.to(device).train()
         teacher = load_numpy_state(context.build_model(), context.initial_state).to(device).eval()
         x, y = to_tensors(request.forget, device)
+        if self._natural(request):
+            return self._unlearn_natural(student, teacher, x, y, request, context)
         if cfg.reset_class_outputs and request.forget_classes:
             reset_outputs(student, teacher, request.forget_classes)
         elif cfg.prune_mads is not None:
@@ -111,6 +143,49 @@ class DistillationUnlearner(Unlearner):
             totals["forget_accuracy"] = batch_accuracy(student, x, y)
             context.report("unlearning", epoch + 1, cfg.epochs, **totals)
             if cfg.stop_accuracy is not None and totals["forget_accuracy"] <= cfg.stop_accuracy:
+                break
+        return student.eval()
+
+    def _natural(self, request: UnlearningRequest) -> bool:
+        return (
+            self.settings.natural_target == "validation"
+            and request.mode in NATURAL_MODES
+            and request.validation is not None
+            and len(request.validation) > 0
+        )
+
+    def _unlearn_natural(
+        self,
+        student: ClassifierModel,
+        teacher: ClassifierModel,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        request: UnlearningRequest,
+        context: UnlearningContext,
+    ) -> ClassifierModel:
+        """Push D_f only as far as the validation set's level (module docstring)."""
+        cfg = self.settings
+        device = context.device
+        bounds, unseen = unseen_targets(student, x, y, request.validation, device)
+        target = unseen + cfg.natural_tolerance
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(context.seed))
+        check = order[: cfg.natural_check_samples]
+        start = batch_accuracy(student, x[check], y[check])
+        context.report("unlearning", 0, cfg.epochs, forget_accuracy=start, target=target)
+        if start <= target:
+            return student.eval()
+        anchor = [p.detach().clone() for p in student.parameters()]
+        optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr)
+        generator = torch.Generator().manual_seed(context.seed)
+        steps = cfg.natural_max_steps
+        for step, batch in enumerate(_endless(len(x), cfg.batch_size, generator), start=1):
+            optimizer.zero_grad(set_to_none=True)
+            loss, _ = self.loss(student, teacher, anchor, x[batch], y[batch], bounds[batch])
+            loss.backward()
+            optimizer.step()
+            reached = batch_accuracy(student, x[check], y[check])
+            if reached <= target or step >= steps:
+                context.report("unlearning", step, steps, forget_accuracy=reached)
                 break
         return student.eval()
 
@@ -143,12 +218,28 @@ class DistillationUnlearner(Unlearner):
         anchor: list[torch.Tensor],
         x: torch.Tensor,
         y: torch.Tensor,
+        bounds: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The total unlearning loss on one batch and its hard-loss term."""
+        """The total unlearning loss on one batch and its hard-loss term.
+
+        ``bounds`` (natural deletions) replaces BND by a per-sample bound and weighs the
+        distillation and attention terms by ``1[CE_i < bound_i]``.
+        """
         cfg = self.settings
         student_logits, student_maps = student.forward_features(x)
         with torch.no_grad():
             teacher_logits, teacher_maps = teacher.forward_features(x)
+        if bounds is not None:
+            return self._masked_loss(
+                student,
+                anchor,
+                student_logits,
+                student_maps,
+                teacher_logits,
+                teacher_maps,
+                y,
+                bounds,
+            )
         hard = hard_loss(student_logits, y, cfg.bound)
         total = cfg.mu_hard * hard
         if cfg.mu_distill:
@@ -163,6 +254,100 @@ class DistillationUnlearner(Unlearner):
             total = total + cfg.reg_weight * weight_regulariser(student, anchor, cfg.reg_reduction)
         return total, hard
 
+    def _masked_loss(
+        self,
+        student: ClassifierModel,
+        anchor: list[torch.Tensor],
+        student_logits: torch.Tensor,
+        student_maps: dict[str, torch.Tensor],
+        teacher_logits: torch.Tensor,
+        teacher_maps: dict[str, torch.Tensor],
+        y: torch.Tensor,
+        bounds: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.settings
+        ce = F.cross_entropy(student_logits, y, reduction="none")
+        weight = (ce.detach() < bounds).float()
+        active = weight.sum().clamp(min=1.0)  # means over the samples still to push
+        hard = F.relu(bounds - ce).sum() / active
+        total = cfg.mu_hard * hard
+        if cfg.mu_distill:
+            teacher = F.softmax(teacher_logits / cfg.temperature, dim=1)
+            per_sample = -(teacher * F.log_softmax(student_logits / cfg.temperature, dim=1)).sum(1)
+            total = total + cfg.mu_distill * (weight * per_sample).sum() / active
+        if cfg.mu_attention:
+            per_sample = torch.stack(
+                [
+                    (attention_map(t, cfg.attention_q) - attention_map(s, cfg.attention_q)).norm(
+                        p=2, dim=1
+                    )
+                    for t, s in zip(teacher_maps.values(), student_maps.values(), strict=True)
+                ]
+            ).mean(dim=0)
+            total = total + cfg.mu_attention * (weight * per_sample).sum() / active
+        if cfg.reg_weight:
+            total = total + cfg.reg_weight * weight_regulariser(student, anchor, cfg.reg_reduction)
+        return total, hard
+
+
+@torch.no_grad()
+def _losses(model: ClassifierModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    ce = torch.cat(
+        [
+            F.cross_entropy(model(x[i : i + 1000]), y[i : i + 1000], reduction="none")
+            for i in range(0, len(x), 1000)
+        ]
+    )
+    model.train(was_training)
+    return ce
+
+
+@torch.no_grad()
+def unseen_targets(
+    model: ClassifierModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    validation: ArrayDataset,
+    device: torch.device,
+) -> tuple[torch.Tensor, float]:
+    """Per-sample loss targets for D_f ``(x, y)`` and the accuracy it should end at.
+
+    Within each class, D_f's samples are ranked by their current cross-entropy and the
+    sample of rank ``r`` (of ``m``) gets the ``(r + 0.5) / m`` quantile of the validation
+    set's cross-entropies of that class: the least movement (a 1-D transport) that gives D_f
+    the loss distribution of unseen data. Its easiest samples keep tiny targets, its hardest
+    get the loss of unseen samples the model gets wrong. The accuracy target is the validation
+    accuracy per class, weighted by D_f's class shares. A class the validation set lacks uses
+    all its samples.
+    """
+    vx, vy = to_tensors(validation, device)
+    val_losses = _losses(model, vx, vy)
+    with torch.no_grad():
+        model_was = model.training
+        model.eval()
+        val_right = torch.cat(
+            [
+                (model(vx[i : i + 1000]).argmax(dim=1) == vy[i : i + 1000]).float()
+                for i in range(0, len(vx), 1000)
+            ]
+        )
+        model.train(model_was)
+    losses = _losses(model, x, y)
+    bounds = torch.empty_like(losses)
+    right = 0.0
+    for label in torch.unique(y):
+        members = torch.nonzero(y == label).flatten()
+        of_class = vy == label
+        reference = val_losses[of_class] if bool(of_class.any()) else val_losses
+        accuracy = val_right[of_class] if bool(of_class.any()) else val_right
+        ranks = torch.argsort(torch.argsort(losses[members]))
+        levels = (ranks.double() + 0.5) / len(members)
+        bounds[members] = torch.quantile(reference.double(), levels).to(bounds.dtype)
+        right += float(accuracy.mean()) * len(members)
+    return bounds, right / len(y)
+
 
 @torch.no_grad()
 def reset_outputs(student: ClassifierModel, teacher: ClassifierModel, classes: tuple[int, ...]):
@@ -170,6 +355,12 @@ def reset_outputs(student: ClassifierModel, teacher: ClassifierModel, classes: t
     rows = list(classes)
     for name, param in student.head.named_parameters():
         param[rows] = teacher.head.get_parameter(name)[rows]
+
+
+def _endless(n: int, batch_size: int, generator: torch.Generator):
+    """Seeded mini-batches of ``range(n)``, a fresh permutation per pass, without end."""
+    while True:
+        yield from seeded_batches(n, batch_size, generator)
 
 
 def _linear_layer(model: nn.Module, name: str | None) -> nn.Linear:

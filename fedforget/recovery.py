@@ -1,0 +1,243 @@
+"""The performance-recovery relay's policy (paper 000, IV.C.3), without Flower.
+
+Paper 000's relay: every user scores the unlearned model on its local data, the weakest one
+trains it, the result is forwarded, repeat until a minimum standard is met. On a non-IID
+federation a hop through one skewed client can wreck the model (it learns that client's few
+classes), and asking every client at every hop makes the relay's cost grow with the
+federation. This policy keeps the relay's idea and bounds both risks:
+
+1. **Accept only measured improvements.** The server's objective is what it can measure
+   without client data: the sample-weighted mean of the candidates' reported local
+   accuracies, or the accuracy on a validation set the experimenter declares
+   (``validate``). A hop whose result does not raise the objective is discarded, its
+   learning rate halved for the next try; the relay therefore never returns a model worse
+   (by that objective) than its input.
+2. **Several weakest clients per hop, with a proximal term.** The ``clients_per_hop``
+   weakest candidates train the model (FedProx's ``mu / 2 ||w - w_hop||^2``, Li et al.
+   2020), and their results are averaged by sample count (FedAvg, Eq. 1 of paper 000): one
+   skewed client cannot pull the model to its own classes.
+3. **Bounded cost.** The relay draws at most ``candidates`` clients once (the weakest that
+   the caller already knows of first, e.g. from the accuracies in the last train replies,
+   then a seeded sample of the rest) and only ever asks those: a hop costs ``candidates``
+   evaluations and ``clients_per_hop`` trainings, whatever the federation's size.
+
+The caller supplies two callbacks: ``evaluate(weights, clients) -> {client: ClientScore}``
+and ``train(weights, clients, lr, proximal_mu) -> [ClientUpdate]``. The Flower strategy
+sends messages in them; :func:`in_process_callbacks` implements them over a
+:class:`fedforget.federated.LocalFederation` for tests and tuning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedforget.config import RecoveryConfig
+from fedforget.federated import ClientUpdate, LocalFederation, State, weighted_average
+from fedforget.training import accuracy, load_numpy_state, state_to_numpy, train_local
+
+
+@dataclass(frozen=True)
+class ClientScore:
+    """One client's report on a model: its local accuracy and how many samples it scored."""
+
+    accuracy: float
+    num_examples: int
+
+
+EvaluateFn = Callable[[State, Sequence[int]], Mapping[int, ClientScore]]
+"""``(weights, clients) -> {client: ClientScore}``: the clients score the weights locally."""
+TrainFn = Callable[[State, Sequence[int], float, float], Sequence[ClientUpdate]]
+"""``(weights, clients, lr, proximal_mu) -> their locally trained weights``."""
+ValidateFn = Callable[[State], float]
+"""``weights -> accuracy`` on a validation set the experimenter declared to the server."""
+
+
+@dataclass(frozen=True)
+class Hop:
+    """What one relay hop did.
+
+    Attributes
+    ----------
+    trained_on : tuple[int, ...]
+        The clients that trained.
+    lr : float
+        The learning rate of the hop.
+    before, after : float
+        The objective before the hop and of its result.
+    kept : bool
+        Whether the result replaced the model (``after > before``).
+    """
+
+    trained_on: tuple[int, ...]
+    lr: float
+    before: float
+    after: float
+    kept: bool
+
+
+@dataclass
+class RelayResult:
+    """The relay's output model and its record.
+
+    ``evaluations`` and ``trainings`` count client calls (one client scoring or training once),
+    the relay's cost in the units a federation pays.
+    """
+
+    state: State
+    objective: float
+    start_objective: float
+    candidates: tuple[int, ...]
+    hops: list[Hop] = field(default_factory=list)
+    evaluations: int = 0
+    trainings: int = 0
+
+
+def weighted_accuracy(scores: Mapping[int, ClientScore]) -> float:
+    """Sample-weighted mean of the clients' local accuracies (NaN for no sample)."""
+    total = sum(s.num_examples for s in scores.values())
+    if total == 0:
+        return float("nan")
+    return sum(s.accuracy * s.num_examples for s in scores.values()) / total
+
+
+def choose_candidates(
+    clients: Sequence[int],
+    limit: int,
+    known: Mapping[int, float] | None = None,
+    seed: int = 0,
+) -> list[int]:
+    """At most ``limit`` clients: the weakest half by ``known`` accuracy, the rest drawn at random.
+
+    Known accuracies (e.g. reported in the last train replies) point at the clients that most
+    need the relay; the random half keeps the objective representative of the federation.
+    """
+    pool = sorted(clients)
+    if len(pool) <= limit:
+        return pool
+    chosen: list[int] = []
+    if known:
+        ranked = sorted((c for c in pool if c in known), key=lambda c: known[c])
+        chosen = ranked[: limit // 2]
+    rest = [c for c in pool if c not in chosen]
+    rng = np.random.default_rng(seed)
+    chosen += [int(c) for c in rng.choice(rest, limit - len(chosen), replace=False)]
+    return sorted(chosen)
+
+
+def run_relay(
+    state: State,
+    clients: Sequence[int],
+    evaluate: EvaluateFn,
+    train: TrainFn,
+    settings: RecoveryConfig,
+    lr: float,
+    *,
+    validate: ValidateFn | None = None,
+    known: Mapping[int, float] | None = None,
+    seed: int = 0,
+) -> RelayResult:
+    """Run the bounded, improvement-only relay from ``state``; see the module docstring.
+
+    Parameters
+    ----------
+    state : State
+        The unlearned model's weights.
+    clients : Sequence[int]
+        The clients that may take part (the remaining federation).
+    evaluate, train : EvaluateFn, TrainFn
+        How candidates score weights and how clients train them.
+    settings : RecoveryConfig
+        ``max_hops``, ``min_accuracy`` (stop once the objective reaches it), ``candidates``,
+        ``clients_per_hop``, ``proximal_mu``, ``local_epochs`` (used by ``train``).
+    lr : float
+        The first hop's learning rate; halved after every rejected hop.
+    validate : ValidateFn, optional
+        The declared validation set's accuracy; when given it is the objective, and the
+        candidates' scores only pick the weakest.
+    known : Mapping[int, float], optional
+        Accuracies the server already has (client -> accuracy) to pick candidates.
+    seed : int
+        Seeds the candidates' draw.
+
+    Returns
+    -------
+    RelayResult
+        Its ``state`` is ``state`` itself unless a hop improved the objective.
+    """
+    candidates = choose_candidates(clients, settings.candidates, known, seed)
+    scores = dict(evaluate(state, candidates))
+    result = RelayResult(state, 0.0, 0.0, tuple(candidates), evaluations=len(candidates))
+    result.objective = result.start_objective = _objective(state, scores, validate)
+    for _ in range(settings.max_hops):
+        if result.objective >= settings.min_accuracy:
+            break
+        weakest = sorted(scores, key=lambda c: scores[c].accuracy)[: settings.clients_per_hop]
+        updates = list(train(result.state, weakest, lr, settings.proximal_mu))
+        result.trainings += len(updates)
+        if not sum(u.num_examples for u in updates):
+            break  # no candidate could train: nothing to propose
+        proposal = weighted_average(updates)
+        proposal_scores = dict(evaluate(proposal, candidates))
+        result.evaluations += len(candidates)
+        after = _objective(proposal, proposal_scores, validate)
+        kept = after > result.objective
+        result.hops.append(Hop(tuple(weakest), lr, result.objective, after, kept))
+        if kept:
+            result.state, result.objective, scores = proposal, after, proposal_scores
+        else:
+            lr /= 2
+    return result
+
+
+def _objective(state: State, scores: Mapping[int, ClientScore], validate: ValidateFn | None):
+    return validate(state) if validate is not None else weighted_accuracy(scores)
+
+
+def in_process_callbacks(
+    federation: LocalFederation, eval_samples: int, local_epochs: int, seed: int = 0
+) -> tuple[EvaluateFn, TrainFn]:
+    """``evaluate`` and ``train`` over an in-process federation (its clients' retained data).
+
+    Each client scores at most ``eval_samples`` of its samples (a seeded subset), as the
+    Flower client does with ``recovery.eval_samples``; training runs ``local_epochs`` with
+    the federation's momentum and batch size.
+    """
+    rng = np.random.default_rng(seed)
+    subsets = {
+        cid: data.subset(np.sort(rng.permutation(len(data))[:eval_samples]))
+        for cid, data in federation.clients.items()
+    }
+    hops = iter(range(1, 1_000_000))
+
+    def evaluate(state: State, clients: Sequence[int]) -> dict[int, ClientScore]:
+        model = load_numpy_state(federation.build_model(), state)
+        return {
+            c: ClientScore(accuracy(model, subsets[c], federation.device), len(subsets[c]))
+            for c in clients
+            if len(subsets[c])
+        }
+
+    def train(state: State, clients: Sequence[int], lr: float, mu: float) -> list[ClientUpdate]:
+        hop = next(hops)
+        updates = []
+        for c in clients:
+            model = load_numpy_state(federation.build_model(), state)
+            data = federation.clients[c]
+            train_local(
+                model,
+                data,
+                epochs=local_epochs,
+                lr=lr,
+                momentum=federation.momentum,
+                batch_size=federation.batch_size,
+                seed=seed * 1_000_003 + hop * 10_007 + c,
+                device=federation.device,
+                proximal_mu=mu,
+            )
+            updates.append(ClientUpdate(state_to_numpy(model.cpu()), len(data), c))
+        return updates
+
+    return evaluate, train

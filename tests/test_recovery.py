@@ -1,0 +1,101 @@
+"""The recovery relay's policy: bounded cost, improvement-only hops, never worse than its input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fedforget.config import RecoveryConfig
+from fedforget.data import build_federation
+from fedforget.federated import ClientUpdate, LocalFederation
+from fedforget.models import build_model
+from fedforget.recovery import (
+    ClientScore,
+    choose_candidates,
+    in_process_callbacks,
+    run_relay,
+    weighted_accuracy,
+)
+from fedforget.training import state_to_numpy
+
+
+def test_weighted_accuracy_weighs_by_samples():
+    scores = {0: ClientScore(1.0, 30), 1: ClientScore(0.0, 10)}
+    assert weighted_accuracy(scores) == pytest.approx(0.75)
+
+
+def test_candidates_are_bounded_and_include_the_weakest_known():
+    known = {c: 1.0 - c / 100 for c in range(100)}  # client 99 is the weakest
+    chosen = choose_candidates(range(100), 10, known, seed=0)
+    assert len(chosen) == 10 and len(set(chosen)) == 10
+    assert {99, 98, 97, 96, 95} <= set(chosen)
+    assert choose_candidates(range(4), 10) == [0, 1, 2, 3]
+
+
+def _toy_state(value: float):
+    return {"w": np.array([value], dtype=np.float32)}
+
+
+def test_a_harmful_hop_is_rejected_and_the_input_returned():
+    """Training that always lowers every client's accuracy never changes the output."""
+
+    def evaluate(state, clients):
+        return {c: ClientScore(float(state["w"][0]), 10) for c in clients}
+
+    def train(state, clients, lr, mu):
+        return [ClientUpdate(_toy_state(float(state["w"][0]) - 0.1), 10, c) for c in clients]
+
+    start = _toy_state(0.8)
+    settings = RecoveryConfig(max_hops=4, min_accuracy=0.99, candidates=5, clients_per_hop=2)
+    result = run_relay(start, range(20), evaluate, train, settings, lr=0.05)
+    assert result.state is start
+    assert [h.kept for h in result.hops] == [False] * 4
+    assert [h.lr for h in result.hops] == [0.05, 0.025, 0.0125, 0.00625]
+    assert result.evaluations == 5 * 5 and result.trainings == 2 * 4
+
+
+def test_helpful_hops_are_kept_until_the_standard_is_met():
+    def evaluate(state, clients):
+        return {c: ClientScore(float(state["w"][0]), 10) for c in clients}
+
+    def train(state, clients, lr, mu):
+        return [ClientUpdate(_toy_state(float(state["w"][0]) + 0.1), 10, c) for c in clients]
+
+    settings = RecoveryConfig(max_hops=5, min_accuracy=0.95, candidates=3, clients_per_hop=1)
+    result = run_relay(_toy_state(0.7), range(3), evaluate, train, settings, lr=0.05)
+    assert [h.kept for h in result.hops] == [True, True, True]
+    assert result.objective == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def skewed(make_config):
+    """Digits, 10 clients holding one label shard each: a relay hop there is dangerous."""
+    torch.set_num_threads(1)
+    config = make_config(
+        clients=10,
+        data={"partition": "shards", "shards_per_client": 1},
+        deletion={"mode": "random", "share": 0.02},
+        train={"rounds": 4, "batch_size": 16},
+    )
+    federation = build_federation(config)
+
+    def build():
+        return build_model("lenet5", federation.num_classes, 1, federation.image_size)
+
+    torch.manual_seed(0)
+    local = LocalFederation.from_federation(federation, build, config.train, drop_deleted=True)
+    state = local.run(state_to_numpy(build()), 4)
+    return local, state
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_relay_on_a_skewed_federation_never_lowers_the_objective(skewed, seed):
+    local, state = skewed
+    evaluate, train = in_process_callbacks(local, 200, local_epochs=2, seed=seed)
+    settings = RecoveryConfig(max_hops=3, min_accuracy=1.0, candidates=6, clients_per_hop=2)
+    result = run_relay(state, sorted(local.clients), evaluate, train, settings, 0.2, seed=seed)
+    assert result.objective >= result.start_objective
+    final = weighted_accuracy(evaluate(result.state, list(result.candidates)))
+    assert final == pytest.approx(result.objective)
+    assert result.evaluations <= settings.candidates * (settings.max_hops + 1)
