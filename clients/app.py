@@ -94,7 +94,9 @@ def _data_reply(message: Message, node: LocalNode, data: ArrayDataset) -> Messag
     return Message(RecordDict({P.DATA: arrays, P.METRICS: metrics}), reply_to=message)
 
 
-def _train_reply(message: Message, context: Context, epochs: int, lr: float) -> Message:
+def _train_reply(
+    message: Message, context: Context, epochs: int, lr: float, proximal_mu: float = 0.0
+) -> Message:
     node = _node(message, context)
     config = node.config
     data, ids = _held_data(node)
@@ -108,6 +110,7 @@ def _train_reply(message: Message, context: Context, epochs: int, lr: float) -> 
         batch_size=config.train.batch_size,
         seed=_seed(message, node),
         device=_device(config),
+        proximal_mu=proximal_mu,
     )
     deleted_passes = int(result.index_counts[node.deleted_mask(ids)].sum())
     metrics = {
@@ -195,7 +198,8 @@ def train(message: Message, context: Context) -> Message:
 
 def _train_as_told(message: Message, context: Context) -> Message:
     config = message.content[P.CONFIG]
-    return _train_reply(message, context, int(config[P.EPOCHS]), float(config[P.LEARNING_RATE]))
+    mu = float(config[P.PROXIMAL_MU]) if P.PROXIMAL_MU in config else 0.0
+    return _train_reply(message, context, int(config[P.EPOCHS]), float(config[P.LEARNING_RATE]), mu)
 
 
 @app.train("gan")

@@ -198,6 +198,13 @@ def simulate(
         typer.Option(help="After the run the deleting clients verify: none | skyeye | spd."),
     ] = "none",
     verify_clients: Annotated[int, typer.Option(help="How many deleting clients verify.")] = 1,
+    mia: Annotated[
+        str | None,
+        typer.Option(
+            help="Membership attack behind the MIA column: median | svc | loss | calibrated "
+            "(default: the strongest the run affords)."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No live display.")] = False,
     overwrite: Annotated[
         bool, typer.Option(help="Replace an earlier run in --out (refused otherwise).")
@@ -283,6 +290,7 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
         ),
         "unlearn_on": p["unlearn_on"],
         "verify": {"method": p["verify"], "clients": p["verify_clients"]},
+        "mia": p["mia"],
         "resources": {
             "client_cpus": p["client_cpus"],
             "client_gpus": p["client_gpus"],

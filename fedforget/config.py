@@ -34,6 +34,16 @@ class DataConfig(_Section):
     partition: Literal["iid", "dirichlet", "shards"] = "iid"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration.")
     shards_per_client: int = Field(2, ge=1)
+    validation_share: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description=(
+            "Share of the test set the server holds out as its declared validation set (a "
+            "seeded draw; 0 = none): distill's deletion-aware target reads it, and every test "
+            "metric is measured on the rest."
+        ),
+    )
     train_samples: int | None = Field(
         None,
         ge=1,
@@ -320,6 +330,13 @@ class SimulationConfig(_Section):
         description="What the federation learns: a classifier, or a conditional GAN (paper 001).",
     )
     model: str = "lenet5"
+    mia: str | None = Field(
+        None,
+        description=(
+            "Membership attack of the MIA metric (fedforget.attacks: median, svc, loss, "
+            "calibrated); None = the strongest the run affords."
+        ),
+    )
     strategy: str = "distill"
     reference: Literal["retrain", "none"] = "retrain"
     out: Path | None = None

@@ -89,9 +89,8 @@ def run_server(
     torch.manual_seed(config.seed)
     initial_arrays = ArrayRecord(build().state_dict())
     device = resolve_device(config.resources.server_device)
-    recorder = RunRecorder(
-        config, Evaluator(federation, device, config.seed), build, default_out_dir(config), display
-    )
+    evaluator = Evaluator(federation, device, config.seed, config.mia)
+    recorder = RunRecorder(config, evaluator, build, default_out_dir(config), display)
     strategy = build_strategy(
         config,
         build_model=build,
@@ -100,6 +99,7 @@ def run_server(
         device=device,
         build_gan=gan_factory(config, federation),
         image_shape=federation.train.x.shape[1:],
+        validation=federation.validation,
     )
     result = strategy.start(grid, initial_arrays, num_rounds=config.train.rounds)
     verification = _verify(strategy, grid, result.arrays, config, recorder.out_dir)

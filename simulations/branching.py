@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from fedforget.config import ConfigError, SimulationConfig
@@ -37,6 +36,7 @@ from fedforget.report import RunObserver
 from fedforget.report.observer import CheckpointObserver
 from fedforget.server.app import default_out_dir
 from fedforget.strategies import FederatedUnlearning
+from fedforget.strategies.messaging import arrays_from
 
 RETRAIN = "retrain"
 ORIGINAL = "original"
@@ -182,8 +182,7 @@ def _later_phases(
     phases: dict[str, Any] = {}
     unlearned = observer.states.get("after_unlearning")
     if unlearned is not None:
-        state = ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in unlearned.items()})
-        phases["after_unlearning"] = task.score_phase(state)
+        phases["after_unlearning"] = task.score_phase(arrays_from(unlearned))
     later = strategy.run_rounds(grid, arrays, after_rounds, "after", handle_deletions=False)
     phases["end"] = task.score_phase(later.arrays)
     return {

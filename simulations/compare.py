@@ -197,6 +197,7 @@ class ClassifierBranches(BranchTask):
             device=self.device,
             build_gan=gan_factory(self.config, self.federation),
             image_shape=self.federation.train.x.shape[1:],
+            validation=self.federation.validation,
             branch=branch,
         )
 
@@ -206,7 +207,7 @@ class ClassifierBranches(BranchTask):
         save_arrays(checkpoint, out_dir / "checkpoint.pt")
         if base.generator.arrays is not None:  # the clients' GAN that MuGAN draws from
             save_arrays(base.generator.arrays, out_dir / "generator.pt")
-        evaluator = Evaluator(self.federation, self.device, self.config.seed)
+        evaluator = Evaluator(self.federation, self.device, self.config.seed, self.config.mia)
         self.scorer = _Scorer(self.federation, evaluator, self.device)
         self.original = self._model(checkpoint)
         row = self.scorer.metrics(self.original)

@@ -24,6 +24,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
+from fedforget.attacks import attack_names
 from fedforget.clients.policy import simulation_environment
 from fedforget.config import (
     ConfigError,
@@ -114,6 +115,10 @@ def check_names(config: SimulationConfig) -> None:
     if config.model not in model_names():
         raise ConfigError(
             f"unknown model '{config.model}'; choose one of: {', '.join(model_names())}"
+        )
+    if config.mia is not None and config.mia not in attack_names():
+        raise ConfigError(
+            f"unknown membership attack '{config.mia}'; choose one of: {', '.join(attack_names())}"
         )
     if config.task == "gan":
         check_gan_strategies(config, [config.strategy])

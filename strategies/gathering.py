@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedforget import protocol as P
@@ -22,7 +22,7 @@ from fedforget.data.sources import ArrayDataset
 from fedforget.report import RunObserver
 from fedforget.strategies.generator import GeneratorCoTraining
 from fedforget.strategies.ledger import DeletionLedger
-from fedforget.strategies.messaging import NodeMessenger
+from fedforget.strategies.messaging import NodeMessenger, arrays_from, numpy_state
 from fedforget.strategies.settings import StrategySettings
 from fedforget.unlearning import ClientUpdate, HistoryRound, UnlearningRequest
 
@@ -55,7 +55,9 @@ class Gathering:
         ledger: DeletionLedger,
         make_config: ConfigFactory,
         observer: RunObserver,
+        validation: ArrayDataset | None = None,
     ) -> None:
+        self.validation = validation
         self.settings = settings
         self.messenger = messenger
         self.ledger = ledger
@@ -92,6 +94,7 @@ class Gathering:
             history=history,
             leaving_clients=leaving,
             generator=generator.generator() if "generator" in needs else None,
+            validation=self.validation,
         )
 
     def poll_deletion_requests(
@@ -158,7 +161,7 @@ class Gathering:
 
         def train(state: dict[str, np.ndarray], epochs: int, lr: float) -> list[ClientUpdate]:
             config = self.make_config(**{P.EPOCHS: epochs, P.LEARNING_RATE: lr})
-            arrays = ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in state.items()})
+            arrays = arrays_from(state)
             record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
             nodes = self.messenger.active_nodes(grid)
             replies = self.messenger.query(grid, nodes, P.LOCAL_TRAIN, record)
@@ -246,11 +249,6 @@ class Gathering:
         ]
         self.observer.progress("verification", len(nodes), len(nodes), {})
         return sorted(reports, key=lambda report: report["client"])
-
-
-def numpy_state(arrays: ArrayRecord) -> dict[str, np.ndarray]:
-    """The arrays as a NumPy state dict."""
-    return {key: array.numpy() for key, array in arrays.items()}
 
 
 def client_update(reply: Message) -> ClientUpdate:

@@ -34,6 +34,10 @@ class DeletionRecord:
     recovery_seconds: float = 0.0
     relay_hops: int = 0
     relay_min_accuracy: float | None = None
+    relay_hops_kept: int = 0
+    relay_objective_start: float | None = None
+    relay_objective: float | None = None
+    relay_client_calls: int = 0
     forget_samples_received: int = 0
     retain_samples: int = 0
     history_bytes: int = 0

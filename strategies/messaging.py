@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Iterable
 from logging import WARN
 
-from flwr.app import ConfigRecord, Message, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
@@ -210,3 +211,13 @@ class NodeMessenger:
             log(WARN, "%s: node %s skipped (%s)", message_type, fault["node"], fault["error"])
             self.on_fault(fault)
         return good
+
+
+def numpy_state(arrays: ArrayRecord) -> dict[str, np.ndarray]:
+    """The arrays as a NumPy state dict."""
+    return {key: array.numpy() for key, array in arrays.items()}
+
+
+def arrays_from(state: dict[str, np.ndarray]) -> ArrayRecord:
+    """A NumPy state dict as an ArrayRecord (the form messages carry)."""
+    return ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in state.items()})

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from fedforget.config import ConfigError, SimulationConfig
+from fedforget.data.sources import ArrayDataset
 from fedforget.gan import ConditionalGan
 from fedforget.report import RunObserver
 from fedforget.strategies.settings import StrategySettings
@@ -45,6 +46,7 @@ def build_strategy(
     build_gan: Callable[[], ConditionalGan] | None = None,
     image_shape: tuple[int, ...] = (1, 1, 1),
     branch: str | None = None,
+    validation: ArrayDataset | None = None,
 ) -> FederatedUnlearning:
     """The strategy named by ``config.strategy``, with the run's settings.
 
@@ -55,7 +57,13 @@ def build_strategy(
     settings = StrategySettings.from_config(
         config, num_classes=num_classes, image_shape=image_shape, branch=branch
     )
-    parts = dict(build_model=build_model, observer=observer, device=device, build_gan=build_gan)
+    parts = dict(
+        build_model=build_model,
+        observer=observer,
+        device=device,
+        build_gan=build_gan,
+        validation=validation,
+    )
     if config.strategy == RETRAIN:
         return Retrain(settings, **parts)
     unlearner = build_configured_unlearner(config, config.strategy)

@@ -1,36 +1,39 @@
-"""The recovery relay of paper 000 (IV.C.3): the weakest client repairs the unlearned model.
+"""The recovery relay of paper 000 (IV.C.3) on Flower messages.
 
-Every active client scores the model on its local data (``query.local_eval``); while the
-weakest score is below ``min_accuracy`` and hops remain, the weakest client trains the model
-(``train.relay``; when it fails, the next-weakest) and the server forwards the result.
-
-:meth:`RecoveryRelay.run` is the seam: ``arrays in -> arrays out``; the policy (when to stop,
-whom to ask) lives here alone.
+The policy is :func:`fedforget.recovery.run_relay` (bounded cost, several weakest clients
+per hop with a proximal term, a hop kept only when it raises the clients' sample-weighted
+local accuracy); this module supplies its two callbacks as messages: ``query.local_eval``
+(the candidates score the weights on their local data) and ``train.relay`` (the hop's clients
+train them, in parallel, with the FedProx term). A node that fails is skipped and recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fedforget import protocol as P
 from fedforget.config import RecoveryConfig
+from fedforget.federated import ClientUpdate, State
+from fedforget.recovery import ClientScore, run_relay
 from fedforget.report import RunObserver
 from fedforget.strategies.ledger import DeletionLedger
-from fedforget.strategies.messaging import NodeMessenger
+from fedforget.strategies.messaging import NodeMessenger, arrays_from, numpy_state
 
 
 class RecoveryRelay:
-    """Relays the model through the weakest clients until all meet ``min_accuracy``.
+    """Relays the model through the weakest clients while that raises their accuracy.
 
     Parameters
     ----------
     settings : RecoveryConfig
-        ``min_accuracy``, ``max_hops`` and the relay's local epochs.
+        ``min_accuracy``, ``max_hops``, ``candidates``, ``clients_per_hop``,
+        ``proximal_mu`` and the relay's local epochs.
     lr : float
-        Learning rate of the relay's local training.
+        Learning rate of the first hop (halved after every rejected hop).
     messenger : NodeMessenger
         Sends the messages and records the nodes that fail.
     ledger : DeletionLedger
@@ -57,49 +60,73 @@ class RecoveryRelay:
         self.make_config = make_config
         self.observer = observer
 
-    def run(self, grid: Grid, arrays: ArrayRecord) -> ArrayRecord:
-        """The relayed model (``arrays`` itself when every client already meets the bar)."""
-        limit = self.settings.max_hops
-        for hop in range(limit + 1):
-            scores = self.local_scores(grid, arrays)
-            if not scores:
-                return arrays
-            weakest = min(scores, key=scores.__getitem__)
-            self.ledger.record.relay_hops = hop
-            self.ledger.record.relay_min_accuracy = scores[weakest]
-            self.observer.progress("recovery", hop, limit, {"min_accuracy": scores[weakest]})
-            if scores[weakest] >= self.settings.min_accuracy or hop == limit:
-                return arrays
-            arrays = self.hop(grid, scores, arrays)
-        return arrays
-
-    def local_scores(self, grid: Grid, arrays: ArrayRecord) -> dict[int, float]:
-        """Node id -> local accuracy of ``arrays``, for the clients that hold data."""
-        record = RecordDict({P.ARRAYS: arrays, P.CONFIG: self.make_config()})
+    def run(self, grid: Grid, arrays: ArrayRecord, seed: int = 0) -> ArrayRecord:
+        """The relayed model (``arrays`` itself when no hop improved it)."""
         nodes = self.messenger.active_nodes(grid)
-        replies = self.messenger.query(grid, nodes, P.LOCAL_EVAL, record)
-        return {
-            reply.metadata.src_node_id: float(reply.content[P.METRICS][P.ACCURACY])
-            for reply in replies
-            if int(reply.content[P.METRICS][P.NUM_EXAMPLES]) > 0
-        }
-
-    def hop(self, grid: Grid, scores: dict[int, float], arrays: ArrayRecord) -> ArrayRecord:
-        """Train at the weakest node; when it fails, at the next-weakest, and so on."""
-        for node in sorted(scores, key=scores.__getitem__):
-            trained = self.train_at(grid, node, arrays)
-            if trained is not None:
-                return trained
-        return arrays
-
-    def train_at(self, grid: Grid, node: int, arrays: ArrayRecord) -> ArrayRecord | None:
-        """``node``'s relay training of ``arrays``; ``None`` when it failed."""
-        config = self.make_config(
-            **{P.EPOCHS: self.settings.local_epochs, P.LEARNING_RATE: self.lr}
+        start = numpy_state(arrays)
+        self.observer.progress("recovery", 0, self.settings.max_hops, {})
+        result = run_relay(
+            start,
+            nodes,
+            lambda state, chosen: self.local_scores(grid, state, chosen),
+            lambda state, chosen, lr, mu: self.train(grid, state, chosen, lr, mu),
+            self.settings,
+            self.lr,
+            seed=seed,
         )
-        record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
-        replies = self.messenger.query(grid, [node], P.RELAY_TRAIN, record)
-        if not replies:
-            return None
-        self.ledger.note_train_reply(replies[0])
-        return replies[0].content[P.ARRAYS]
+        record = self.ledger.record
+        record.relay_hops = len(result.hops)
+        record.relay_hops_kept = sum(hop.kept for hop in result.hops)
+        record.relay_objective_start = _finite(result.start_objective)
+        record.relay_objective = _finite(result.objective)
+        record.relay_min_accuracy = _finite(result.objective)
+        record.relay_client_calls = result.evaluations + result.trainings
+        self.observer.progress(
+            "recovery",
+            self.settings.max_hops,
+            self.settings.max_hops,
+            {"accuracy": result.objective},
+        )
+        if result.state is start:
+            return arrays
+        return arrays_from(result.state)
+
+    def local_scores(
+        self, grid: Grid, state: State, nodes: Sequence[int]
+    ) -> dict[int, ClientScore]:
+        """Node id -> its local accuracy of ``state`` and the samples it scored."""
+        record = RecordDict({P.ARRAYS: arrays_from(state), P.CONFIG: self.make_config()})
+        asked = [n for n in nodes if n not in self.messenger.suspects]  # failed: not again
+        replies = self.messenger.query(grid, asked, P.LOCAL_EVAL, record)
+        scores = {}
+        for reply in replies:
+            metrics = reply.content[P.METRICS]
+            count = int(metrics[P.NUM_EXAMPLES])
+            if count > 0:
+                scores[reply.metadata.src_node_id] = ClientScore(float(metrics[P.ACCURACY]), count)
+        return scores
+
+    def train(
+        self, grid: Grid, state: State, nodes: Sequence[int], lr: float, mu: float
+    ) -> list[ClientUpdate]:
+        """The nodes' relay trainings of ``state`` (in parallel); failed nodes are skipped."""
+        config = self.make_config(
+            **{
+                P.EPOCHS: self.settings.local_epochs,
+                P.LEARNING_RATE: lr,
+                P.PROXIMAL_MU: mu,
+            }
+        )
+        record = RecordDict({P.ARRAYS: arrays_from(state), P.CONFIG: config})
+        asked = [n for n in nodes if n not in self.messenger.suspects]
+        replies = self.messenger.query(grid, asked, P.RELAY_TRAIN, record)
+        updates = []
+        for reply in replies:
+            self.ledger.note_train_reply(reply)
+            count = int(reply.content[P.METRICS][P.NUM_EXAMPLES])
+            updates.append(ClientUpdate(numpy_state(reply.content[P.ARRAYS]), count))
+        return updates
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)

@@ -32,11 +32,12 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
 from fedforget import protocol as P
+from fedforget.data.sources import ArrayDataset
 from fedforget.federated import as_history
 from fedforget.gan import ConditionalGan
 from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
-from fedforget.strategies.gathering import Gathering, client_update, numpy_state
+from fedforget.strategies.gathering import Gathering, client_update
 from fedforget.strategies.generator import GeneratorCoTraining
 from fedforget.strategies.ledger import Bookkeeping, DeletionLedger, DeletionRecord
 from fedforget.strategies.messaging import (
@@ -44,6 +45,7 @@ from fedforget.strategies.messaging import (
     NodeMessenger,
     error_reasons,
     messages_to,
+    numpy_state,
 )
 from fedforget.strategies.relay import RecoveryRelay
 from fedforget.strategies.settings import StrategySettings
@@ -72,6 +74,9 @@ class FederatedUnlearning(FedAvg):
     build_gan : Callable[[], ConditionalGan], optional
         Makes the federation's conditional GAN, which the clients then train next to the
         classifier, for unlearners that need it (the ``generator`` need, MuGAN).
+    validation : ArrayDataset, optional
+        A validation set the experimenter declares to the server (never client data):
+        distill's deletion-aware target for natural deletions reads it.
     """
 
     train_message: ClassVar[str] = P.TRAIN
@@ -86,6 +91,7 @@ class FederatedUnlearning(FedAvg):
         observer: RunObserver | None = None,
         device: torch.device | None = None,
         build_gan: Callable[[], ConditionalGan] | None = None,
+        validation: ArrayDataset | None = None,
     ) -> None:
         super().__init__(
             fraction_train=settings.fraction_train,
@@ -113,7 +119,7 @@ class FederatedUnlearning(FedAvg):
             settings.timeout, settings.min_available_nodes, self.ledger.client_of, self._fault
         )
         parts = (self.messenger, self.ledger, self.configs, self.observer)
-        self.gathering = Gathering(settings, *parts)
+        self.gathering = Gathering(settings, *parts, validation=validation)
         self.relay = RecoveryRelay(settings.recovery, settings.relay_lr, *parts)
         self.generator = GeneratorCoTraining(build_gan, settings.generator_clients, self.deletion)
 
@@ -205,7 +211,9 @@ class FederatedUnlearning(FedAvg):
         self.deletion.unlearning_seconds = time.perf_counter() - started
         self.observer.checkpoint("after_unlearning", numpy_state(unlearned))
         started = time.perf_counter()
-        recovered = self.relay.run(grid, unlearned) if self.uses_relay else unlearned
+        recovered = unlearned
+        if self.uses_relay:
+            recovered = self.relay.run(grid, unlearned, self.settings.seed + server_round)
         self.deletion.recovery_seconds = time.perf_counter() - started
         self.observer.checkpoint("after_recovery", numpy_state(recovered))
         return recovered

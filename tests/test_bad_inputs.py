@@ -118,6 +118,7 @@ CASES: list[tuple[str, Callable[[dict[str, str]], list[str]], str, object]] = [
     ("out under a file", lambda w: [*SIMULATE, "--out", w["under_file"]], "cannot write", None),
     ("out holds a run", lambda w: [*SIMULATE, "--out", w["run"]], "holds an earlier run", None),
     ("server device", lambda w: [*SIMULATE, "--server-device", "bogus"], "server_device", None),
+    ("unknown attack", lambda w: [*SIMULATE, "--mia", "oracle"], "membership attack", None),
     ("absent gpu", lambda w: [*SIMULATE, "--server-device", "cuda:99"], "cuda:99", None),
     ("data dir is a file", lambda w: ["simulate", "--data-dir", w["file"]], "not a folder", None),
     ("backdoor class", lambda w: [*SIMULATE, "--forget-class", "3"], "--mode class", None),

@@ -217,9 +217,10 @@ def test_the_deletion_step_gathers_d_f_drops_it_unlearns_then_relays() -> None:
     sent_101 = grid.types_sent(101)
     assert sent_101.index(P.DELETION_COMPLETE) < len(sent_101) - 1 - sent_101[::-1].index(P.TRAIN)
     assert nodes[101].deleted
-    # the relay: the weakest client (0.5 < 0.9) trained the zeroed model, then all met the bar
+    # the relay: the clients' mean accuracy (0.83 < 0.9) called for one hop, which raised it
     assert grid.types_sent(101).count(P.RELAY_TRAIN) == 1
-    assert (record.relay_hops, record.relay_min_accuracy) == (1, 0.99)
+    assert (record.relay_hops, record.relay_hops_kept, record.relay_objective) == (1, 1, 1.0)
+    assert record.relay_objective_start == pytest.approx((0.99 + 0.5 + 0.99) / 3)
     # round 2 ran on the relayed model, and nothing was pending any more
     assert strategy.pending_deletions == {}
     assert all(np.all(a.numpy() == 0) for a in result.arrays.values())
@@ -249,10 +250,18 @@ def test_retrain_drops_d_f_then_reruns_the_rounds_from_w0() -> None:
 
 
 # ---------------------------------------------------------------------- the relay
-def _relay(grid: FakeGrid, max_hops: int = 3) -> tuple[RecoveryRelay, DeletionLedger]:
+def _relay(
+    grid: FakeGrid, max_hops: int = 3, per_hop: int = 1, candidates: int = 10
+) -> tuple[RecoveryRelay, DeletionLedger]:
     ledger = DeletionLedger("class", (3,))
     messenger = NodeMessenger(0.05, 1, ledger.client_of, ledger.record_fault)
-    config = SimulationConfig(recovery={"min_accuracy": 0.9, "max_hops": max_hops}).recovery
+    recovery = {
+        "min_accuracy": 0.9,
+        "max_hops": max_hops,
+        "clients_per_hop": per_hop,
+        "candidates": candidates,
+    }
+    config = SimulationConfig(recovery=recovery).recovery
     relay = RecoveryRelay(
         config, 0.01, messenger, ledger, lambda **extra: ConfigRecord(extra), _Quiet()
     )
@@ -264,34 +273,63 @@ class _Quiet:
         pass
 
 
-def test_the_relay_stops_at_once_when_every_client_meets_the_bar() -> None:
+def test_the_relay_stops_at_once_when_the_clients_meet_the_bar() -> None:
     grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, accuracy=0.95))
     relay, ledger = _relay(grid)
     arrays = _initial()
     assert relay.run(grid, arrays) is arrays
     assert grid.types_sent().count(P.RELAY_TRAIN) == 0
-    assert (ledger.record.relay_hops, ledger.record.relay_min_accuracy) == (0, 0.95)
+    assert ledger.record.relay_hops == 0
+    assert ledger.record.relay_objective == pytest.approx(0.97)
 
 
-def test_a_failing_weakest_client_hands_the_relay_to_the_next_weakest() -> None:
+def test_the_weakest_clients_train_with_the_proximal_term() -> None:
+    clients = {f"c{i}": FakeClient(i, accuracy=0.5 + 0.1 * i) for i in range(4)}
+    grid, nodes = _federation(**clients)
+    relay, ledger = _relay(grid, per_hop=2, max_hops=1)
+    relay.run(grid, _initial())
+    trained = sorted(n for n in nodes if grid.types_sent(n).count(P.RELAY_TRAIN))
+    assert trained == [100, 101]  # the two weakest
+    config = next(c for c in nodes[100].configs if P.PROXIMAL_MU in c)
+    assert float(config[P.PROXIMAL_MU]) == 1.0 and float(config[P.LEARNING_RATE]) == 0.01
+    assert ledger.record.relay_hops_kept == 1
+
+
+def test_a_hop_that_does_not_help_is_discarded_and_the_input_returned() -> None:
+    grid, _ = _federation(a=FakeClient(0, accuracy=0.1, improves=False), b=FakeClient(1))
+    relay, ledger = _relay(grid, max_hops=2)
+    arrays = _initial()
+    assert relay.run(grid, arrays) is arrays
+    assert grid.types_sent(100).count(P.RELAY_TRAIN) == 2
+    record = ledger.record
+    assert (record.relay_hops, record.relay_hops_kept) == (2, 0)
+    assert record.relay_objective == record.relay_objective_start == pytest.approx(0.545)
+    lrs = [float(c[P.LEARNING_RATE]) for c in grid.handlers[100].configs if P.LEARNING_RATE in c]
+    assert lrs == [0.01, 0.005]  # halved after the rejected hop
+
+
+def test_a_failing_client_is_recorded_and_the_others_carry_the_hop() -> None:
     weakest, next_weakest = FakeClient(0, accuracy=0.2), FakeClient(1, accuracy=0.5)
     weakest.fail[P.RELAY_TRAIN] = "RuntimeError: out of memory"
     grid, _ = _federation(a=weakest, b=next_weakest, c=FakeClient(2))
-    relay, ledger = _relay(grid)
+    relay, ledger = _relay(grid, per_hop=2, max_hops=1)
     relay.run(grid, _initial())
     assert grid.types_sent(101).count(P.RELAY_TRAIN) == 1
     (fault,) = ledger.record.faults
     assert fault["message"] == P.RELAY_TRAIN and fault["error"] == "RuntimeError: out of memory"
     # the failed node is not asked again before the next FedAvg round
     assert grid.types_sent(100).count(P.LOCAL_EVAL) == 1
+    assert ledger.record.relay_hops_kept == 1
 
 
-def test_the_relay_gives_up_after_max_hops() -> None:
-    grid, _ = _federation(a=FakeClient(0, accuracy=0.1, improves=False), b=FakeClient(1))
-    relay, ledger = _relay(grid, max_hops=2)
+def test_the_relay_asks_a_bounded_number_of_clients() -> None:
+    clients = {f"c{i}": FakeClient(i, accuracy=0.3, improves=False) for i in range(30)}
+    grid, _ = _federation(**clients)
+    relay, ledger = _relay(grid, max_hops=3, candidates=5, per_hop=2)
     relay.run(grid, _initial())
-    assert grid.types_sent(100).count(P.RELAY_TRAIN) == 2
-    assert (ledger.record.relay_hops, ledger.record.relay_min_accuracy) == (2, 0.1)
+    assert grid.types_sent().count(P.LOCAL_EVAL) == 5 * (1 + 3)  # start + one per hop
+    assert grid.types_sent().count(P.RELAY_TRAIN) == 2 * 3
+    assert ledger.record.relay_client_calls == 5 * 4 + 2 * 3
 
 
 # ---------------------------------------------------------------------- faults

@@ -104,6 +104,8 @@ class Federation:
     client_indices: list[np.ndarray]
     plan: DeletionPlan
     trigger_size: int
+    validation: ArrayDataset | None = None
+    """The server's declared validation set (held out of the test set), if any."""
     _forget_mask: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -311,15 +313,32 @@ def _build(config: SimulationConfig) -> Federation:
         )
     plan = plan_deletion(bundle, client_indices, config)
     trigger = config.deletion.trigger_size
+    test, validation = split_validation(bundle.test, config.data.validation_share, config.seed)
     return Federation(
         name=bundle.name,
         train=_poison(bundle.train, plan, trigger),
-        test=bundle.test,
+        test=test,
         num_classes=bundle.num_classes,
         client_indices=client_indices,
         plan=plan,
         trigger_size=trigger,
+        validation=validation,
     )
+
+
+def split_validation(
+    test: ArrayDataset, share: float, seed: int
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """``(test, validation)``: a seeded ``share`` of the test set held out for the server.
+
+    The experimenter declares the validation set to the server, which may read it (it is
+    never client data); no metric is measured on it, so the test metrics stay unbiased.
+    """
+    count = round(share * len(test))
+    order = np.random.default_rng(seed).permutation(len(test))
+    held = np.sort(order[:count])
+    rest = np.sort(order[count:])
+    return test.subset(rest), test.subset(held)
 
 
 def kept_train_indices(bundle: DatasetBundle, config: SimulationConfig) -> np.ndarray:

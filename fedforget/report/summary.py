@@ -45,8 +45,16 @@ class DeletionSummary(BaseModel):
     clients: list[int] = Field(default_factory=list)
     forget_samples: int = 0
     forget_classes: list[int] = Field(default_factory=list)
-    relay_hops: int = 0
-    relay_min_accuracy: float | None = None
+    relay_hops: int = Field(0, description="Relay hops tried.")
+    relay_min_accuracy: float | None = Field(
+        None, description="The relay's objective at its end (see relay_objective)."
+    )
+    relay_hops_kept: int = Field(0, description="Hops whose model raised the objective.")
+    relay_objective_start: float | None = Field(
+        None, description="Sample-weighted local accuracy of the relay's candidates, before."
+    )
+    relay_objective: float | None = Field(None, description="The same after the relay.")
+    relay_client_calls: int = Field(0, description="Client evaluations + trainings of the relay.")
     forget_samples_received: int = Field(0, description="D_f samples the server received.")
     retain_samples: int = Field(0, description="Retained samples the clients sent the server.")
     history_bytes: int = Field(0, description="Stored client updates handed to the unlearner.")
