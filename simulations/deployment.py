@@ -3,13 +3,15 @@
 Used by the integration tests and for trying the deployment path by hand. Every process runs
 in insecure mode on the loopback interface, in its own process group, and is stopped on exit
 (SuperNodes first, then the SuperLink; whatever is left is killed), even when the body of the
-``with`` block fails. ``FLWR_HOME`` points into the work directory, so nothing is written to
-the user's ``~/.flwr``. Production deployments should use Flower's TLS and node
-authentication instead of ``--insecure`` (see docs/deployment.md).
+``with`` block fails, and at interpreter exit should the block never end. ``FLWR_HOME``
+points into the work directory, so nothing is written to the user's ``~/.flwr``. Production
+deployments should use Flower's TLS and node authentication instead of ``--insecure`` (see
+docs/deployment.md).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -18,14 +20,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["DeploymentError", "LocalDeployment", "RunOutcome", "stage_app"]
 
 FEDERATION = "local-deployment"
+# Every process of a deployment carries this variable (with the deployment's id) in its
+# environment: Flower detaches some of its children (the SuperLink's SuperExec starts a
+# session of its own), so process groups alone do not reach every process to stop.
+MARKER = "FEDFORGET_DEPLOYMENT"
 APP_PARTS = ("fedforget", "clients", "server", "strategies", "simulations")
 
 
@@ -91,12 +99,26 @@ class LocalDeployment:
         self.logs = self.workdir / "logs"
         self.superlink: subprocess.Popen | None = None
         self.supernodes: list[subprocess.Popen] = []
-        self.env = {**os.environ, "FLWR_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        self.marker = uuid.uuid4().hex
+        self.env = {
+            **os.environ,
+            "FLWR_HOME": str(self.home),
+            "PYTHONUNBUFFERED": "1",
+            MARKER: self.marker,
+            # the SuperLink starts ``flower-superexec`` by name: find it beside this Python
+            # even when its environment is not activated
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        }
+        self._logs: list[IO[str]] = []
+        # stop() and kill_node() may run on different threads (a test kills a node from a
+        # watcher thread while the run ends): the lock keeps them from racing on the lists.
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalDeployment:
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.stop)
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "{FEDERATION}"\n\n'
             f'[superlink.{FEDERATION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
@@ -127,6 +149,7 @@ class LocalDeployment:
 
     def _start(self, name: str, command: list[str]) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("w")
+        self._logs.append(log)
         return subprocess.Popen(
             command,
             stdout=log,
@@ -153,8 +176,16 @@ class LocalDeployment:
         )
 
     def stop(self) -> None:
-        """Stop the SuperNodes, then the SuperLink; kill what does not stop in 10 s."""
-        for group in (self.supernodes, [self.superlink] if self.superlink else []):
+        """Stop the SuperNodes, then the SuperLink; kill what does not stop in 10 s.
+
+        Each process group gets a SIGKILL after its SIGTERM grace period, even when its
+        leader exited, so the ClientApp and ServerApp processes they started go too; then
+        every process left that carries this deployment's marker (Linux) is killed.
+        """
+        with self._lock:
+            groups = (self.supernodes, [self.superlink] if self.superlink else [])
+            self.supernodes, self.superlink = [], None
+        for group in groups:
             for process in group:
                 _signal_group(process, signal.SIGTERM)
             deadline = time.monotonic() + 10
@@ -162,11 +193,30 @@ class LocalDeployment:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=max(0.1, deadline - time.monotonic()))
                 _signal_group(process, signal.SIGKILL)
-        self.supernodes, self.superlink = [], None
+        for pid in marked_processes(self.marker):  # detached stragglers (SuperExec, apps)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for log in self._logs:
+            log.close()
+        self._logs = []
+        atexit.unregister(self.stop)
 
-    def kill_node(self, index: int) -> None:
-        """SIGKILL SuperNode ``index`` and its children (a node that vanishes)."""
-        _signal_group(self.supernodes[index], signal.SIGKILL)
+    def kill_node(self, index: int) -> bool:
+        """SIGKILL SuperNode ``index`` and its children (a node that vanishes).
+
+        Returns
+        -------
+        bool
+            False when the deployment is already stopped (nothing left to kill), so a
+            watcher thread that fires late cannot fail on a stopped deployment.
+        """
+        with self._lock:
+            if not 0 <= index < len(self.supernodes):
+                if self.superlink is None:
+                    return False
+                raise IndexError(f"no SuperNode {index} (there are {len(self.supernodes)})")
+            _signal_group(self.supernodes[index], signal.SIGKILL)
+            return True
 
     # ------------------------------------------------------------------ flwr CLI
     def _flwr(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -240,3 +290,17 @@ def _tool(name: str) -> str:
 def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Ids of the processes whose environment has ``MARKER=marker`` (empty without ``/proc``)."""
+    needle = f"{MARKER}={marker}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found

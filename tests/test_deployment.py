@@ -6,15 +6,20 @@ The first test checks the request is picked up, unlearned once and recorded; the
 a SuperNode during the recovery relay and checks that the run completes and says what
 happened. Every process is stopped by the deployment's context manager, even when a test
 fails.
+
+Timeouts are multiples of ``client_round_seconds`` (conftest), the measured time of one
+client's round on this machine, so a slow or busy machine waits longer instead of failing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +32,41 @@ from fedforget.data import ArrayDataset, load_dataset
 from fedforget.models import build_model
 from fedforget.node import LEDGER_FILE, REQUESTS_DIR, write_node_data
 from fedforget.report.recorder import MODEL_FILE, SUMMARY_FILE
-from fedforget.simulations.deployment import LocalDeployment, stage_app
+from fedforget.simulations.deployment import LocalDeployment, marked_processes, stage_app
 from fedforget.training import accuracy
 
 pytestmark = pytest.mark.slow
 FORGET_CLASS = 3
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait, scaled from the measured speed of this machine.
+
+    A round sends one message to each of 3 SuperNodes that share the cores with the SuperLink
+    and the ServerApp: 10 measured client rounds per message leave room for them and for
+    load that grows after the measurement; the floors are what an idle machine needs.
+    """
+
+    message: float
+    start: float
+    command: float
+    run: float
+
+    @classmethod
+    def measured(cls, client_round_seconds: float) -> Timeouts:
+        unit = client_round_seconds
+        return cls(
+            message=max(30.0, 10 * unit),
+            start=max(90.0, 15 * unit),
+            command=max(60.0, 10 * unit),
+            run=max(600.0, 100 * unit),
+        )
+
+
+@pytest.fixture
+def timeouts(client_round_seconds: float) -> Timeouts:
+    return Timeouts.measured(client_round_seconds)
 
 
 def _node_dirs(root: Path) -> list[Path]:
@@ -46,7 +81,13 @@ def _node_dirs(root: Path) -> list[Path]:
     return dirs
 
 
-def _run_config(out: Path, rounds: int = 4, verify: str = "spd", min_accuracy: float = 0.0) -> str:
+def _run_config(
+    out: Path,
+    message_timeout: float,
+    rounds: int = 4,
+    verify: str = "spd",
+    min_accuracy: float = 0.0,
+) -> str:
     """Rounds of 10 local epochs at lr 0.02 (non-IID digits learn 3s by round 3 this way)."""
     config = validate_config(
         {
@@ -60,32 +101,45 @@ def _run_config(out: Path, rounds: int = 4, verify: str = "spd", min_accuracy: f
             "methods": {
                 "options": {"spd": {"epochs": 1, "max_samples": 64}} if verify == "spd" else {}
             },
-            "message_timeout": 30.0,
+            "message_timeout": message_timeout,
             "out": str(out),
         }
     )
     return run_config_argument(config)
 
 
-def _after(condition, action) -> threading.Thread:
-    """Run ``action`` once ``condition()`` holds (polled), in the background."""
+@contextlib.contextmanager
+def _once(condition: Callable[[], bool], action: Callable[[], object]) -> Iterator[list]:
+    """Run ``action`` in the background as soon as ``condition()`` holds (polled).
 
-    def wait_then_act() -> None:
-        deadline = time.monotonic() + 300
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.3)
-        action()
+    Yields a list that holds ``action``'s result once it ran. Leaving the block stops the
+    watcher and waits for it, so the action never runs after the block (on a deployment that
+    is being stopped), and it never runs when ``condition`` did not hold.
+    """
+    done: list = []
+    leaving = threading.Event()
 
-    thread = threading.Thread(target=wait_then_act, daemon=True)
+    def watch() -> None:
+        while not leaving.is_set():
+            if condition():
+                done.append(action())
+                return
+            leaving.wait(0.3)
+
+    thread = threading.Thread(target=watch, daemon=True)
     thread.start()
-    return thread
+    try:
+        yield done
+    finally:
+        leaving.set()
+        thread.join()
 
 
-def _file_request(node_dir: Path) -> subprocess.CompletedProcess:
+def _file_request(node_dir: Path, timeout: float) -> subprocess.CompletedProcess:
     """The node's user files the deletion, as they would by hand."""
     command = [sys.executable, "-m", "fedforget.cli", "request-deletion"]
     args = ["--node-dir", str(node_dir), "--class", str(FORGET_CLASS)]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def _final_accuracy(out: Path, data: ArrayDataset) -> float:
@@ -94,16 +148,20 @@ def _final_accuracy(out: Path, data: ArrayDataset) -> float:
     return accuracy(model, data)
 
 
-def test_a_request_filed_on_a_node_is_unlearned_once_and_recorded(tmp_path: Path) -> None:
+def test_a_request_filed_on_a_node_is_unlearned_once_and_recorded(
+    tmp_path: Path, timeouts: Timeouts
+) -> None:
     dirs = _node_dirs(tmp_path)
     out = tmp_path / "run"
     broken = dirs[1] / REQUESTS_DIR / "typo.json"
     broken.parent.mkdir()
     broken.write_text('{"samples": [1, 2], "clases": [3]}')
     filed: list[subprocess.CompletedProcess] = []
-    with LocalDeployment(tmp_path, dirs) as deployment:
-        filed.append(_file_request(dirs[0]))  # reported from round 4 on (deletion.round)
-        outcome = deployment.run(stage_app(tmp_path / "app"), _run_config(out), timeout=400)
+    with LocalDeployment(tmp_path, dirs, start_timeout=timeouts.start) as deployment:
+        filed.append(_file_request(dirs[0], timeouts.command))  # reported from round 4 on
+        config = _run_config(out, timeouts.message)
+        outcome = deployment.run(stage_app(tmp_path / "app"), config, timeout=timeouts.run)
+    assert not marked_processes(deployment.marker)  # every process it started is gone
     assert outcome.status == "finished:completed", outcome.details + outcome.log[-2000:]
     assert "filed deletion request" in filed[0].stdout
 
@@ -130,17 +188,22 @@ def test_a_request_filed_on_a_node_is_unlearned_once_and_recorded(tmp_path: Path
     assert _final_accuracy(out, rest) >= 0.6
 
 
-def test_the_run_survives_a_node_killed_during_the_relay(tmp_path: Path) -> None:
+def test_the_run_survives_a_node_killed_during_the_relay(
+    tmp_path: Path, timeouts: Timeouts
+) -> None:
     dirs = _node_dirs(tmp_path)
     out = tmp_path / "run"
-    with LocalDeployment(tmp_path, dirs) as deployment:
-        _file_request(dirs[0])
+    # the relay always takes its hop; no verification, and 2 rounds are enough here
+    config = _run_config(out, timeouts.message, rounds=2, verify="none", min_accuracy=1.0)
+    ledger = dirs[0] / LEDGER_FILE
+    with LocalDeployment(tmp_path, dirs, start_timeout=timeouts.start) as deployment:
+        _file_request(dirs[0], timeouts.command)
         # the ledger is written when the deletion is carried out: the relay starts right after
-        _after(lambda: (dirs[0] / LEDGER_FILE).exists(), lambda: deployment.kill_node(2))
-        # the relay always takes its hop; no verification, and 2 rounds are enough here
-        config = _run_config(out, rounds=2, verify="none", min_accuracy=1.0)
-        outcome = deployment.run(stage_app(tmp_path / "app"), config, timeout=400)
+        with _once(ledger.exists, lambda: deployment.kill_node(2)) as killed:
+            outcome = deployment.run(stage_app(tmp_path / "app"), config, timeout=timeouts.run)
+    assert not marked_processes(deployment.marker)
     assert outcome.status == "finished:completed", outcome.details + outcome.log[-2000:]
+    assert killed == [True], "the deletion was never carried out, so no node was killed"
     summary = json.loads((out / SUMMARY_FILE).read_text())
     faults = summary["deletion"]["faults"]
     assert faults and {fault["client"] for fault in faults} == {2}, faults

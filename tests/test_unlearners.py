@@ -39,6 +39,7 @@ ROUNDS = 6
 # digits' D_f is ~145 samples: a smaller batch gives the defaults' epochs enough steps.
 SMALL_DATA_OPTIONS: dict[str, dict] = {
     "distill": {"batch_size": 16},
+    "eu-k": {"batch_size": 16},  # 20 epochs of batch 64 on 400 samples: ~140 steps, undertrained
     "federaser": {"calibration_ratio": 1.0},  # 6 rounds on digits: half epochs undertrain
     "finetune": {"lr_scale": 1.0, "rounds": 8},  # 2x lr diverges on digits' batch of 16
     "randomk": {"batch_size": 16},  # 400 retained samples: batch 64 gives ~70 repair steps
