@@ -210,7 +210,12 @@ class NodeMessenger:
             self.suspects.add(int(fault["node"]))  # type: ignore[call-overload]
             log(WARN, "%s: node %s skipped (%s)", message_type, fault["node"], fault["error"])
             self.on_fault(fault)
-        return good
+        return sorted(good, key=lambda r: self.order_key(r.metadata.src_node_id))
+
+    def order_key(self, node: int) -> tuple[int, int]:
+        """Replies arrive in no fixed order, and node ids change from run to run: sorting by
+        partition id makes every sum over replies (FedAvg, D_f's order) reproducible."""
+        return self.client_of(node), node
 
 
 def numpy_state(arrays: ArrayRecord) -> dict[str, np.ndarray]:

@@ -155,10 +155,12 @@ class FederatedUnlearning(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """FedAvg aggregation, after noting pending deletions and deleted-sample passes."""
-        replies = list(replies)
+        replies = sorted(replies, key=lambda r: r.metadata.src_node_id)
+        for reply in replies:
+            if not reply.has_error():
+                self.ledger.note_train_reply(reply)  # partition ids first: they order replies
+        replies.sort(key=lambda r: self.messenger.order_key(r.metadata.src_node_id))
         good = [reply for reply in replies if not reply.has_error()]
-        for reply in good:
-            self.ledger.note_train_reply(reply)
         if self.trains_generator:
             self.generator.aggregate(good)
         return super().aggregate_train(server_round, replies)
