@@ -75,8 +75,7 @@ class FederatedUnlearning(FedAvg):
         Makes the federation's conditional GAN, which the clients then train next to the
         classifier, for unlearners that need it (the ``generator`` need, MuGAN).
     validation : ArrayDataset, optional
-        A validation set the experimenter declares to the server (never client data):
-        distill's deletion-aware target for natural deletions reads it.
+        The experimenter's declared validation set (never client data; distill reads it).
     """
 
     train_message: ClassVar[str] = P.TRAIN
@@ -111,9 +110,8 @@ class FederatedUnlearning(FedAvg):
         self.history: list[HistoryRound] = []
         self.round_seconds: list[float] = []
         self.initial_arrays: ArrayRecord | None = None
-        self.configs = MessageConfigs(
-            settings.message_config(), settings.num_classes, settings.seed
-        )
+        message_config = settings.message_config()
+        self.configs = MessageConfigs(message_config, settings.num_classes, settings.seed)
         self.ledger = DeletionLedger(settings.mode, settings.forget_classes)
         self.messenger = NodeMessenger(
             settings.timeout, settings.min_available_nodes, self.ledger.client_of, self._fault
