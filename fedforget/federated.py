@@ -134,8 +134,23 @@ class LocalFederation:
     def federated_train(self, state: State, epochs: int, lr: float) -> list[ClientUpdate]:
         """Every client with data trains ``state`` locally; returns their weights."""
         self._calls += 1
+        seed = self.seed * 1_000_003 + self._calls * 10_007
+        return self.train_clients(state, sorted(self.clients), epochs, lr, seed)
+
+    def train_clients(
+        self,
+        state: State,
+        clients: Sequence[int],
+        epochs: int,
+        lr: float,
+        seed: int,
+        proximal_mu: float = 0.0,
+    ) -> list[ClientUpdate]:
+        """``clients`` (those with data) train ``state`` locally, client ``c`` seeded
+        ``seed + c``, with FedProx's term when ``proximal_mu`` > 0; returns their weights."""
         results = []
-        for cid, data in sorted(self.clients.items()):
+        for cid in clients:
+            data = self.clients[cid]
             if len(data) == 0:
                 continue
             model = load_numpy_state(self.build_model(), state)
@@ -146,8 +161,9 @@ class LocalFederation:
                 lr=lr,
                 momentum=self.momentum,
                 batch_size=self.batch_size,
-                seed=self.seed * 1_000_003 + self._calls * 10_007 + cid,
+                seed=seed + cid,
                 device=self.device,
+                proximal_mu=proximal_mu,
             )
             results.append(ClientUpdate(state_to_numpy(model.cpu()), len(data), cid))
         return results

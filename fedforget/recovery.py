@@ -36,7 +36,7 @@ import numpy as np
 
 from fedforget.config import RecoveryConfig
 from fedforget.federated import ClientUpdate, LocalFederation, State, weighted_average
-from fedforget.training import accuracy, load_numpy_state, state_to_numpy, train_local
+from fedforget.training import accuracy, load_numpy_state
 
 
 @dataclass(frozen=True)
@@ -221,23 +221,7 @@ def in_process_callbacks(
         }
 
     def train(state: State, clients: Sequence[int], lr: float, mu: float) -> list[ClientUpdate]:
-        hop = next(hops)
-        updates = []
-        for c in clients:
-            model = load_numpy_state(federation.build_model(), state)
-            data = federation.clients[c]
-            train_local(
-                model,
-                data,
-                epochs=local_epochs,
-                lr=lr,
-                momentum=federation.momentum,
-                batch_size=federation.batch_size,
-                seed=seed * 1_000_003 + hop * 10_007 + c,
-                device=federation.device,
-                proximal_mu=mu,
-            )
-            updates.append(ClientUpdate(state_to_numpy(model.cpu()), len(data), c))
-        return updates
+        base = seed * 1_000_003 + next(hops) * 10_007
+        return federation.train_clients(state, clients, local_epochs, lr, base, proximal_mu=mu)
 
     return evaluate, train

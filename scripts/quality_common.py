@@ -55,7 +55,9 @@ class Run:
         }
 
 
-CACHE = Path(os.environ.get("FEDFORGET_QUALITY_CACHE", "/tmp/fedforget-quality-cache"))
+CACHE = Path(
+    os.environ.get("FEDFORGET_QUALITY_CACHE", Path.home() / ".cache" / "fedforget" / "quality")
+)
 
 
 def make_run(config: SimulationConfig, rounds: int) -> Run:

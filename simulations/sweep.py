@@ -182,6 +182,7 @@ def run_sweep(
     configs = [(cell, cell_config(base, cell, out_dir)) for cell in cells]
     names = ["retrain", *(s for s in strategies if s != "retrain")]
     rows: list[dict[str, Any]] = []
+    payload: dict[str, Any] = {}
     started = time.perf_counter()
     for index, (cell, config) in enumerate(configs, start=1):
         cell_started = time.perf_counter()
@@ -190,8 +191,8 @@ def run_sweep(
         rows += sweep_rows(cell, config, result)
         seconds = time.perf_counter() - cell_started
         report(f"cell {index}/{len(configs)} {cell.name}: {seconds:.0f} s")
-        _write(out_dir, rows, strategies, time.perf_counter() - started)
-    return _write(out_dir, rows, strategies, time.perf_counter() - started)
+        payload = _write(out_dir, rows, strategies, time.perf_counter() - started)
+    return payload
 
 
 def _write(

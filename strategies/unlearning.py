@@ -153,7 +153,7 @@ class FederatedUnlearning(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """FedAvg aggregation, after noting pending deletions and deleted-sample passes."""
-        replies = sorted(replies, key=lambda r: r.metadata.src_node_id)
+        replies = list(replies)
         for reply in replies:
             if not reply.has_error():
                 self.ledger.note_train_reply(reply)  # partition ids first: they order replies
