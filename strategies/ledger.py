@@ -36,6 +36,7 @@ class DeletionRecord:
     relay_min_accuracy: float | None = None
     relay_hops_kept: int = 0
     relay_objective_start: float | None = None
+    relay_objective_before: float | None = None
     relay_objective: float | None = None
     relay_client_calls: int = 0
     forget_samples_received: int = 0

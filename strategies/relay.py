@@ -60,8 +60,14 @@ class RecoveryRelay:
         self.make_config = make_config
         self.observer = observer
 
-    def run(self, grid: Grid, arrays: ArrayRecord, seed: int = 0) -> ArrayRecord:
-        """The relayed model (``arrays`` itself when no hop improved it)."""
+    def run(
+        self, grid: Grid, arrays: ArrayRecord, seed: int = 0, before: ArrayRecord | None = None
+    ) -> ArrayRecord:
+        """The relayed model (``arrays`` itself when no hop improved it).
+
+        ``before`` (the model before unlearning) sets the standard the relay restores when
+        ``settings.restore`` is on.
+        """
         nodes = self.messenger.active_nodes(grid)
         start = numpy_state(arrays)
         self.observer.progress("recovery", 0, self.settings.max_hops, {})
@@ -73,12 +79,14 @@ class RecoveryRelay:
             self.settings,
             self.lr,
             seed=seed,
+            before=None if before is None else numpy_state(before),
         )
         record = self.ledger.record
         record.relay_hops = len(result.hops)
         record.relay_hops_kept = sum(hop.kept for hop in result.hops)
         record.relay_objective_start = _finite(result.start_objective)
         record.relay_objective = _finite(result.objective)
+        record.relay_objective_before = _finite(result.before_objective)
         record.relay_min_accuracy = _finite(result.objective)
         record.relay_client_calls = result.evaluations + result.trainings
         self.observer.progress(

@@ -213,7 +213,8 @@ class FederatedUnlearning(FedAvg):
         started = time.perf_counter()
         recovered = unlearned
         if self.uses_relay:
-            recovered = self.relay.run(grid, unlearned, self.settings.seed + server_round)
+            seed = self.settings.seed + server_round
+            recovered = self.relay.run(grid, unlearned, seed, before=arrays)
         self.deletion.recovery_seconds = time.perf_counter() - started
         self.observer.checkpoint("after_recovery", numpy_state(recovered))
         return recovered

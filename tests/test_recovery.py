@@ -99,3 +99,26 @@ def test_relay_on_a_skewed_federation_never_lowers_the_objective(skewed, seed):
     final = weighted_accuracy(evaluate(result.state, list(result.candidates)))
     assert final == pytest.approx(result.objective)
     assert result.evaluations <= settings.candidates * (settings.max_hops + 1)
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_the_relay_restores_the_level_before_unlearning(restore):
+    """Above paper 000's absolute standard, the relay still repairs what unlearning cost."""
+
+    def evaluate(state, clients):
+        return {c: ClientScore(float(state["w"][0]), 10) for c in clients}
+
+    def train(state, clients, lr, mu):
+        return [ClientUpdate(_toy_state(float(state["w"][0]) + 0.004), 10, c) for c in clients]
+
+    settings = RecoveryConfig(
+        max_hops=5, min_accuracy=0.97, candidates=3, clients_per_hop=1, restore=restore
+    )
+    start, before = _toy_state(0.98), _toy_state(0.99)
+    result = run_relay(start, range(3), evaluate, train, settings, lr=0.05, before=before)
+    if restore:
+        assert len(result.hops) == 3 and all(h.kept for h in result.hops)
+        assert result.objective >= result.before_objective == pytest.approx(0.99)
+        assert result.evaluations == 3 * (1 + 1 + 3)
+    else:
+        assert result.hops == [] and result.state is start

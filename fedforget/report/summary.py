@@ -54,6 +54,9 @@ class DeletionSummary(BaseModel):
         None, description="Sample-weighted local accuracy of the relay's candidates, before."
     )
     relay_objective: float | None = Field(None, description="The same after the relay.")
+    relay_objective_before: float | None = Field(
+        None, description="The same for the model before unlearning (the standard to restore)."
+    )
     relay_client_calls: int = Field(0, description="Client evaluations + trainings of the relay.")
     forget_samples_received: int = Field(0, description="D_f samples the server received.")
     retain_samples: int = Field(0, description="Retained samples the clients sent the server.")
