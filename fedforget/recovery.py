@@ -124,7 +124,10 @@ def choose_candidates(
         chosen = ranked[: limit // 2]
     rest = [c for c in pool if c not in chosen]
     rng = np.random.default_rng(seed)
-    chosen += [int(c) for c in rng.choice(rest, limit - len(chosen), replace=False)]
+    # Draw positions, not ids: Flower's node ids fill the uint64 range, and a numpy array
+    # of them can turn to float64 and lose digits (a node that does not exist).
+    picked = rng.choice(len(rest), limit - len(chosen), replace=False)
+    chosen += [rest[int(i)] for i in picked]
     return sorted(chosen)
 
 

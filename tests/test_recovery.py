@@ -122,3 +122,11 @@ def test_the_relay_restores_the_level_before_unlearning(restore):
         assert result.evaluations == 3 * (1 + 1 + 3)
     else:
         assert result.hops == [] and result.state is start
+
+
+def test_candidates_keep_flower_node_ids_exact():
+    """Node ids span the uint64 range; a draw must return them digit for digit."""
+    ids = [int(i) for i in np.random.default_rng(0).integers(2**62, 2**64 - 1, 40, np.uint64)]
+    chosen = choose_candidates(ids, 10, {ids[0]: 0.1, ids[1]: 0.2}, seed=0)
+    assert set(chosen) <= set(ids) and len(set(chosen)) == 10
+    assert {ids[0], ids[1]} <= set(chosen)
