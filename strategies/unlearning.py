@@ -43,6 +43,7 @@ from fedforget.strategies.ledger import Bookkeeping, DeletionLedger, DeletionRec
 from fedforget.strategies.messaging import (
     MessageConfigs,
     NodeMessenger,
+    arrays_from,
     error_reasons,
     messages_to,
     numpy_state,
@@ -282,6 +283,8 @@ class FederatedUnlearning(FedAvg):
             raise RuntimeError(
                 f"round {server_round}: every client failed ({error_reasons(replies)})"
             )
+        if self.unlearner is not None and self.deletion.round and phase != "reference":
+            new_arrays = self._post_deletion(arrays, new_arrays)
         sampled = {m.metadata.dst_node_id for m in messages}
         self.gathering.poll_deletion_requests(
             grid, new_arrays, lambda: ConfigRecord(self.configs.for_round(server_round)), sampled
@@ -300,6 +303,12 @@ class FederatedUnlearning(FedAvg):
         return new_arrays, info
 
     # ------------------------------------------------------------------ deletion step
+    def _post_deletion(self, before: ArrayRecord, aggregated: ArrayRecord) -> ArrayRecord:
+        """The unlearner's say on a FedAvg round after its deletion (FedOSD's projection)."""
+        state = numpy_state(aggregated)
+        adjusted = self.unlearner.adjust_update(numpy_state(before), state)
+        return aggregated if adjusted is state else arrays_from(adjusted)
+
     def unlearn_step(
         self, grid: Grid, server_round: int, arrays: ArrayRecord, nodes: list[int]
     ) -> ArrayRecord:

@@ -243,3 +243,16 @@ def test_l2_ball_projection_lands_on_the_ball():
     assert ball.distance() > 0.1
     ball.project()
     assert ball.distance() == pytest.approx(0.1, rel=1e-5)
+
+
+def test_fedosd_adjustment_drops_only_what_would_raise_the_unlearning_loss():
+    unlearner = build_unlearner("fedosd")
+    before = {"w": np.zeros(2, np.float32), "buffer": np.zeros(1, np.float32)}
+    aggregated = {"w": np.array([2.0, 1.0], np.float32), "buffer": np.ones(1, np.float32)}
+    assert unlearner.adjust_update(before, aggregated) is aggregated  # no direction yet
+    unlearner.unlearning_direction = {"w": np.array([1.0, 0.0])}
+    adjusted = unlearner.adjust_update(before, aggregated)
+    np.testing.assert_allclose(adjusted["w"], [0.0, 1.0])
+    assert adjusted["w"].dtype == np.float32 and adjusted["buffer"] is aggregated["buffer"]
+    lowering = {"w": np.array([-2.0, 1.0], np.float32), "buffer": np.ones(1, np.float32)}
+    np.testing.assert_allclose(unlearner.adjust_update(before, lowering)["w"], [-2.0, 1.0])

@@ -445,3 +445,30 @@ def test_compare_branches_wait_for_replies_as_long_as_the_configuration_says() -
     assert (
         GanBranches(gan_config).strategy("retrain", None, RunObserver()).messenger.timeout == 12.5
     )
+
+
+class AdjustingUnlearner(ZeroingUnlearner):
+    """Zeroes the model, then adds 1 to every FedAvg aggregate after the deletion."""
+
+    name = "adjusting"
+    uses_relay = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adjusted: list[float] = []
+
+    def adjust_update(self, before, aggregated):
+        self.adjusted.append(float(sum(np.abs(v).sum() for v in before.values())))
+        return {k: v + 1 for k, v in aggregated.items()}
+
+
+def test_rounds_after_the_deletion_pass_through_the_unlearners_adjustment() -> None:
+    """FedOSD's non-reverting projection hooks in here: after the deletion, not before."""
+    grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, forget=2))
+    unlearner = AdjustingUnlearner()
+    strategy = _strategy(_config(clients=2), unlearner)
+    result = strategy.start(grid, _initial(), num_rounds=3)
+    # deletion after round 1; rounds 2 and 3 adjusted, each from the previous global model
+    assert unlearner.adjusted[0] == 0.0  # round 2 started from the zeroed model
+    assert len(unlearner.adjusted) == 2
+    assert all(np.all(a.numpy() == 2) for a in result.arrays.values())

@@ -185,6 +185,15 @@ class Unlearner(ABC):
     ) -> ClassifierModel:
         """Return the unlearned model (may modify ``model`` in place)."""
 
+    def adjust_update(self, before: State, aggregated: State) -> State:
+        """Post-training hook: every FedAvg aggregate after the deletion passes through it.
+
+        ``before`` is the global model the round started from, ``aggregated`` the FedAvg
+        result. The default keeps the aggregate; a method whose later rounds must not revert
+        the unlearning (FedOSD) changes it.
+        """
+        return aggregated
+
 
 @torch.no_grad()
 def batch_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

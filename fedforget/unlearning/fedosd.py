@@ -24,13 +24,12 @@ Two ideas:
    :func:`remove_conflict`, built on :func:`project_out`.
 
 What this module implements: the unlearning phase (1-2) in full, and the post-training
-projection (3) as the core functions :func:`project_out` / :func:`remove_conflict` plus
-``post_rounds`` projected FedAvg rounds *inside* the deletion step (default 0). It is **not
-yet wired into the federation's own rounds**: the FedAvg rounds that the strategy plays after
-the deletion (and ``fedforget compare --after-rounds``) are plain FedAvg; projecting them
-needs a strategy hook that passes each round's aggregate update through
-``remove_conflict(update, unlearner.unlearning_direction)`` (the direction is kept on the
-unlearner after :meth:`FedOsdUnlearner.unlearn`).
+projection (3) on the federation's own rounds: after the deletion, the strategy passes every
+FedAvg aggregate through :meth:`FedOsdUnlearner.adjust_update`, which removes the update's
+component that would raise L_UCE (:func:`remove_conflict` against the unlearning direction,
+UCE's gradient on D_f at the unlearned model; it is kept fixed, because refreshing it needs
+D_f after the deletion step, which the server no longer holds). ``post_rounds`` adds projected
+FedAvg rounds *inside* the deletion step (default 0).
 
 Choices where our reading leaves room:
 
@@ -116,8 +115,7 @@ class FedOsdUnlearner(Unlearner):
     Settings = FedOsdSettings
     settings: FedOsdSettings
     unlearning_direction: State | None = None
-    """After :meth:`unlearn`: UCE's gradient on D_f at the result, for a strategy hook that
-    passes the later rounds' updates through :func:`remove_conflict` (not yet wired)."""
+    """After :meth:`unlearn`: UCE's gradient on D_f at the result (see :meth:`adjust_update`)."""
 
     def unlearn(
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
@@ -150,6 +148,19 @@ class FedOsdUnlearner(Unlearner):
             self._post_train(model, names, x, y, train_on_clients, context)
         self.unlearning_direction = uce_gradient(model, x, y)
         return model.eval()
+
+    def adjust_update(self, before: State, aggregated: State) -> State:
+        """The aggregate without its update component that would raise L_UCE on D_f."""
+        direction = self.unlearning_direction
+        if direction is None:
+            return aggregated
+        names = [n for n in direction if n in aggregated]
+        update = {n: aggregated[n].astype(np.float64) - before[n] for n in names}
+        update = remove_conflict(update, direction)
+        adjusted = dict(aggregated)
+        for n in names:
+            adjusted[n] = (before[n] + update[n]).astype(aggregated[n].dtype)
+        return adjusted
 
     def _projected_pass(
         self,
