@@ -348,13 +348,14 @@ def compare(
         ),
     ] = None,
     after_rounds: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
-            help="FedAvg rounds each branch continues after its deletion; the table then also "
-            "holds after_unlearning.* and end.* metrics (does the forgetting last?).",
+            help="FedAvg rounds each branch continues after its deletion (default 3; 0: none); "
+            "the table then also holds after_unlearning.* and end.* metrics (does the "
+            "forgetting last?).",
         ),
-    ] = 0,
+    ] = None,
 ) -> None:
     """Branch several strategies from one checkpoint and compare them in one table.
 
@@ -365,8 +366,8 @@ def compare(
     from rich.console import Console
 
     from fedforget.report.display import RichDisplay, comparison_table
+    from fedforget.simulations.compare import DEFAULT_AFTER_ROUNDS, parse_strategies
     from fedforget.simulations.compare import compare as run_compare
-    from fedforget.simulations.compare import parse_strategies
     from fedforget.simulations.runner import (
         check_run,
         check_run_folder,
@@ -379,11 +380,13 @@ def compare(
     if strategies is not None and not strategies.replace(",", "").strip():
         raise ConfigError("--strategies needs at least one strategy name")
     if config.task == "gan":
-        if after_rounds:
+        if after_rounds:  # the GAN task has no later phases: only an explicit N > 0 is refused
             raise ConfigError("--after-rounds applies to classifier comparisons, not --task gan")
         _compare_gan(config, strategies or "cascaded,retrain", params["quiet"], params["overwrite"])
         return
     names = parse_strategies(strategies or "distill,retrain")
+    if after_rounds is None:
+        after_rounds = DEFAULT_AFTER_ROUNDS
     config = _with_out_dir(config, "compare")
     check_run_folder(config.out, params["overwrite"])
     check_run(config)

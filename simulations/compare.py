@@ -9,7 +9,9 @@ the reference of JSD, L2, attention discrepancy, similarity and speedup.
 
 Each row describes the model right after the strategy's deletion step (its unlearning, plus
 the recovery relay for methods that include it), the point where paper 000 Table II and
-paper 004 Table 1 measure; the FedAvg rounds after the deletion are not run.
+paper 004 Table 1 measure. Then each branch continues ``after_rounds`` FedAvg rounds
+(default :data:`DEFAULT_AFTER_ROUNDS`) on the remaining data, and the row also holds the
+metrics after them (``end.*``): whether the forgetting lasts once training goes on.
 
 AIN (paper 002 Eq. 10) is every row's relearn time over the retrained model's: SGD steps
 (lr 0.01, batch 32, cap 100) of fine-tuning on a seeded subset of at most 512 D_f samples
@@ -63,6 +65,10 @@ from fedforget.strategies import FederatedUnlearning, build_strategy
 from fedforget.strategies.registry import RETRAIN, strategy_names
 from fedforget.training import load_numpy_state, predict_proba, resolve_device
 
+DEFAULT_AFTER_ROUNDS = 3
+"""FedAvg rounds each branch continues after its deletion unless told otherwise (issue 17:
+methods that forget at once can revert within a few rounds, as FedOSD reports)."""
+
 
 def parse_strategies(text: str) -> list[str]:
     """``"distill,lau"`` or ``"all"`` -> registered names; unknown names are a ConfigError."""
@@ -77,7 +83,7 @@ def compare(
     config: SimulationConfig,
     strategies: list[str],
     display: RunObserver | None = None,
-    after_rounds: int = 0,
+    after_rounds: int = DEFAULT_AFTER_ROUNDS,
 ) -> Comparison:
     """Run the comparison on Flower's simulation engine; write and return the results.
 
@@ -165,7 +171,7 @@ def run_comparison(
     config: SimulationConfig,
     strategies: list[str],
     display: RunObserver | None = None,
-    after_rounds: int = 0,
+    after_rounds: int = DEFAULT_AFTER_ROUNDS,
 ) -> Comparison:
     """Train to the deletion round once, then branch every strategy from that checkpoint."""
     return run_branches(grid, ClassifierBranches(config), strategies, display, after_rounds)

@@ -191,3 +191,25 @@ def test_verify_skyeye_errors_are_one_line(tmp_path, capsys, extra, fragment):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err, err
+
+
+class _StopError(Exception):
+    """Raised by a stand-in compare: the CLI got as far as running the comparison."""
+
+
+@pytest.mark.parametrize(("args", "expected"), [([], 3), (["--after-rounds", "0"], 0)])
+def test_compare_continues_three_rounds_after_the_deletion_unless_told(
+    monkeypatch, tmp_path, args, expected
+):
+    import fedforget.simulations.compare as compare_module
+
+    seen = []
+
+    def fake_compare(config, names, display=None, after_rounds=-1):
+        seen.append(after_rounds)
+        raise _StopError
+
+    monkeypatch.setattr(compare_module, "compare", fake_compare)
+    with pytest.raises(_StopError):
+        main(["compare", *DIGITS[1:], "--out", str(tmp_path / "run"), "--quiet", *args])
+    assert seen == [expected]
