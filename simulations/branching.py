@@ -10,7 +10,9 @@ in the models they build and score; the pipeline is this module's :func:`run_bra
 3. each branch takes the base's federation state over and carries out the *same* deletion
    from the checkpoint, in the same Flower run (each branch named in its messages, so a
    client's deletion state in one branch does not leak into the next);
-4. each branch's model is scored; speed-ups against ``retrain``; rows to CSV/JSON/Markdown.
+4. each branch's model is scored, with its deletion step's cost (bytes each way, client,
+   server and wall seconds: :func:`cost`); speed-ups against ``retrain``; rows to
+   CSV/JSON/Markdown.
 
 A :class:`BranchTask` supplies what differs. The runner needs only a Flower ``Grid``, so a
 sweep can call :func:`run_branches` (or ``run_comparison``) once per cell, inside one Flower
@@ -157,8 +159,7 @@ def run_branches(
         strategy.take_over(base)
         arrays = strategy.carry_out_deletion(grid, config.deletion.round, checkpoint)
         save_arrays(arrays, out_dir / "models" / f"{name}.pt")
-        seconds = strategy.deletion.unlearning_seconds + strategy.deletion.recovery_seconds
-        row = {"strategy": name, **task.score(name, arrays, out_dir), "seconds": seconds}
+        row = {"strategy": name, **task.score(name, arrays, out_dir), **cost(strategy)}
         if after_rounds:
             row.update(_later_phases(grid, task, strategy, observers[name], arrays, after_rounds))
         rows.append(row)
@@ -207,6 +208,26 @@ def train_to_deletion(
     if not base.pending_deletions:
         raise ConfigError("no client reported a deletion request by the deletion round")
     return result.arrays
+
+
+def cost(strategy: FederatedUnlearning) -> dict[str, Any]:
+    """What branch ``strategy``'s deletion step cost (the row's cost columns).
+
+    ``bytes_to_clients`` / ``bytes_from_clients``: payload bytes of every message of the step
+    each way (:func:`fedforget.strategies.messaging.payload_bytes`); ``history_bytes``: the
+    stored client updates the server kept for the method; ``client_seconds``: the compute the
+    clients reported for the step; ``server_seconds``: the step's wall time less the time it
+    waited for replies; ``seconds``: the step's wall time (unlearning + recovery).
+    """
+    record = strategy.deletion
+    return {
+        "bytes_to_clients": record.bytes_to_clients,
+        "bytes_from_clients": record.bytes_from_clients,
+        "history_bytes": record.history_bytes,
+        "client_seconds": record.client_compute_seconds,
+        "server_seconds": record.server_seconds,
+        "seconds": record.wall_seconds,
+    }
 
 
 def fill_speedups(rows: list[dict[str, Any]]) -> None:

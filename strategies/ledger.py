@@ -18,6 +18,7 @@ from flwr.app import Message
 from fedforget import protocol as P
 from fedforget.report.summary import Bookkeeping as BookkeepingSummary
 from fedforget.report.summary import DeletionSummary
+from fedforget.strategies.messaging import Traffic
 
 RequestsFiled = tuple[list[str], list[int]]
 """A node's filed request ids and the classes they name."""
@@ -48,6 +49,23 @@ class DeletionRecord:
     faults: list[dict] = field(default_factory=list)
     generator_client_seconds: float = 0.0
     generator_bytes: int = 0
+    bytes_to_clients: int = 0
+    bytes_from_clients: int = 0
+    client_compute_seconds: float = 0.0
+    server_seconds: float = 0.0
+
+    @property
+    def wall_seconds(self) -> float:
+        """The deletion step's wall time: unlearning plus recovery."""
+        return self.unlearning_seconds + self.recovery_seconds
+
+    def add_cost(self, traffic: Traffic) -> None:
+        """The deletion step's messages: bytes each way, client compute, and the server's own
+        time (the step's wall time less the time it waited for replies)."""
+        self.bytes_to_clients = traffic.bytes_to_clients
+        self.bytes_from_clients = traffic.bytes_from_clients
+        self.client_compute_seconds = traffic.client_seconds
+        self.server_seconds = max(0.0, self.wall_seconds - traffic.waiting_seconds)
 
     def summary(self, mode: str, forget_classes: list[int]) -> DeletionSummary:
         """The run summary's view: the configured deletion plus what this step did.
@@ -160,6 +178,10 @@ class DeletionLedger:
         record.clients = sorted(self.client_of(n) for n in nodes)
         record.nodes = nodes
         return nodes
+
+    def close_deletion(self, traffic: Traffic) -> None:
+        """The deletion step ended: record what its messages cost."""
+        self.record.add_cost(traffic)
 
     def deletion_entries(self, nodes: list[int]) -> dict[str, object]:
         """Config entries of the deletion's messages: its round and the requests carried out."""

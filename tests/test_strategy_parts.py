@@ -23,7 +23,7 @@ from fedforget.config import ConfigError, SimulationConfig
 from fedforget.report.summary import DeletionSummary
 from fedforget.strategies import FederatedUnlearning, Retrain, StrategySettings
 from fedforget.strategies.ledger import DeletionLedger, DeletionRecord
-from fedforget.strategies.messaging import NodeMessenger
+from fedforget.strategies.messaging import NodeMessenger, payload_bytes
 from fedforget.strategies.relay import RecoveryRelay
 from fedforget.unlearning import Unlearner, UnlearningContext, UnlearningRequest
 
@@ -47,6 +47,7 @@ class FakeGrid(Grid):
     def __init__(self, handlers: dict[int, Handler]) -> None:
         self.handlers = handlers
         self.sent: list[tuple[str, int]] = []  # (message type, node) in sending order
+        self.contents: list[tuple[RecordDict, RecordDict | None]] = []  # (message, reply)
         self._replies: dict[str, Message] = {}
         self._ids = itertools.count()
 
@@ -70,6 +71,9 @@ class FakeGrid(Grid):
             node = message.metadata.dst_node_id
             self.sent.append((message.metadata.message_type, node))
             answer = self.handlers[node](message)
+            self.contents.append(
+                (message.content, answer if isinstance(answer, RecordDict) else None)
+            )
             if isinstance(answer, str):
                 self._replies[message.metadata.message_id] = Message(
                     Error(code=1, reason=f"Traceback...\n{answer}"), reply_to=message
@@ -445,3 +449,79 @@ def test_compare_branches_wait_for_replies_as_long_as_the_configuration_says() -
     assert (
         GanBranches(gan_config).strategy("retrain", None, RunObserver()).messenger.timeout == 12.5
     )
+
+
+# ---------------------------------------------------------------------- the deletion's cost
+class SilentUnlearner(Unlearner):
+    """Needs nothing from the clients and returns the model as it is (no relay)."""
+
+    name = "silent"
+    needs = frozenset()
+
+    def unlearn(self, model, request: UnlearningRequest, context: UnlearningContext):
+        return model
+
+
+MODEL_BYTES = (4 * 2 + 2) * 4  # Linear(4, 2): weight and bias in float32
+
+
+def _step_cost(strategy: FederatedUnlearning, grid: FakeGrid) -> list[tuple]:
+    """Train one round (the request arrives), carry the deletion out; the step's messages."""
+    strategy.begin(_initial())
+    arrays = strategy.run_rounds(grid, _initial(), 1, "federated", handle_deletions=False).arrays
+    first = len(grid.contents)
+    strategy.carry_out_deletion(grid, 1, arrays)
+    return grid.contents[first:]
+
+
+def _config_bytes(content: RecordDict) -> int:
+    return payload_bytes(RecordDict({P.CONFIG: content[P.CONFIG]})) if P.CONFIG in content else 0
+
+
+def test_payload_bytes_count_the_arrays_values_and_the_entries() -> None:
+    arrays = ArrayRecord(_model().state_dict())
+    assert payload_bytes(RecordDict({P.ARRAYS: arrays})) == MODEL_BYTES
+    config = ConfigRecord({"ab": "xyz", "n": 3, "flag": True})
+    metrics = MetricRecord({"loss": 0.5})
+    assert payload_bytes(RecordDict({P.CONFIG: config})) == (2 + 3) + (1 + 8) + (4 + 1)
+    assert payload_bytes(RecordDict({P.ARRAYS: arrays, P.METRICS: metrics})) == MODEL_BYTES + 12
+
+
+def test_a_method_that_sends_no_model_pays_only_the_deletion_notice() -> None:
+    grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, forget=5))
+    strategy = _strategy(_config(clients=2), SilentUnlearner())
+    step = _step_cost(strategy, grid)
+    record = strategy.deletion
+    # one message: the requesting client drops D_f; no arrays either way
+    assert [P.ARRAYS in content for content, _ in step] == [False]
+    assert record.bytes_to_clients == _config_bytes(step[0][0]) > 0
+    assert record.bytes_from_clients == len(P.NUM_EXAMPLES) + 8  # its one metric
+    assert record.client_compute_seconds == 0.0
+    assert 0.0 <= record.server_seconds <= record.wall_seconds
+
+
+def test_the_deletion_step_meters_the_models_and_data_it_moves() -> None:
+    grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, forget=5, accuracy=0.5), c=FakeClient(2))
+    strategy = _strategy(_config(), ZeroingUnlearner())  # D_f to the server, then the relay
+    step = _step_cost(strategy, grid)
+    record = strategy.deletion
+    with_model = sum(P.ARRAYS in content for content, _ in step)
+    assert with_model >= 4  # the relay's evaluations and its hop carry the model
+    configs = sum(_config_bytes(content) for content, _ in step)
+    assert record.bytes_to_clients == with_model * MODEL_BYTES + configs
+    forget = 5 * (1 * 2 * 2 * 4) + 5 * 8  # D_f's images (float32) and labels (int64)
+    replies = [reply for _, reply in step if reply is not None]
+    models_back = sum(P.ARRAYS in reply for reply in replies)  # the relay's training
+    metrics = sum(payload_bytes(RecordDict({P.METRICS: r[P.METRICS]})) for r in replies)
+    assert record.bytes_from_clients == forget + models_back * MODEL_BYTES + metrics
+    assert record.client_compute_seconds == pytest.approx(0.5 * models_back)
+
+
+def test_retrains_cost_is_the_rounds_it_reruns() -> None:
+    grid, _ = _federation(a=FakeClient(0, forget=3), b=FakeClient(1))
+    strategy = _strategy(_config(clients=2, mode="random", forget_classes=[]))
+    step = _step_cost(strategy, grid)
+    trained = [reply for content, reply in step if reply is not None and P.ARRAYS in reply]
+    assert len(trained) == 2  # one rerun round of two clients
+    assert strategy.deletion.bytes_from_clients >= 2 * MODEL_BYTES
+    assert strategy.deletion.client_compute_seconds == pytest.approx(2 * 0.5)

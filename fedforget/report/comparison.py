@@ -14,6 +14,17 @@ from fedforget.metrics import (
 )
 
 ORIGINAL = "original"
+COST_COLUMNS = (
+    "bytes_to_clients",
+    "bytes_from_clients",
+    "history_bytes",
+    "client_seconds",
+    "server_seconds",
+    "seconds",
+    "speedup_vs_retrain",
+)
+"""The deletion step's cost (see :func:`fedforget.simulations.branching.cost`)."""
+BYTE_COLUMNS = frozenset(COST_COLUMNS[:3])
 METRIC_COLUMNS = (
     "test_accuracy",
     "forget_accuracy",
@@ -31,8 +42,7 @@ METRIC_COLUMNS = (
     "similarity",
     "relearn_steps",
     "ain",
-    "seconds",
-    "speedup_vs_retrain",
+    *COST_COLUMNS,
 )
 CSV_COLUMNS = ("strategy", *METRIC_COLUMNS)
 AIN_FOOTNOTE = (
@@ -59,6 +69,11 @@ TABLE_COLUMNS = (
     ("mrr", "MRR"),
     ("similarity", "sim."),
     ("ain", "AIN"),
+    ("bytes_to_clients", "MB down"),
+    ("bytes_from_clients", "MB up"),
+    ("history_bytes", "MB hist."),
+    ("client_seconds", "client s"),
+    ("server_seconds", "server s"),
     ("seconds", "s"),
     ("speedup_vs_retrain", "speedup"),
 )
@@ -72,7 +87,9 @@ def format_cell(key: str, value: Any) -> str:
         return f"{100 * value:.2f}"
     if key == "relearn_steps":
         return f"{value:.0f}"
-    if key == "seconds":
+    if key in BYTE_COLUMNS:
+        return f"{value / 1e6:.2f}"
+    if key in ("seconds", "client_seconds", "server_seconds"):
         return f"{value:.1f}"
     if key in ("l2", "speedup_vs_retrain"):
         return f"{value:.2f}"

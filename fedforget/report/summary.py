@@ -66,6 +66,18 @@ class DeletionSummary(BaseModel):
         0.0, description="Client compute spent training the federation's GAN (MuGAN)."
     )
     generator_bytes: int = Field(0, description="Size of the GAN sent each way per round.")
+    bytes_to_clients: int = Field(
+        0, description="Payload bytes the deletion step's messages carried to the clients."
+    )
+    bytes_from_clients: int = Field(
+        0, description="Payload bytes of the clients' replies during the deletion step."
+    )
+    client_compute_seconds: float = Field(
+        0.0, description="Compute seconds the clients reported for the deletion step."
+    )
+    server_seconds: float = Field(
+        0.0, description="The step's wall seconds less the time it waited for replies."
+    )
     requests: list[dict[str, Any]] = Field(
         default_factory=list, description="Node-side requests carried out, per deletion step."
     )
