@@ -53,6 +53,8 @@ class Comparison:
     config: dict[str, Any]
     base_seconds: float = 0.0
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    after_rounds: int = 0
+    """FedAvg rounds each branch ran after its deletion (the ``end.*`` metrics)."""
 
     def row(self, strategy: str) -> dict[str, Any]:
         """The row of one strategy (or of ``original``)."""
@@ -115,6 +117,16 @@ class BranchTask(ABC):
         """Write the result's files into ``result.out_dir``."""
 
 
+def check_single_deletion(config: SimulationConfig) -> None:
+    """Branches carry out one deletion from one checkpoint: sequential deletion steps
+    (several ``--deletion-round``) run in ``simulate``, not in ``compare``."""
+    if len(config.deletion.rounds) > 1:
+        raise ConfigError(
+            "compare branches one deletion from one checkpoint; run sequential deletions "
+            "(several --deletion-round) with simulate"
+        )
+
+
 def branch_names(strategies: list[str]) -> list[str]:
     """``retrain`` first (the reference), then the other strategies in their given order."""
     return [RETRAIN, *(s for s in strategies if s != RETRAIN)]
@@ -142,6 +154,7 @@ def run_branches(
         When no client reported a deletion request by the deletion round.
     """
     config = task.config
+    check_single_deletion(config)
     task.check_phases(after_rounds)
     out_dir = default_out_dir(config.model_copy(update={"strategy": task.label}))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +179,8 @@ def run_branches(
         details[name] = {**task.details(strategy), "round_seconds": base.round_seconds}
     fill_speedups(rows)
     task.finish(rows)
-    result = Comparison(rows, out_dir, json.loads(config.to_json()), base_seconds, details)
+    settings = json.loads(config.to_json())
+    result = Comparison(rows, out_dir, settings, base_seconds, details, after_rounds)
     task.write(result)
     return result
 

@@ -47,11 +47,18 @@ from fedforget.metrics import (
 )
 from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
-from fedforget.report.comparison import CSV_COLUMNS, ORIGINAL, markdown_table
+from fedforget.report.comparison import (
+    CSV_COLUMNS,
+    ORIGINAL,
+    durability_table,
+    markdown_table,
+    phase_columns,
+)
 from fedforget.server.app import gan_factory, model_factory
 from fedforget.simulations.branching import (
     BranchTask,
     Comparison,
+    check_single_deletion,
     run_branches,
     save_arrays,
     write_rows,
@@ -91,6 +98,7 @@ def compare(
     :func:`fedforget.simulations.branching.run_branches`).
     """
     check_run(config)
+    check_single_deletion(config)
     check_strategies(config, strategies)
     return run_on_simulation_engine(
         config, lambda grid: run_comparison(grid, config, strategies, display, after_rounds)
@@ -273,10 +281,20 @@ def write_comparison(result: Comparison) -> None:
     payload = {
         "details": result.details,
         "base_seconds": result.base_seconds,
+        "after_rounds": result.after_rounds,
         "config": result.config,
     }
-    write_rows(out, "compare", result.rows, list(CSV_COLUMNS), payload)
-    (out / "compare.md").write_text(markdown_table(result.rows) + "\n")
+    columns = [*CSV_COLUMNS, *phase_columns(result.rows)]
+    write_rows(out, "compare", result.rows, columns, payload)
+    markdown = markdown_table(result.rows)
+    durability = durability_table(result.rows)
+    if durability:
+        rounds = result.after_rounds
+        markdown += (
+            f"\n\nRight after the deletion step and after {rounds} further FedAvg rounds "
+            f"(%):\n\n{durability}"
+        )
+    (out / "compare.md").write_text(markdown + "\n")
     from fedforget.report.plot import plot_comparison
 
     plot_comparison(result.rows, out / "compare.png")

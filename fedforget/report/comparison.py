@@ -114,3 +114,34 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     if any(key == "ain" for key, _ in columns):
         lines += ["", AIN_FOOTNOTE]
     return "\n".join(lines)
+
+
+PHASES = ("after_unlearning", "end")
+"""The later phases ``compare --after-rounds`` scores (``<phase>.<metric>`` row keys)."""
+PHASE_METRICS = METRIC_COLUMNS[:7]
+
+
+def phase_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The ``<phase>.<metric>`` columns that have a value in at least one row."""
+    keys = [f"{phase}.{metric}" for phase in PHASES for metric in PHASE_METRICS]
+    return [key for key in keys if any(row.get(key) is not None for row in rows)]
+
+
+def durability_table(rows: list[dict[str, Any]]) -> str:
+    """Each metric right after the deletion step and after the later FedAvg rounds (in %).
+
+    Empty when the comparison ran no later rounds. A method whose D_f (or backdoor) column
+    climbs back between the two is reverting: its forgetting does not last.
+    """
+    labels = dict(TABLE_COLUMNS)
+    metrics = [m for m in PHASE_METRICS if any(r.get(f"end.{m}") is not None for r in rows)]
+    if not metrics:
+        return ""
+    header = [f"{labels[m]} {when}" for m in metrics for when in ("step", "end")]
+    lines = ["| strategy | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    for row in rows:
+        if row["strategy"] == ORIGINAL:
+            continue
+        cells = [format_cell(m, row.get(key)) for m in metrics for key in (m, f"end.{m}")]
+        lines.append(f"| {row['strategy']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
