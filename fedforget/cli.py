@@ -82,6 +82,21 @@ def parse_ids(text: str | None, what: str = "client ids") -> list[int] | None:
         raise ConfigError(f"expected comma-separated {what}, got '{text}'") from None
 
 
+def parse_client_groups(text: str | None) -> list[int] | list[list[int]] | None:
+    """``"0,1"`` -> [0, 1]; ``"5/6,7"`` -> [[5], [6, 7]] (one group per deletion step)."""
+    if text is None or "/" not in text:
+        return parse_ids(text)
+    return [parse_ids(part) or [] for part in text.split("/")]
+
+
+def parse_rounds(text: str | int) -> int | list[int]:
+    """``"7"`` -> 7; ``"4,7"`` -> [4, 7] (sequential deletion steps)."""
+    rounds = parse_ids(str(text), "deletion rounds") or []
+    if not rounds:
+        raise ConfigError(f"expected a deletion round or comma-separated rounds, got '{text}'")
+    return rounds[0] if len(rounds) == 1 else rounds
+
+
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -122,11 +137,19 @@ def simulate(
         str, typer.Option(help="classify | gan: the federation trains a conditional GAN.")
     ] = "classify",
     deleting_clients: Annotated[
-        str | None, typer.Option(help="Comma-separated partition ids holding D_f.")
+        str | None,
+        typer.Option(
+            help="Comma-separated partition ids holding D_f; '/' separates the clients of "
+            "sequential deletion steps (5/6: client 5 at the first round, 6 at the second)."
+        ),
     ] = None,
     deletion_round: Annotated[
-        int, typer.Option(help="Deletion requests arrive after this round.")
-    ] = 7,
+        str,
+        typer.Option(
+            help="Deletion requests arrive after this round; comma-separated rounds (4,7) "
+            "make sequential deletion steps (simulate)."
+        ),
+    ] = "7",
     forget_class: Annotated[
         list[int] | None, typer.Option(help="Class to forget (mode class); repeatable.")
     ] = None,
@@ -261,8 +284,8 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
             {
                 "mode": _deletion_mode(p["mode"], p.get("task")),
                 **parse_delete(p["delete"]),
-                "deleting_clients": parse_ids(p["deleting_clients"]),
-                "round": p["deletion_round"],
+                "deleting_clients": parse_client_groups(p["deleting_clients"]),
+                "round": parse_rounds(p["deletion_round"]),
                 "forget_classes": p["forget_class"] or [],
             }
         ),
@@ -366,6 +389,7 @@ def compare(
     from rich.console import Console
 
     from fedforget.report.display import RichDisplay, comparison_table
+    from fedforget.simulations.branching import check_single_deletion
     from fedforget.simulations.compare import DEFAULT_AFTER_ROUNDS, parse_strategies
     from fedforget.simulations.compare import compare as run_compare
     from fedforget.simulations.runner import (
@@ -388,6 +412,7 @@ def compare(
     if after_rounds is None:
         after_rounds = DEFAULT_AFTER_ROUNDS
     config = _with_out_dir(config, "compare")
+    check_single_deletion(config)
     check_run_folder(config.out, params["overwrite"])
     check_run(config)
     check_strategies(config, names)

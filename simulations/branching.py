@@ -164,13 +164,13 @@ def run_branches(
     base = task.strategy(RETRAIN, None, CheckpointObserver(display))
     base.serve_branches(branches.values())
     started = time.perf_counter()
-    checkpoint = train_to_deletion(grid, base, initial, config.deletion.round)
+    checkpoint = train_to_deletion(grid, base, initial, config.deletion.rounds[0])
     base_seconds = time.perf_counter() - started
     rows = [{"strategy": ORIGINAL, **task.score_original(checkpoint, base, out_dir)}]
     details: dict[str, dict[str, Any]] = {}
     for name, strategy in branches.items():
         strategy.take_over(base)
-        arrays = strategy.carry_out_deletion(grid, config.deletion.round, checkpoint)
+        arrays = strategy.carry_out_deletion(grid, config.deletion.rounds[0], checkpoint)
         save_arrays(arrays, out_dir / "models" / f"{name}.pt")
         row = {"strategy": name, **task.score(name, arrays, out_dir), **cost(strategy)}
         if after_rounds:

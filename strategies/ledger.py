@@ -6,12 +6,17 @@ classes); :class:`DeletionLedger` notes them, together with the sample passes ov
 data (:class:`Bookkeeping`) and each node's partition id, until the strategy carries them out.
 The deletion step writes what it did into one :class:`DeletionRecord`, which becomes the run
 summary's :class:`~fedforget.report.summary.DeletionSummary` in one conversion.
+
+A run may carry out several deletion steps (sequential requests). The record then describes
+the latest step, with the ``requests`` and ``faults`` of every step so far (what a
+single-step run always reported), and :attr:`DeletionLedger.steps` keeps a copy of each
+step as it ended, with its own requests and faults only.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from flwr.app import Message
 
@@ -81,6 +86,18 @@ class DeletionRecord:
         return DeletionSummary(**fields)
 
 
+KEPT_ACROSS_STEPS = frozenset({"requests", "faults", "generator_client_seconds", "generator_bytes"})
+"""Record fields a new deletion step does not reset: lists over every step, training costs."""
+
+
+def _start_step(record: DeletionRecord) -> None:
+    """Reset what one deletion step measures, so that a later step does not add to it."""
+    fresh = DeletionRecord()
+    for item in fields(DeletionRecord):
+        if item.name not in KEPT_ACROSS_STEPS:
+            setattr(record, item.name, getattr(fresh, item.name))
+
+
 @dataclass
 class Bookkeeping:
     """Sample passes over deleted samples, before and after their deletion was carried out."""
@@ -122,6 +139,8 @@ class DeletionLedger:
         self.pending: dict[int, int] = {}  # node id -> samples to delete
         self.filed: dict[int, RequestsFiled] = {}  # node-side requests (``requests`` mode)
         self.compute_seconds = 0.0  # client compute since the last reset (one FedAvg round)
+        self.steps: list[DeletionRecord] = []  # each finished deletion step, in order
+        self._faults_before_step = 0
 
     def client_of(self, node: int) -> int:
         """The partition id of ``node`` (``-1`` before it first replied)."""
@@ -160,6 +179,8 @@ class DeletionLedger:
         """Move the pending requests into the record of this round's deletion; their nodes."""
         nodes = sorted(self.pending)
         record = self.record
+        _start_step(record)
+        self._faults_before_step = len(record.faults)
         record.forget_samples = sum(self.pending.values())
         for node in nodes:
             ids, classes = self.filed.get(node, ([], []))
@@ -180,8 +201,21 @@ class DeletionLedger:
         return nodes
 
     def close_deletion(self, traffic: Traffic) -> None:
-        """The deletion step ended: record what its messages cost."""
-        self.record.add_cost(traffic)
+        """The deletion step ended: record what its messages cost; keep a copy of the step."""
+        record = self.record
+        record.add_cost(traffic)
+        step = replace(
+            record,
+            requests=[r for r in record.requests if r["round"] == record.round],
+            faults=record.faults[self._faults_before_step :],
+            clients=list(record.clients),
+            nodes=list(record.nodes),
+        )
+        self.steps.append(step)
+
+    def step_summaries(self, mode: str, forget_classes: list[int]) -> list[DeletionSummary]:
+        """Every finished deletion step's summary, in order."""
+        return [step.summary(mode, forget_classes) for step in self.steps]
 
     def deletion_entries(self, nodes: list[int]) -> dict[str, object]:
         """Config entries of the deletion's messages: its round and the requests carried out."""

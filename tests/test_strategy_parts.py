@@ -108,11 +108,14 @@ class FakeClient:
         self.accuracy = accuracy
         self.fail: dict[str, str | None] = {}  # message type -> error reason (None: silent)
         self.configs: list[ConfigRecord] = []
+        self.asks_from = 0  # the round from which it reports its deletion request
+        self.round = 0
 
     def __call__(self, message: Message) -> Reply:
         kind = message.metadata.message_type
         if P.CONFIG in message.content:
             self.configs.append(message.content[P.CONFIG])
+            self.round = int(message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
         if kind in self.fail:
             return self.fail[kind]
         if kind in (P.TRAIN, P.RELAY_TRAIN, P.LOCAL_TRAIN):
@@ -136,7 +139,7 @@ class FakeClient:
         raise AssertionError(f"unexpected message {kind}")
 
     def _train_metrics(self) -> MetricRecord:
-        pending = self.forget if not self.deleted else 0
+        pending = self.forget if not self.deleted and self.round >= self.asks_from else 0
         return MetricRecord(
             {
                 P.NUM_EXAMPLES: 20,
@@ -525,3 +528,21 @@ def test_retrains_cost_is_the_rounds_it_reruns() -> None:
     assert len(trained) == 2  # one rerun round of two clients
     assert strategy.deletion.bytes_from_clients >= 2 * MODEL_BYTES
     assert strategy.deletion.client_compute_seconds == pytest.approx(2 * 0.5)
+
+
+# ---------------------------------------------------------------------- sequential deletions
+def test_each_sequential_deletion_step_is_recorded_on_its_own() -> None:
+    later = FakeClient(2, forget=3)
+    later.asks_from = 2
+    grid, nodes = _federation(a=FakeClient(0), b=FakeClient(1, forget=5), c=later)
+    strategy = _strategy(_config(round=[1, 2], mode="random", forget_classes=[]))
+    strategy.start(grid, _initial(), num_rounds=3)
+    steps = strategy.ledger.steps
+    assert [(s.round, s.clients, s.forget_samples) for s in steps] == [(1, [1], 5), (2, [2], 3)]
+    assert nodes[101].deleted and nodes[102].deleted
+    # retrain's second step reran both rounds from w0: its cost is not the first step's
+    assert steps[1].bytes_from_clients > steps[0].bytes_from_clients
+    # the record is the latest step; the summaries keep each step apart
+    assert strategy.deletion.round == 2
+    summaries = strategy.ledger.step_summaries("random", [])
+    assert [s.round for s in summaries] == [1, 2]

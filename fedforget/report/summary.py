@@ -110,7 +110,12 @@ class Summary(BaseModel):
     phases: Phases = Field(default_factory=Phases)
     reference: Reference | None = None
     timings: Timings = Field(default_factory=Timings)
-    deletion: DeletionSummary
+    deletion: DeletionSummary = Field(
+        description="The latest deletion step (with every step's requests and faults)."
+    )
+    deletions: list[DeletionSummary] = Field(
+        default_factory=list, description="Each deletion step carried out, in order."
+    )
     bookkeeping: Bookkeeping = Field(default_factory=Bookkeeping)
     efficiency: Efficiency | None = None
     verification: list[dict[str, Any]] | None = None
