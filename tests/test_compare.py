@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from fedforget.config import ConfigError
 from fedforget.report.comparison import CSV_COLUMNS, ORIGINAL
@@ -72,6 +73,29 @@ def test_each_branch_starts_from_the_same_deletion(comparison):
     assert result.details["bad-teacher"]["retain_samples"] == 4 * 150
     assert result.details["federaser"]["history_bytes"] > 0
     assert result.details["federaser"]["retain_samples"] == 0
+
+
+def test_each_row_has_the_cost_of_its_deletion_step(comparison):
+    config, result = comparison
+    checkpoint = torch.load(config.out / "checkpoint.pt", weights_only=True)
+    model_bytes = sum(tensor.nbytes for tensor in checkpoint.values())
+    retrain, distill = result.row("retrain"), result.row("distill")
+    deleted = result.details["distill"]["forget_samples"]
+    # distill received D_f (8x8 float32 images and int64 labels) and sent the model to relay
+    assert distill["bytes_from_clients"] >= deleted * (8 * 8 * 4 + 8)
+    assert distill["bytes_to_clients"] >= model_bytes
+    # retrain reran the rounds: each one sends the model to every client and back
+    rounds = config.deletion.rounds[0]
+    assert retrain["bytes_to_clients"] >= rounds * config.clients * model_bytes
+    assert retrain["bytes_from_clients"] >= rounds * config.clients * model_bytes
+    assert retrain["client_seconds"] > 0 and distill["server_seconds"] > 0
+    assert result.row("federaser")["history_bytes"] == result.details["federaser"]["history_bytes"]
+    for name in ("retrain", *STRATEGIES):
+        row = result.row(name)
+        assert 0 <= row["server_seconds"] <= row["seconds"], name
+    with (config.out / "compare.csv").open() as handle:
+        assert all(row["bytes_to_clients"] for row in list(csv.DictReader(handle))[1:])
+    assert "MB down" in (config.out / "compare.md").read_text()
 
 
 def test_strategy_lists():
