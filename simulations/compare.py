@@ -66,6 +66,7 @@ from fedforget.simulations.branching import (
 from fedforget.simulations.runner import (
     check_run,
     check_strategies,
+    mode_refusal,
     run_on_simulation_engine,
 )
 from fedforget.strategies import FederatedUnlearning, build_strategy
@@ -181,8 +182,16 @@ def run_comparison(
     display: RunObserver | None = None,
     after_rounds: int = DEFAULT_AFTER_ROUNDS,
 ) -> Comparison:
-    """Train to the deletion round once, then branch every strategy from that checkpoint."""
-    return run_branches(grid, ClassifierBranches(config), strategies, display, after_rounds)
+    """Train to the deletion round once, then branch every strategy from that checkpoint.
+
+    A strategy defined for other deletion modes (client removal only, say) does not run: its
+    row states the refusal (``refused``) after the others.
+    """
+    refused = {name: mode_refusal(config, name) for name in strategies}
+    refused = {name: reason for name, reason in refused.items() if reason is not None}
+    runnable = [name for name in strategies if name not in refused]
+    task = ClassifierBranches(config, refused)
+    return run_branches(grid, task, runnable, display, after_rounds)
 
 
 class ClassifierBranches(BranchTask):
@@ -190,8 +199,9 @@ class ClassifierBranches(BranchTask):
 
     label = "compare"
 
-    def __init__(self, config: SimulationConfig) -> None:
+    def __init__(self, config: SimulationConfig, refused: dict[str, str] | None = None) -> None:
         super().__init__(config)
+        self.refused = refused or {}  # strategy -> why it does not run this deletion mode
         self.federation = build_federation(config)
         self.build = model_factory(config, self.federation)
         self.device = resolve_device(config.resources.server_device)
@@ -259,6 +269,7 @@ class ClassifierBranches(BranchTask):
         for row in rows[1:]:
             row.setdefault("jsd", 0.0)
         _fill_anamnesis(rows)
+        rows += [{"strategy": name, "refused": reason} for name, reason in self.refused.items()]
 
     def write(self, result: Comparison) -> None:
         write_comparison(result)
@@ -284,9 +295,12 @@ def write_comparison(result: Comparison) -> None:
         "after_rounds": result.after_rounds,
         "config": result.config,
     }
-    columns = [*CSV_COLUMNS, *phase_columns(result.rows)]
+    refusals = [row for row in result.rows if row.get("refused")]
+    columns = [*CSV_COLUMNS, *phase_columns(result.rows), *(["refused"] if refusals else [])]
     write_rows(out, "compare", result.rows, columns, payload)
     markdown = markdown_table(result.rows)
+    if refusals:
+        markdown += "\n\nNot run: " + "; ".join(row["refused"] for row in refusals) + "."
     durability = durability_table(result.rows)
     if durability:
         rounds = result.after_rounds

@@ -136,7 +136,7 @@ def sweep_rows(cell: Cell, config: SimulationConfig, result: Comparison) -> list
     """One flat row per strategy of a cell's comparison (the original model's row dropped)."""
     rows = []
     for row in result.rows:
-        if row["strategy"] == ORIGINAL:
+        if row["strategy"] == ORIGINAL or row.get("refused"):  # a refusal has no metrics
             continue
         details = result.details.get(row["strategy"], {})
         rounds = details.get("round_seconds") or []

@@ -28,6 +28,7 @@ DIGITS = [
         (["--delete", "lots"], "6% or 0.06"),
         (["--clients", "1"], "at least 2 clients"),
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--strategy", "pga"], "pga supports only mode(s) client"),
         (["--model", "vgg99"], "unknown model 'vgg99'"),
         (["--strategy", "magic"], "unknown strategy 'magic'"),
         (["--mode", "erase"], "deletion.mode"),
