@@ -282,9 +282,15 @@ def local_eval(message: Message, context: Context) -> Message:
         rng = np.random.default_rng(config.seed + node.partition_id)
         data = data.subset(np.sort(rng.choice(len(data), limit, replace=False)))
     model = _received_model(message, node)
+    started = time.perf_counter()
     score = accuracy(model, data, _device(config)) if len(data) else 1.0
     metrics = MetricRecord(
-        {P.ACCURACY: score, P.NUM_EXAMPLES: len(data), P.PARTITION_ID: node.partition_id}
+        {
+            P.ACCURACY: score,
+            P.NUM_EXAMPLES: len(data),
+            P.PARTITION_ID: node.partition_id,
+            P.COMPUTE_SECONDS: time.perf_counter() - started,  # the deletion step's cost
+        }
     )
     return Message(RecordDict({P.METRICS: metrics}), reply_to=message)
 

@@ -111,7 +111,7 @@ class SimulatedNode(LocalNode):
         return self.federation.is_deleted(ids)
 
     def pending(self, server_round: int) -> Pending:
-        arrived = server_round >= self.config.deletion.round
+        arrived = server_round >= self.config.deletion_round_of(self.partition_id)
         if not (len(self._forget_indices) and arrived and not self.deletion_done()):
             return Pending(0)
         return Pending(len(self._forget_indices))
@@ -161,7 +161,7 @@ class DirectoryNode(LocalNode):
         return np.isin(ids, asked)
 
     def pending(self, server_round: int) -> Pending:
-        requests = self._requests() if server_round >= self.config.deletion.round else []
+        requests = self._requests() if server_round >= self.config.deletion.rounds[0] else []
         if not requests:
             return Pending(0)
         classes = () if any(not r.classes for r in requests) else _union(requests)

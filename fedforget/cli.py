@@ -82,6 +82,21 @@ def parse_ids(text: str | None, what: str = "client ids") -> list[int] | None:
         raise ConfigError(f"expected comma-separated {what}, got '{text}'") from None
 
 
+def parse_client_groups(text: str | None) -> list[int] | list[list[int]] | None:
+    """``"0,1"`` -> [0, 1]; ``"5/6,7"`` -> [[5], [6, 7]] (one group per deletion step)."""
+    if text is None or "/" not in text:
+        return parse_ids(text)
+    return [parse_ids(part) or [] for part in text.split("/")]
+
+
+def parse_rounds(text: str | int) -> int | list[int]:
+    """``"7"`` -> 7; ``"4,7"`` -> [4, 7] (sequential deletion steps)."""
+    rounds = parse_ids(str(text), "deletion rounds") or []
+    if not rounds:
+        raise ConfigError(f"expected a deletion round or comma-separated rounds, got '{text}'")
+    return rounds[0] if len(rounds) == 1 else rounds
+
+
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -122,11 +137,19 @@ def simulate(
         str, typer.Option(help="classify | gan: the federation trains a conditional GAN.")
     ] = "classify",
     deleting_clients: Annotated[
-        str | None, typer.Option(help="Comma-separated partition ids holding D_f.")
+        str | None,
+        typer.Option(
+            help="Comma-separated partition ids holding D_f; '/' separates the clients of "
+            "sequential deletion steps (5/6: client 5 at the first round, 6 at the second)."
+        ),
     ] = None,
     deletion_round: Annotated[
-        int, typer.Option(help="Deletion requests arrive after this round.")
-    ] = 7,
+        str,
+        typer.Option(
+            help="Deletion requests arrive after this round; comma-separated rounds (4,7) "
+            "make sequential deletion steps (simulate)."
+        ),
+    ] = "7",
     forget_class: Annotated[
         list[int] | None, typer.Option(help="Class to forget (mode class); repeatable.")
     ] = None,
@@ -261,8 +284,8 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
             {
                 "mode": _deletion_mode(p["mode"], p.get("task")),
                 **parse_delete(p["delete"]),
-                "deleting_clients": parse_ids(p["deleting_clients"]),
-                "round": p["deletion_round"],
+                "deleting_clients": parse_client_groups(p["deleting_clients"]),
+                "round": parse_rounds(p["deletion_round"]),
                 "forget_classes": p["forget_class"] or [],
             }
         ),
@@ -348,13 +371,14 @@ def compare(
         ),
     ] = None,
     after_rounds: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
-            help="FedAvg rounds each branch continues after its deletion; the table then also "
-            "holds after_unlearning.* and end.* metrics (does the forgetting last?).",
+            help="FedAvg rounds each branch continues after its deletion (default 3; 0: none); "
+            "the table then also holds after_unlearning.* and end.* metrics (does the "
+            "forgetting last?).",
         ),
-    ] = 0,
+    ] = None,
 ) -> None:
     """Branch several strategies from one checkpoint and compare them in one table.
 
@@ -365,8 +389,9 @@ def compare(
     from rich.console import Console
 
     from fedforget.report.display import RichDisplay, comparison_table
+    from fedforget.simulations.branching import check_single_deletion
+    from fedforget.simulations.compare import DEFAULT_AFTER_ROUNDS, parse_strategies
     from fedforget.simulations.compare import compare as run_compare
-    from fedforget.simulations.compare import parse_strategies
     from fedforget.simulations.runner import (
         check_run,
         check_run_folder,
@@ -379,12 +404,15 @@ def compare(
     if strategies is not None and not strategies.replace(",", "").strip():
         raise ConfigError("--strategies needs at least one strategy name")
     if config.task == "gan":
-        if after_rounds:
+        if after_rounds:  # the GAN task has no later phases: only an explicit N > 0 is refused
             raise ConfigError("--after-rounds applies to classifier comparisons, not --task gan")
         _compare_gan(config, strategies or "cascaded,retrain", params["quiet"], params["overwrite"])
         return
     names = parse_strategies(strategies or "distill,retrain")
+    if after_rounds is None:
+        after_rounds = DEFAULT_AFTER_ROUNDS
     config = _with_out_dir(config, "compare")
+    check_single_deletion(config)
     check_run_folder(config.out, params["overwrite"])
     check_run(config)
     check_strategies(config, names)

@@ -8,6 +8,7 @@ range, deleting more than the chosen clients hold) run when the federation is bu
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -61,6 +62,12 @@ class DeletionConfig(_Section):
     runs between round ``round`` and round ``round + 1``. In ``requests`` mode (real nodes
     with request files, :mod:`fedforget.node`) it is the first round whose replies report the
     requests filed so far (default 1: at once).
+
+    Sequential deletions: ``round`` may list several rounds (``[4, 7]``), one deletion step
+    after each. Step k is asked for by the k-th group of ``deleting_clients`` when it is given
+    per step (``[[5], [6]]``, the CLI's ``5/6``); otherwise the deleting clients are split in
+    as many consecutive groups as there are rounds. Each client deletes its whole D_f at its
+    step (in ``client`` mode it leaves then); a step whose clients hold no D_f deletes nothing.
     """
 
     mode: Literal["backdoor", "random", "class", "client", "requests"] = "backdoor"
@@ -70,14 +77,17 @@ class DeletionConfig(_Section):
         ge=1,
         description="Exact number of samples to delete (backdoor, random); overrides share.",
     )
-    deleting_clients: list[int] | None = Field(
+    deleting_clients: list[int] | list[list[int]] | None = Field(
         None,
         description=(
             "Partition ids of the deleting clients; default: every client (backdoor, random,"
-            " class) or the first max(1, round(share x clients)) clients (client mode)."
+            " class) or the first max(1, round(share x clients)) clients (client mode). A list"
+            " of lists names each sequential deletion step's clients."
         ),
     )
-    round: int = Field(7, ge=1)
+    round: int | list[int] = Field(
+        7, description="Round after which the deletion requests arrive; a list: one step each."
+    )
     forget_classes: list[int] = Field(default_factory=list)
     backdoor_target: int = Field(0, ge=0)
     trigger_size: int = Field(4, ge=1, description="Side of the square trigger, in pixels.")
@@ -87,6 +97,28 @@ class DeletionConfig(_Section):
         if self.mode == "requests" and "round" not in self.model_fields_set:
             self.round = 1
         return self
+
+    @field_validator("round")
+    @classmethod
+    def _rounds_increase(cls, value: int | list[int]) -> int | list[int]:
+        rounds = [value] if isinstance(value, int) else list(value)
+        if not rounds or any(r < 1 for r in rounds):
+            raise ValueError(f"deletion rounds must be at least 1, got {value}")
+        if any(later <= earlier for earlier, later in itertools.pairwise(rounds)):
+            raise ValueError(f"deletion rounds must increase, got {value}")
+        return rounds[0] if len(rounds) == 1 else rounds  # one round stays an int
+
+    @property
+    def rounds(self) -> list[int]:
+        """The rounds of the deletion steps, in order (one for a single deletion)."""
+        return [self.round] if isinstance(self.round, int) else list(self.round)
+
+    def client_groups(self) -> list[list[int]] | None:
+        """The deleting clients of each step when given per step, else ``None``."""
+        ids = self.deleting_clients
+        if ids and isinstance(ids[0], list):
+            return [sorted(set(group)) for group in ids]  # type: ignore[arg-type]
+        return None
 
     @field_validator("share")
     @classmethod
@@ -368,11 +400,11 @@ class SimulationConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SimulationConfig:
-        if self.deletion.round > self.train.rounds:
-            raise ValueError(
-                f"deletion round {self.deletion.round} is beyond the last round {self.train.rounds}"
-            )
-        ids = self.deletion.deleting_clients
+        last = self.deletion.rounds[-1]
+        if last > self.train.rounds:
+            raise ValueError(f"deletion round {last} is beyond the last round {self.train.rounds}")
+        self._check_deletion_steps()
+        ids = self.deletion_client_list()
         if ids is not None:
             bad = [i for i in ids if not 0 <= i < self.clients]
             if bad or not ids:
@@ -389,6 +421,58 @@ class SimulationConfig(_Section):
             raise ValueError("--verify skyeye checks class and backdoor deletions (--mode)")
         return self
 
+    def deletion_client_list(self) -> list[int] | None:
+        """The configured deleting clients, every step's together (``None``: the default)."""
+        groups = self.deletion.client_groups()
+        if groups is not None:
+            return [cid for group in groups for cid in group]
+        return self.deletion.deleting_clients  # type: ignore[return-value]
+
+    def _check_deletion_steps(self) -> None:
+        steps = len(self.deletion.rounds)
+        groups = self.deletion.client_groups()
+        if groups is not None and len(groups) != steps:
+            raise ValueError(
+                f"{len(groups)} groups of deleting clients for {steps} deletion rounds"
+            )
+        if groups is not None and any(not group for group in groups):
+            raise ValueError("every deletion step needs at least one deleting client")
+        if groups is not None and len({c for g in groups for c in g}) < sum(map(len, groups)):
+            raise ValueError("a client can ask for its deletion in one step only")
+        if groups is None and steps > 1 and len(self.deleting_client_ids()) < steps:
+            raise ValueError(
+                f"{steps} deletion rounds need at least {steps} deleting clients "
+                "(or give each step's clients: --deleting-clients 5/6)"
+            )
+        if steps > 1 and self.deletion.mode == "requests":
+            raise ValueError(
+                "mode 'requests' takes node-side requests whenever they are filed; "
+                "give it one --deletion-round"
+            )
+
+    def deletion_steps(self) -> list[tuple[int, list[int]]]:
+        """Each sequential deletion step: its round and its deleting clients.
+
+        Per-step groups when configured; otherwise the deleting clients split into as many
+        consecutive groups as there are rounds (one group for a single deletion).
+        """
+        rounds = self.deletion.rounds
+        groups = self.deletion.client_groups()
+        if groups is None:  # at least one client per round (checked at validation)
+            clients = self.deleting_client_ids()
+            size, extra = divmod(len(clients), len(rounds))
+            bounds = [k * size + min(k, extra) for k in range(len(rounds) + 1)]
+            groups = [clients[bounds[k] : bounds[k + 1]] for k in range(len(rounds))]
+        return list(zip(rounds, groups, strict=True))
+
+    def deletion_round_of(self, client: int) -> int:
+        """The round after which ``client`` asks for its deletion (the first one if it holds
+        no D_f in any step)."""
+        for deletion_round, clients in self.deletion_steps():
+            if client in clients:
+                return deletion_round
+        return self.deletion.rounds[0]
+
     def deleting_client_ids(self) -> list[int]:
         """Partition ids of the deleting clients.
 
@@ -396,8 +480,9 @@ class SimulationConfig(_Section):
         spreads the backdoored share over the users), or in ``client`` mode the first
         ``max(1, round(share x clients))`` clients leave.
         """
-        if self.deletion.deleting_clients is not None:
-            return sorted(set(self.deletion.deleting_clients))
+        configured = self.deletion_client_list()
+        if configured is not None:
+            return sorted(set(configured))
         if self.deletion.mode == "client":
             return list(range(max(1, round(self.deletion.share * self.clients))))
         return list(range(self.clients))

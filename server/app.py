@@ -119,6 +119,9 @@ def run_server(
         deletion=deletion_summary(strategy, config),
         extra={
             "timings": timings,
+            "deletions": strategy.ledger.step_summaries(
+                config.deletion.mode, config.deletion.forget_classes
+            ),
             "bookkeeping": strategy.bookkeeping.summary(),
             "efficiency": _efficiency(recorder.rounds),
             "verification": verification,

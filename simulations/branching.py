@@ -10,7 +10,9 @@ in the models they build and score; the pipeline is this module's :func:`run_bra
 3. each branch takes the base's federation state over and carries out the *same* deletion
    from the checkpoint, in the same Flower run (each branch named in its messages, so a
    client's deletion state in one branch does not leak into the next);
-4. each branch's model is scored; speed-ups against ``retrain``; rows to CSV/JSON/Markdown.
+4. each branch's model is scored, with its deletion step's cost (bytes each way, client,
+   server and wall seconds: :func:`cost`); speed-ups against ``retrain``; rows to
+   CSV/JSON/Markdown.
 
 A :class:`BranchTask` supplies what differs. The runner needs only a Flower ``Grid``, so a
 sweep can call :func:`run_branches` (or ``run_comparison``) once per cell, inside one Flower
@@ -51,6 +53,8 @@ class Comparison:
     config: dict[str, Any]
     base_seconds: float = 0.0
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    after_rounds: int = 0
+    """FedAvg rounds each branch ran after its deletion (the ``end.*`` metrics)."""
 
     def row(self, strategy: str) -> dict[str, Any]:
         """The row of one strategy (or of ``original``)."""
@@ -113,6 +117,16 @@ class BranchTask(ABC):
         """Write the result's files into ``result.out_dir``."""
 
 
+def check_single_deletion(config: SimulationConfig) -> None:
+    """Branches carry out one deletion from one checkpoint: sequential deletion steps
+    (several ``--deletion-round``) run in ``simulate``, not in ``compare``."""
+    if len(config.deletion.rounds) > 1:
+        raise ConfigError(
+            "compare branches one deletion from one checkpoint; run sequential deletions "
+            "(several --deletion-round) with simulate"
+        )
+
+
 def branch_names(strategies: list[str]) -> list[str]:
     """``retrain`` first (the reference), then the other strategies in their given order."""
     return [RETRAIN, *(s for s in strategies if s != RETRAIN)]
@@ -140,6 +154,7 @@ def run_branches(
         When no client reported a deletion request by the deletion round.
     """
     config = task.config
+    check_single_deletion(config)
     task.check_phases(after_rounds)
     out_dir = default_out_dir(config.model_copy(update={"strategy": task.label}))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,23 +164,23 @@ def run_branches(
     base = task.strategy(RETRAIN, None, CheckpointObserver(display))
     base.serve_branches(branches.values())
     started = time.perf_counter()
-    checkpoint = train_to_deletion(grid, base, initial, config.deletion.round)
+    checkpoint = train_to_deletion(grid, base, initial, config.deletion.rounds[0])
     base_seconds = time.perf_counter() - started
     rows = [{"strategy": ORIGINAL, **task.score_original(checkpoint, base, out_dir)}]
     details: dict[str, dict[str, Any]] = {}
     for name, strategy in branches.items():
         strategy.take_over(base)
-        arrays = strategy.carry_out_deletion(grid, config.deletion.round, checkpoint)
+        arrays = strategy.carry_out_deletion(grid, config.deletion.rounds[0], checkpoint)
         save_arrays(arrays, out_dir / "models" / f"{name}.pt")
-        seconds = strategy.deletion.unlearning_seconds + strategy.deletion.recovery_seconds
-        row = {"strategy": name, **task.score(name, arrays, out_dir), "seconds": seconds}
+        row = {"strategy": name, **task.score(name, arrays, out_dir), **cost(strategy)}
         if after_rounds:
             row.update(_later_phases(grid, task, strategy, observers[name], arrays, after_rounds))
         rows.append(row)
         details[name] = {**task.details(strategy), "round_seconds": base.round_seconds}
     fill_speedups(rows)
     task.finish(rows)
-    result = Comparison(rows, out_dir, json.loads(config.to_json()), base_seconds, details)
+    settings = json.loads(config.to_json())
+    result = Comparison(rows, out_dir, settings, base_seconds, details, after_rounds)
     task.write(result)
     return result
 
@@ -207,6 +222,26 @@ def train_to_deletion(
     if not base.pending_deletions:
         raise ConfigError("no client reported a deletion request by the deletion round")
     return result.arrays
+
+
+def cost(strategy: FederatedUnlearning) -> dict[str, Any]:
+    """What branch ``strategy``'s deletion step cost (the row's cost columns).
+
+    ``bytes_to_clients`` / ``bytes_from_clients``: payload bytes of every message of the step
+    each way (:func:`fedforget.strategies.messaging.payload_bytes`); ``history_bytes``: the
+    stored client updates the server kept for the method; ``client_seconds``: the compute the
+    clients reported for the step; ``server_seconds``: the step's wall time less the time it
+    waited for replies; ``seconds``: the step's wall time (unlearning + recovery).
+    """
+    record = strategy.deletion
+    return {
+        "bytes_to_clients": record.bytes_to_clients,
+        "bytes_from_clients": record.bytes_from_clients,
+        "history_bytes": record.history_bytes,
+        "client_seconds": record.client_compute_seconds,
+        "server_seconds": record.server_seconds,
+        "seconds": record.wall_seconds,
+    }
 
 
 def fill_speedups(rows: list[dict[str, Any]]) -> None:

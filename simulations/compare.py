@@ -9,7 +9,9 @@ the reference of JSD, L2, attention discrepancy, similarity and speedup.
 
 Each row describes the model right after the strategy's deletion step (its unlearning, plus
 the recovery relay for methods that include it), the point where paper 000 Table II and
-paper 004 Table 1 measure; the FedAvg rounds after the deletion are not run.
+paper 004 Table 1 measure. Then each branch continues ``after_rounds`` FedAvg rounds
+(default :data:`DEFAULT_AFTER_ROUNDS`) on the remaining data, and the row also holds the
+metrics after them (``end.*``): whether the forgetting lasts once training goes on.
 
 AIN (paper 002 Eq. 10) is every row's relearn time over the retrained model's: SGD steps
 (lr 0.01, batch 32, cap 100) of fine-tuning on a seeded subset of at most 512 D_f samples
@@ -45,11 +47,18 @@ from fedforget.metrics import (
 )
 from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
-from fedforget.report.comparison import CSV_COLUMNS, ORIGINAL, markdown_table
+from fedforget.report.comparison import (
+    CSV_COLUMNS,
+    ORIGINAL,
+    durability_table,
+    markdown_table,
+    phase_columns,
+)
 from fedforget.server.app import gan_factory, model_factory
 from fedforget.simulations.branching import (
     BranchTask,
     Comparison,
+    check_single_deletion,
     run_branches,
     save_arrays,
     write_rows,
@@ -57,11 +66,16 @@ from fedforget.simulations.branching import (
 from fedforget.simulations.runner import (
     check_run,
     check_strategies,
+    mode_refusal,
     run_on_simulation_engine,
 )
 from fedforget.strategies import FederatedUnlearning, build_strategy
 from fedforget.strategies.registry import RETRAIN, strategy_names
 from fedforget.training import load_numpy_state, predict_proba, resolve_device
+
+DEFAULT_AFTER_ROUNDS = 3
+"""FedAvg rounds each branch continues after its deletion unless told otherwise (issue 17:
+methods that forget at once can revert within a few rounds, as FedOSD reports)."""
 
 
 def parse_strategies(text: str) -> list[str]:
@@ -77,7 +91,7 @@ def compare(
     config: SimulationConfig,
     strategies: list[str],
     display: RunObserver | None = None,
-    after_rounds: int = 0,
+    after_rounds: int = DEFAULT_AFTER_ROUNDS,
 ) -> Comparison:
     """Run the comparison on Flower's simulation engine; write and return the results.
 
@@ -85,6 +99,7 @@ def compare(
     :func:`fedforget.simulations.branching.run_branches`).
     """
     check_run(config)
+    check_single_deletion(config)
     check_strategies(config, strategies)
     return run_on_simulation_engine(
         config, lambda grid: run_comparison(grid, config, strategies, display, after_rounds)
@@ -165,10 +180,18 @@ def run_comparison(
     config: SimulationConfig,
     strategies: list[str],
     display: RunObserver | None = None,
-    after_rounds: int = 0,
+    after_rounds: int = DEFAULT_AFTER_ROUNDS,
 ) -> Comparison:
-    """Train to the deletion round once, then branch every strategy from that checkpoint."""
-    return run_branches(grid, ClassifierBranches(config), strategies, display, after_rounds)
+    """Train to the deletion round once, then branch every strategy from that checkpoint.
+
+    A strategy defined for other deletion modes (client removal only, say) does not run: its
+    row states the refusal (``refused``) after the others.
+    """
+    refused = {name: mode_refusal(config, name) for name in strategies}
+    refused = {name: reason for name, reason in refused.items() if reason is not None}
+    runnable = [name for name in strategies if name not in refused]
+    task = ClassifierBranches(config, refused)
+    return run_branches(grid, task, runnable, display, after_rounds)
 
 
 class ClassifierBranches(BranchTask):
@@ -176,8 +199,9 @@ class ClassifierBranches(BranchTask):
 
     label = "compare"
 
-    def __init__(self, config: SimulationConfig) -> None:
+    def __init__(self, config: SimulationConfig, refused: dict[str, str] | None = None) -> None:
         super().__init__(config)
+        self.refused = refused or {}  # strategy -> why it does not run this deletion mode
         self.federation = build_federation(config)
         self.build = model_factory(config, self.federation)
         self.device = resolve_device(config.resources.server_device)
@@ -245,6 +269,7 @@ class ClassifierBranches(BranchTask):
         for row in rows[1:]:
             row.setdefault("jsd", 0.0)
         _fill_anamnesis(rows)
+        rows += [{"strategy": name, "refused": reason} for name, reason in self.refused.items()]
 
     def write(self, result: Comparison) -> None:
         write_comparison(result)
@@ -267,10 +292,23 @@ def write_comparison(result: Comparison) -> None:
     payload = {
         "details": result.details,
         "base_seconds": result.base_seconds,
+        "after_rounds": result.after_rounds,
         "config": result.config,
     }
-    write_rows(out, "compare", result.rows, list(CSV_COLUMNS), payload)
-    (out / "compare.md").write_text(markdown_table(result.rows) + "\n")
+    refusals = [row for row in result.rows if row.get("refused")]
+    columns = [*CSV_COLUMNS, *phase_columns(result.rows), *(["refused"] if refusals else [])]
+    write_rows(out, "compare", result.rows, columns, payload)
+    markdown = markdown_table(result.rows)
+    if refusals:
+        markdown += "\n\nNot run: " + "; ".join(row["refused"] for row in refusals) + "."
+    durability = durability_table(result.rows)
+    if durability:
+        rounds = result.after_rounds
+        markdown += (
+            f"\n\nRight after the deletion step and after {rounds} further FedAvg rounds "
+            f"(%):\n\n{durability}"
+        )
+    (out / "compare.md").write_text(markdown + "\n")
     from fedforget.report.plot import plot_comparison
 
     plot_comparison(result.rows, out / "compare.png")

@@ -124,6 +124,18 @@ def check_names(config: SimulationConfig) -> None:
         check_gan_strategies(config, [config.strategy])
     else:
         check_strategies(config, [config.strategy])
+        refusal = mode_refusal(config, config.strategy)
+        if refusal is not None:
+            raise ConfigError(refusal)
+
+
+def mode_refusal(config: SimulationConfig, name: str) -> str | None:
+    """Why strategy ``name`` does not carry out the configured deletion mode (``None``: it
+    does). Node-side requests (``requests`` mode) take their mode from what users file, so
+    they are checked at the deletion itself."""
+    if name == RETRAIN or config.deletion.mode == "requests":
+        return None
+    return build_configured_unlearner(config, name).refusal(config.deletion.mode)
 
 
 def check_strategies(config: SimulationConfig, names: list[str]) -> None:

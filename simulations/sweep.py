@@ -28,7 +28,7 @@ from fedforget.report.sweep import (
     is_number,
     markdown,
 )
-from fedforget.simulations.branching import ORIGINAL, Comparison
+from fedforget.simulations.branching import ORIGINAL, Comparison, check_single_deletion
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "backdoor-6%": {"deletion": {"mode": "backdoor", "share": 0.06}},
@@ -125,16 +125,18 @@ def cell_config(base: SimulationConfig, cell: Cell, out_dir: Path) -> Simulation
     values = _merge(values, PARTITIONS[cell.partition])
     values.update(seed=cell.seed, out=str(out_dir / "cells" / cell.name), reference="none")
     try:
-        return validate_config(values)
+        config = validate_config(values)
+        check_single_deletion(config)
     except ConfigError as err:
         raise ConfigError(f"scenario {cell.scenario} on {cell.partition}: {err}") from None
+    return config
 
 
 def sweep_rows(cell: Cell, config: SimulationConfig, result: Comparison) -> list[dict[str, Any]]:
     """One flat row per strategy of a cell's comparison (the original model's row dropped)."""
     rows = []
     for row in result.rows:
-        if row["strategy"] == ORIGINAL:
+        if row["strategy"] == ORIGINAL or row.get("refused"):  # a refusal has no metrics
             continue
         details = result.details.get(row["strategy"], {})
         rounds = details.get("round_seconds") or []
@@ -186,7 +188,7 @@ def run_sweep(
     started = time.perf_counter()
     for index, (cell, config) in enumerate(configs, start=1):
         cell_started = time.perf_counter()
-        after_rounds = config.train.rounds - config.deletion.round
+        after_rounds = config.train.rounds - config.deletion.rounds[0]
         result = run_cell(config, names, after_rounds)
         rows += sweep_rows(cell, config, result)
         seconds = time.perf_counter() - cell_started

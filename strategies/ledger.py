@@ -6,18 +6,24 @@ classes); :class:`DeletionLedger` notes them, together with the sample passes ov
 data (:class:`Bookkeeping`) and each node's partition id, until the strategy carries them out.
 The deletion step writes what it did into one :class:`DeletionRecord`, which becomes the run
 summary's :class:`~fedforget.report.summary.DeletionSummary` in one conversion.
+
+A run may carry out several deletion steps (sequential requests). The record then describes
+the latest step, with the ``requests`` and ``faults`` of every step so far (what a
+single-step run always reported), and :attr:`DeletionLedger.steps` keeps a copy of each
+step as it ended, with its own requests and faults only.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from flwr.app import Message
 
 from fedforget import protocol as P
 from fedforget.report.summary import Bookkeeping as BookkeepingSummary
 from fedforget.report.summary import DeletionSummary
+from fedforget.strategies.messaging import Traffic
 
 RequestsFiled = tuple[list[str], list[int]]
 """A node's filed request ids and the classes they name."""
@@ -48,6 +54,23 @@ class DeletionRecord:
     faults: list[dict] = field(default_factory=list)
     generator_client_seconds: float = 0.0
     generator_bytes: int = 0
+    bytes_to_clients: int = 0
+    bytes_from_clients: int = 0
+    client_compute_seconds: float = 0.0
+    server_seconds: float = 0.0
+
+    @property
+    def wall_seconds(self) -> float:
+        """The deletion step's wall time: unlearning plus recovery."""
+        return self.unlearning_seconds + self.recovery_seconds
+
+    def add_cost(self, traffic: Traffic) -> None:
+        """The deletion step's messages: bytes each way, client compute, and the server's own
+        time (the step's wall time less the time it waited for replies)."""
+        self.bytes_to_clients = traffic.bytes_to_clients
+        self.bytes_from_clients = traffic.bytes_from_clients
+        self.client_compute_seconds = traffic.client_seconds
+        self.server_seconds = max(0.0, self.wall_seconds - traffic.waiting_seconds)
 
     def summary(self, mode: str, forget_classes: list[int]) -> DeletionSummary:
         """The run summary's view: the configured deletion plus what this step did.
@@ -61,6 +84,18 @@ class DeletionRecord:
             mode=mode, round=self.round or None, forget_classes=list(forget_classes) or named
         )
         return DeletionSummary(**fields)
+
+
+KEPT_ACROSS_STEPS = frozenset({"requests", "faults", "generator_client_seconds", "generator_bytes"})
+"""Record fields a new deletion step does not reset: lists over every step, training costs."""
+
+
+def _start_step(record: DeletionRecord) -> None:
+    """Reset what one deletion step measures, so that a later step does not add to it."""
+    fresh = DeletionRecord()
+    for item in fields(DeletionRecord):
+        if item.name not in KEPT_ACROSS_STEPS:
+            setattr(record, item.name, getattr(fresh, item.name))
 
 
 @dataclass
@@ -104,6 +139,8 @@ class DeletionLedger:
         self.pending: dict[int, int] = {}  # node id -> samples to delete
         self.filed: dict[int, RequestsFiled] = {}  # node-side requests (``requests`` mode)
         self.compute_seconds = 0.0  # client compute since the last reset (one FedAvg round)
+        self.steps: list[DeletionRecord] = []  # each finished deletion step, in order
+        self._faults_before_step = 0
 
     def client_of(self, node: int) -> int:
         """The partition id of ``node`` (``-1`` before it first replied)."""
@@ -142,6 +179,8 @@ class DeletionLedger:
         """Move the pending requests into the record of this round's deletion; their nodes."""
         nodes = sorted(self.pending)
         record = self.record
+        _start_step(record)
+        self._faults_before_step = len(record.faults)
         record.forget_samples = sum(self.pending.values())
         for node in nodes:
             ids, classes = self.filed.get(node, ([], []))
@@ -160,6 +199,23 @@ class DeletionLedger:
         record.clients = sorted(self.client_of(n) for n in nodes)
         record.nodes = nodes
         return nodes
+
+    def close_deletion(self, traffic: Traffic) -> None:
+        """The deletion step ended: record what its messages cost; keep a copy of the step."""
+        record = self.record
+        record.add_cost(traffic)
+        step = replace(
+            record,
+            requests=[r for r in record.requests if r["round"] == record.round],
+            faults=record.faults[self._faults_before_step :],
+            clients=list(record.clients),
+            nodes=list(record.nodes),
+        )
+        self.steps.append(step)
+
+    def step_summaries(self, mode: str, forget_classes: list[int]) -> list[DeletionSummary]:
+        """Every finished deletion step's summary, in order."""
+        return [step.summary(mode, forget_classes) for step in self.steps]
 
     def deletion_entries(self, nodes: list[int]) -> dict[str, object]:
         """Config entries of the deletion's messages: its round and the requests carried out."""

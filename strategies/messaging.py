@@ -4,6 +4,11 @@ Every exchange of the strategy goes through :class:`NodeMessenger`: a node that 
 not answer within the configured timeout is recorded as a fault (message, node, client, why)
 and skipped by the next messages until the next FedAvg round, so that a vanished node costs
 one timeout, not one per message, and never stalls the run.
+
+Being the one place every message passes, the messenger also meters them (:class:`Traffic`):
+bytes each way, the compute seconds the clients report, and the time spent waiting for
+replies, so that a deletion step's communication and client cost is the difference of two
+readings (:meth:`Traffic.since`).
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from logging import WARN
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
@@ -65,6 +71,83 @@ def failure_reason(replies: list[Message], sent: dict[str, int], node: int) -> s
         if target == node:
             return reply.error.reason.strip().splitlines()[-1] if reply.error.reason else "error"
     return "no reply before the timeout"
+
+
+def record_value_bytes(value: object) -> int:
+    """Payload bytes of one config or metric value: text as UTF-8, numbers 8 bytes each."""
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, list):
+        return sum(record_value_bytes(item) for item in value)
+    return 1 if isinstance(value, bool) else 8
+
+
+def array_bytes(array: Array) -> int:
+    """Bytes of the array's values (NumPy ``nbytes``), read from its shape and dtype."""
+    return int(np.prod(array.shape, dtype=np.int64)) * np.dtype(array.dtype).itemsize
+
+
+def payload_bytes(content: RecordDict) -> int:
+    """The payload a message carries: its arrays' values and its config/metric entries.
+
+    Arrays count their NumPy ``nbytes`` (what a model or a data sample weighs, without the
+    serialisation's headers and names); config and metric entries count their keys and
+    values (:func:`record_value_bytes`). Protobuf framing, TLS and metadata are not counted:
+    the figure compares methods, it is not a wire capture.
+    """
+    total = 0
+    for record in content.values():
+        if isinstance(record, ArrayRecord):
+            total += sum(array_bytes(a) for a in record.values())
+        elif isinstance(record, (ConfigRecord, MetricRecord)):
+            total += sum(len(k) + record_value_bytes(v) for k, v in record.items())
+    return total
+
+
+def reported_compute_seconds(reply: Message) -> float:
+    """The compute seconds a client reports in its reply's metrics (0 when it reports none)."""
+    if reply.has_error() or P.METRICS not in reply.content:
+        return 0.0
+    metrics = reply.content[P.METRICS]
+    return float(metrics[P.COMPUTE_SECONDS]) if P.COMPUTE_SECONDS in metrics else 0.0
+
+
+@dataclass
+class Traffic:
+    """What the messages cost so far: a running total, read before and after a step.
+
+    ``bytes_to_clients`` and ``bytes_from_clients`` are :func:`payload_bytes` of the messages
+    sent and of the replies received (errors carry none); ``client_seconds`` sums the
+    :data:`~fedforget.protocol.COMPUTE_SECONDS` the clients report in their replies;
+    ``waiting_seconds`` is the server's wall time spent waiting for replies.
+    """
+
+    messages: int = 0
+    bytes_to_clients: int = 0
+    bytes_from_clients: int = 0
+    client_seconds: float = 0.0
+    waiting_seconds: float = 0.0
+
+    def snapshot(self) -> Traffic:
+        """A copy of the totals now."""
+        return Traffic(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+    def since(self, earlier: Traffic) -> Traffic:
+        """What was exchanged between ``earlier`` (a snapshot) and now."""
+        return Traffic(
+            **{f.name: getattr(self, f.name) - getattr(earlier, f.name) for f in fields(self)}
+        )
+
+    def count(self, sent: list[Message], replies: list[Message], seconds: float) -> None:
+        """Add one exchange: the messages sent, their replies and the time waited."""
+        self.messages += len(sent)
+        self.bytes_to_clients += sum(payload_bytes(m.content) for m in sent)
+        good = [reply for reply in replies if not reply.has_error()]
+        self.bytes_from_clients += sum(payload_bytes(r.content) for r in good)
+        self.client_seconds += sum(reported_compute_seconds(r) for r in good)
+        self.waiting_seconds += seconds
 
 
 def messages_to(record: RecordDict, nodes: Iterable[int], message_type: str) -> list[Message]:
@@ -138,6 +221,7 @@ class NodeMessenger:
         self.excluded: set[int] = set()  # nodes that left the federation
         self.suspects: set[int] = set()  # failed since the last FedAvg round: not asked again
         self.federation_running = False
+        self.traffic = Traffic()
 
     def new_round(self) -> None:
         """Every node gets a new chance in each FedAvg round."""
@@ -165,8 +249,11 @@ class NodeMessenger:
         return nodes if size >= len(nodes) else sorted(rng.sample(nodes, size))
 
     def exchange(self, grid: Grid, messages: list[Message]) -> list[Message]:
-        """Every reply (errors included) that arrived within the timeout."""
-        return exchange(grid, messages, self.timeout)
+        """Every reply (errors included) that arrived within the timeout; metered."""
+        started = time.perf_counter()
+        replies = exchange(grid, messages, self.timeout)
+        self.traffic.count(messages, replies, time.perf_counter() - started)
+        return replies
 
     def query(
         self,

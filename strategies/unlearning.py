@@ -207,6 +207,7 @@ class FederatedUnlearning(FedAvg):
         """The deletion step now, for the pending requests; returns the new global weights."""
         nodes = self.ledger.open_deletion(server_round)
         self.observer.checkpoint("before_deletion", numpy_state(arrays))
+        traffic = self.messenger.traffic.snapshot()
         started = time.perf_counter()
         unlearned = self.unlearn_step(grid, server_round, arrays, nodes)
         self.deletion.unlearning_seconds = time.perf_counter() - started
@@ -217,6 +218,7 @@ class FederatedUnlearning(FedAvg):
             seed = self.settings.seed + server_round
             recovered = self.relay.run(grid, unlearned, seed, before=arrays)
         self.deletion.recovery_seconds = time.perf_counter() - started
+        self.ledger.close_deletion(self.messenger.traffic.since(traffic))
         self.observer.checkpoint("after_recovery", numpy_state(recovered))
         return recovered
 

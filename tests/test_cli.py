@@ -28,6 +28,7 @@ DIGITS = [
         (["--delete", "lots"], "6% or 0.06"),
         (["--clients", "1"], "at least 2 clients"),
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--strategy", "pga"], "pga supports only mode(s) client"),
         (["--model", "vgg99"], "unknown model 'vgg99'"),
         (["--strategy", "magic"], "unknown strategy 'magic'"),
         (["--mode", "erase"], "deletion.mode"),
@@ -82,6 +83,7 @@ def test_list_names_the_registries(capsys):
         (["--strategies", "lau", "--option", "lau.no_such=1"], "lau option no_such"),
         (["--strategies", "lau", "--no-such-flag"], "--no-such-flag"),
         (["--strategies", "lau", "--delete", "0%"], "strictly between"),
+        (["--deletion-round", "1,2"], "sequential deletions"),
     ],
 )
 def test_compare_errors_are_one_line_too(capsys, tmp_path, args, fragment):
@@ -188,6 +190,59 @@ def test_verify_skyeye_errors_are_one_line(tmp_path, capsys, extra, fragment):
                 *extra,
             ]
         )
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err, err
+
+
+class _StopError(Exception):
+    """Raised by a stand-in compare: the CLI got as far as running the comparison."""
+
+
+@pytest.mark.parametrize(("args", "expected"), [([], 3), (["--after-rounds", "0"], 0)])
+def test_compare_continues_three_rounds_after_the_deletion_unless_told(
+    monkeypatch, tmp_path, args, expected
+):
+    import fedforget.simulations.compare as compare_module
+
+    seen = []
+
+    def fake_compare(config, names, display=None, after_rounds=-1):
+        seen.append(after_rounds)
+        raise _StopError
+
+    monkeypatch.setattr(compare_module, "compare", fake_compare)
+    with pytest.raises(_StopError):
+        main(["compare", *DIGITS[1:], "--out", str(tmp_path / "run"), "--quiet", *args])
+    assert seen == [expected]
+
+
+def test_sequential_deletions_take_rounds_and_each_steps_clients():
+    from fedforget.cli import _simulate_params, config_from_options
+
+    args = ["--dataset", "digits", "--clients", "4", "--rounds", "4", "--mode", "client"]
+    config = config_from_options(
+        _simulate_params([*args, "--deletion-round", "2,3", "--deleting-clients", "1/2,3"])
+    )
+    assert config.deletion.rounds == [2, 3]
+    assert config.deletion_steps() == [(2, [1]), (3, [2, 3])]
+    assert [config.deletion_round_of(c) for c in range(4)] == [2, 2, 3, 3]
+    single = config_from_options(_simulate_params([*args, "--deletion-round", "3"]))
+    assert single.deletion.round == 3 and single.deletion.rounds == [3]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--deletion-round", "3,2"], "must increase"),
+        (["--deletion-round", "2,3", "--deleting-clients", "1/2/3"], "3 groups"),
+        (["--deletion-round", "2,3", "--deleting-clients", "1/1"], "one step only"),
+        (["--deletion-round", "2,x"], "deletion rounds"),
+    ],
+)
+def test_bad_sequential_deletions_are_one_line(capsys, args, fragment):
+    with pytest.raises(SystemExit) as info:
+        main([*DIGITS[:-2], "--rounds", "4", *args])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err, err

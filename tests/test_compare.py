@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from fedforget.config import ConfigError
 from fedforget.report.comparison import CSV_COLUMNS, ORIGINAL
@@ -25,23 +26,29 @@ def comparison(tmp_path_factory, make_config):
         unlearning={"batch_size": 16},
         methods={"options": {"federaser": {"calibration_ratio": 1.0}}},
     )
-    return config, compare(config, STRATEGIES)
+    # pga removes clients only: its row states the refusal, nothing runs for it
+    return config, compare(config, [*STRATEGIES, "pga"], after_rounds=0)
 
 
 def test_every_strategy_has_its_row_in_every_file(comparison):
     config, _ = comparison
-    expected = [ORIGINAL, "retrain", *STRATEGIES]
+    expected = [ORIGINAL, "retrain", *STRATEGIES, "pga"]
     with (config.out / "compare.csv").open() as handle:
         reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames) == CSV_COLUMNS
-        assert [row["strategy"] for row in reader] == expected
+        assert tuple(reader.fieldnames) == (*CSV_COLUMNS, "refused")
+        rows = list(reader)
+    assert [row["strategy"] for row in rows] == expected
+    assert rows[-1]["refused"].startswith("pga supports only mode(s) client")
+    assert not rows[-1]["test_accuracy"] and not any(row["refused"] for row in rows[:-1])
     stored = json.loads((config.out / "compare.json").read_text())
     assert [row["strategy"] for row in stored["rows"]] == expected
     markdown = (config.out / "compare.md").read_text()
     assert all(f"| {name} |" in markdown for name in expected)
+    assert "Not run: pga supports only" in markdown
     assert (config.out / "compare.png").stat().st_size > 0
     assert (config.out / "checkpoint.pt").is_file()
-    assert all((config.out / "models" / f"{name}.pt").is_file() for name in expected[1:])
+    assert all((config.out / "models" / f"{name}.pt").is_file() for name in expected[1:-1])
+    assert not (config.out / "models" / "pga.pt").exists()
 
 
 def test_retrain_is_the_reference(comparison):
@@ -72,6 +79,29 @@ def test_each_branch_starts_from_the_same_deletion(comparison):
     assert result.details["bad-teacher"]["retain_samples"] == 4 * 150
     assert result.details["federaser"]["history_bytes"] > 0
     assert result.details["federaser"]["retain_samples"] == 0
+
+
+def test_each_row_has_the_cost_of_its_deletion_step(comparison):
+    config, result = comparison
+    checkpoint = torch.load(config.out / "checkpoint.pt", weights_only=True)
+    model_bytes = sum(tensor.nbytes for tensor in checkpoint.values())
+    retrain, distill = result.row("retrain"), result.row("distill")
+    deleted = result.details["distill"]["forget_samples"]
+    # distill received D_f (8x8 float32 images and int64 labels) and sent the model to relay
+    assert distill["bytes_from_clients"] >= deleted * (8 * 8 * 4 + 8)
+    assert distill["bytes_to_clients"] >= model_bytes
+    # retrain reran the rounds: each one sends the model to every client and back
+    rounds = config.deletion.rounds[0]
+    assert retrain["bytes_to_clients"] >= rounds * config.clients * model_bytes
+    assert retrain["bytes_from_clients"] >= rounds * config.clients * model_bytes
+    assert retrain["client_seconds"] > 0 and distill["server_seconds"] > 0
+    assert result.row("federaser")["history_bytes"] == result.details["federaser"]["history_bytes"]
+    for name in ("retrain", *STRATEGIES):
+        row = result.row(name)
+        assert 0 <= row["server_seconds"] <= row["seconds"], name
+    with (config.out / "compare.csv").open() as handle:
+        assert all(row["bytes_to_clients"] for row in list(csv.DictReader(handle))[1:-1])
+    assert "MB down" in (config.out / "compare.md").read_text()
 
 
 def test_strategy_lists():

@@ -23,7 +23,7 @@ from fedforget.config import ConfigError, SimulationConfig
 from fedforget.report.summary import DeletionSummary
 from fedforget.strategies import FederatedUnlearning, Retrain, StrategySettings
 from fedforget.strategies.ledger import DeletionLedger, DeletionRecord
-from fedforget.strategies.messaging import NodeMessenger
+from fedforget.strategies.messaging import NodeMessenger, payload_bytes
 from fedforget.strategies.relay import RecoveryRelay
 from fedforget.unlearning import Unlearner, UnlearningContext, UnlearningRequest
 
@@ -47,6 +47,7 @@ class FakeGrid(Grid):
     def __init__(self, handlers: dict[int, Handler]) -> None:
         self.handlers = handlers
         self.sent: list[tuple[str, int]] = []  # (message type, node) in sending order
+        self.contents: list[tuple[RecordDict, RecordDict | None]] = []  # (message, reply)
         self._replies: dict[str, Message] = {}
         self._ids = itertools.count()
 
@@ -70,6 +71,9 @@ class FakeGrid(Grid):
             node = message.metadata.dst_node_id
             self.sent.append((message.metadata.message_type, node))
             answer = self.handlers[node](message)
+            self.contents.append(
+                (message.content, answer if isinstance(answer, RecordDict) else None)
+            )
             if isinstance(answer, str):
                 self._replies[message.metadata.message_id] = Message(
                     Error(code=1, reason=f"Traceback...\n{answer}"), reply_to=message
@@ -104,11 +108,14 @@ class FakeClient:
         self.accuracy = accuracy
         self.fail: dict[str, str | None] = {}  # message type -> error reason (None: silent)
         self.configs: list[ConfigRecord] = []
+        self.asks_from = 0  # the round from which it reports its deletion request
+        self.round = 0
 
     def __call__(self, message: Message) -> Reply:
         kind = message.metadata.message_type
         if P.CONFIG in message.content:
             self.configs.append(message.content[P.CONFIG])
+            self.round = int(message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
         if kind in self.fail:
             return self.fail[kind]
         if kind in (P.TRAIN, P.RELAY_TRAIN, P.LOCAL_TRAIN):
@@ -132,7 +139,7 @@ class FakeClient:
         raise AssertionError(f"unexpected message {kind}")
 
     def _train_metrics(self) -> MetricRecord:
-        pending = self.forget if not self.deleted else 0
+        pending = self.forget if not self.deleted and self.round >= self.asks_from else 0
         return MetricRecord(
             {
                 P.NUM_EXAMPLES: 20,
@@ -472,3 +479,97 @@ def test_rounds_after_the_deletion_pass_through_the_unlearners_adjustment() -> N
     assert unlearner.adjusted[0] == 0.0  # round 2 started from the zeroed model
     assert len(unlearner.adjusted) == 2
     assert all(np.all(a.numpy() == 2) for a in result.arrays.values())
+
+
+# ---------------------------------------------------------------------- the deletion's cost
+class SilentUnlearner(Unlearner):
+    """Needs nothing from the clients and returns the model as it is (no relay)."""
+
+    name = "silent"
+    needs = frozenset()
+
+    def unlearn(self, model, request: UnlearningRequest, context: UnlearningContext):
+        return model
+
+
+MODEL_BYTES = (4 * 2 + 2) * 4  # Linear(4, 2): weight and bias in float32
+
+
+def _step_cost(strategy: FederatedUnlearning, grid: FakeGrid) -> list[tuple]:
+    """Train one round (the request arrives), carry the deletion out; the step's messages."""
+    strategy.begin(_initial())
+    arrays = strategy.run_rounds(grid, _initial(), 1, "federated", handle_deletions=False).arrays
+    first = len(grid.contents)
+    strategy.carry_out_deletion(grid, 1, arrays)
+    return grid.contents[first:]
+
+
+def _config_bytes(content: RecordDict) -> int:
+    return payload_bytes(RecordDict({P.CONFIG: content[P.CONFIG]})) if P.CONFIG in content else 0
+
+
+def test_payload_bytes_count_the_arrays_values_and_the_entries() -> None:
+    arrays = ArrayRecord(_model().state_dict())
+    assert payload_bytes(RecordDict({P.ARRAYS: arrays})) == MODEL_BYTES
+    config = ConfigRecord({"ab": "xyz", "n": 3, "flag": True})
+    metrics = MetricRecord({"loss": 0.5})
+    assert payload_bytes(RecordDict({P.CONFIG: config})) == (2 + 3) + (1 + 8) + (4 + 1)
+    assert payload_bytes(RecordDict({P.ARRAYS: arrays, P.METRICS: metrics})) == MODEL_BYTES + 12
+
+
+def test_a_method_that_sends_no_model_pays_only_the_deletion_notice() -> None:
+    grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, forget=5))
+    strategy = _strategy(_config(clients=2), SilentUnlearner())
+    step = _step_cost(strategy, grid)
+    record = strategy.deletion
+    # one message: the requesting client drops D_f; no arrays either way
+    assert [P.ARRAYS in content for content, _ in step] == [False]
+    assert record.bytes_to_clients == _config_bytes(step[0][0]) > 0
+    assert record.bytes_from_clients == len(P.NUM_EXAMPLES) + 8  # its one metric
+    assert record.client_compute_seconds == 0.0
+    assert 0.0 <= record.server_seconds <= record.wall_seconds
+
+
+def test_the_deletion_step_meters_the_models_and_data_it_moves() -> None:
+    grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, forget=5, accuracy=0.5), c=FakeClient(2))
+    strategy = _strategy(_config(), ZeroingUnlearner())  # D_f to the server, then the relay
+    step = _step_cost(strategy, grid)
+    record = strategy.deletion
+    with_model = sum(P.ARRAYS in content for content, _ in step)
+    assert with_model >= 4  # the relay's evaluations and its hop carry the model
+    configs = sum(_config_bytes(content) for content, _ in step)
+    assert record.bytes_to_clients == with_model * MODEL_BYTES + configs
+    forget = 5 * (1 * 2 * 2 * 4) + 5 * 8  # D_f's images (float32) and labels (int64)
+    replies = [reply for _, reply in step if reply is not None]
+    models_back = sum(P.ARRAYS in reply for reply in replies)  # the relay's training
+    metrics = sum(payload_bytes(RecordDict({P.METRICS: r[P.METRICS]})) for r in replies)
+    assert record.bytes_from_clients == forget + models_back * MODEL_BYTES + metrics
+    assert record.client_compute_seconds == pytest.approx(0.5 * models_back)
+
+
+def test_retrains_cost_is_the_rounds_it_reruns() -> None:
+    grid, _ = _federation(a=FakeClient(0, forget=3), b=FakeClient(1))
+    strategy = _strategy(_config(clients=2, mode="random", forget_classes=[]))
+    step = _step_cost(strategy, grid)
+    trained = [reply for content, reply in step if reply is not None and P.ARRAYS in reply]
+    assert len(trained) == 2  # one rerun round of two clients
+    assert strategy.deletion.bytes_from_clients >= 2 * MODEL_BYTES
+    assert strategy.deletion.client_compute_seconds == pytest.approx(2 * 0.5)
+
+
+# ---------------------------------------------------------------------- sequential deletions
+def test_each_sequential_deletion_step_is_recorded_on_its_own() -> None:
+    later = FakeClient(2, forget=3)
+    later.asks_from = 2
+    grid, nodes = _federation(a=FakeClient(0), b=FakeClient(1, forget=5), c=later)
+    strategy = _strategy(_config(round=[1, 2], mode="random", forget_classes=[]))
+    strategy.start(grid, _initial(), num_rounds=3)
+    steps = strategy.ledger.steps
+    assert [(s.round, s.clients, s.forget_samples) for s in steps] == [(1, [1], 5), (2, [2], 3)]
+    assert nodes[101].deleted and nodes[102].deleted
+    # retrain's second step reran both rounds from w0: its cost is not the first step's
+    assert steps[1].bytes_from_clients > steps[0].bytes_from_clients
+    # the record is the latest step; the summaries keep each step apart
+    assert strategy.deletion.round == 2
+    summaries = strategy.ledger.step_summaries("random", [])
+    assert [s.round for s in summaries] == [1, 2]

@@ -108,3 +108,26 @@ def test_markdown_tables_show_percentages():
     assert "| random-4% | iid | distill | 90.00 ± 0.00 |" in table
     checks = checks_markdown(acceptance(entries, "distill"))
     assert "FAIL" in checks
+
+
+def test_the_compare_files_show_the_metrics_after_the_later_rounds():
+    from fedforget.report.comparison import durability_table, markdown_table, phase_columns
+
+    rows = [
+        {"strategy": "original", "test_accuracy": 0.9, "backdoor_success": 1.0},
+        {
+            "strategy": "fast",
+            "test_accuracy": 0.8,
+            "backdoor_success": 0.02,
+            "end.test_accuracy": 0.9,
+            "end.backdoor_success": 0.6,
+            "bytes_to_clients": 2_500_000,
+            "seconds": 1.25,
+        },
+    ]
+    assert phase_columns(rows) == ["end.test_accuracy", "end.backdoor_success"]
+    table = durability_table(rows)
+    assert "| fast | 80.00 | 90.00 | 2.00 | 60.00 |" in table  # the backdoor came back
+    assert "original" not in table
+    assert durability_table([{"strategy": "fast", "test_accuracy": 0.8}]) == ""
+    assert "| 2.50 |" in markdown_table(rows)  # MB sent to the clients

@@ -14,6 +14,17 @@ from fedforget.metrics import (
 )
 
 ORIGINAL = "original"
+COST_COLUMNS = (
+    "bytes_to_clients",
+    "bytes_from_clients",
+    "history_bytes",
+    "client_seconds",
+    "server_seconds",
+    "seconds",
+    "speedup_vs_retrain",
+)
+"""The deletion step's cost (see :func:`fedforget.simulations.branching.cost`)."""
+BYTE_COLUMNS = frozenset(COST_COLUMNS[:3])
 METRIC_COLUMNS = (
     "test_accuracy",
     "forget_accuracy",
@@ -31,8 +42,7 @@ METRIC_COLUMNS = (
     "similarity",
     "relearn_steps",
     "ain",
-    "seconds",
-    "speedup_vs_retrain",
+    *COST_COLUMNS,
 )
 CSV_COLUMNS = ("strategy", *METRIC_COLUMNS)
 AIN_FOOTNOTE = (
@@ -59,6 +69,11 @@ TABLE_COLUMNS = (
     ("mrr", "MRR"),
     ("similarity", "sim."),
     ("ain", "AIN"),
+    ("bytes_to_clients", "MB down"),
+    ("bytes_from_clients", "MB up"),
+    ("history_bytes", "MB hist."),
+    ("client_seconds", "client s"),
+    ("server_seconds", "server s"),
     ("seconds", "s"),
     ("speedup_vs_retrain", "speedup"),
 )
@@ -72,7 +87,9 @@ def format_cell(key: str, value: Any) -> str:
         return f"{100 * value:.2f}"
     if key == "relearn_steps":
         return f"{value:.0f}"
-    if key == "seconds":
+    if key in BYTE_COLUMNS:
+        return f"{value / 1e6:.2f}"
+    if key in ("seconds", "client_seconds", "server_seconds"):
         return f"{value:.1f}"
     if key in ("l2", "speedup_vs_retrain"):
         return f"{value:.2f}"
@@ -96,4 +113,35 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {row['strategy']} | " + " | ".join(cells) + " |")
     if any(key == "ain" for key, _ in columns):
         lines += ["", AIN_FOOTNOTE]
+    return "\n".join(lines)
+
+
+PHASES = ("after_unlearning", "end")
+"""The later phases ``compare --after-rounds`` scores (``<phase>.<metric>`` row keys)."""
+PHASE_METRICS = METRIC_COLUMNS[:7]
+
+
+def phase_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The ``<phase>.<metric>`` columns that have a value in at least one row."""
+    keys = [f"{phase}.{metric}" for phase in PHASES for metric in PHASE_METRICS]
+    return [key for key in keys if any(row.get(key) is not None for row in rows)]
+
+
+def durability_table(rows: list[dict[str, Any]]) -> str:
+    """Each metric right after the deletion step and after the later FedAvg rounds (in %).
+
+    Empty when the comparison ran no later rounds. A method whose D_f (or backdoor) column
+    climbs back between the two is reverting: its forgetting does not last.
+    """
+    labels = dict(TABLE_COLUMNS)
+    metrics = [m for m in PHASE_METRICS if any(r.get(f"end.{m}") is not None for r in rows)]
+    if not metrics:
+        return ""
+    header = [f"{labels[m]} {when}" for m in metrics for when in ("step", "end")]
+    lines = ["| strategy | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    for row in rows:
+        if row["strategy"] == ORIGINAL:
+            continue
+        cells = [format_cell(m, row.get(key)) for m in metrics for key in (m, f"end.{m}")]
+        lines.append(f"| {row['strategy']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

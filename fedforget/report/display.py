@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedforget.metrics import PhaseMetrics
-from fedforget.report.comparison import ORIGINAL, format_cell, visible_columns
+from fedforget.report.comparison import COST_COLUMNS, ORIGINAL, format_cell, visible_columns
 from fedforget.report.recorder import Display
 from fedforget.report.summary import Summary
 
@@ -137,11 +137,15 @@ def timing_table(summary: Summary) -> Table:
     return table
 
 
+TERMINAL_OMITS = frozenset(COST_COLUMNS[:5])
+
+
 def comparison_table(rows: list[dict[str, Any]], mode: str) -> Table:
     """``fedforget compare``'s rows as a rich table (accuracies and attack rates in %)."""
     table = Table(title=f"fedforget compare — {mode} deletion (accuracies in %)")
     table.add_column("strategy")
-    columns = visible_columns(rows)
+    # bytes and the client/server split stay in compare.md/.csv: a terminal is too narrow
+    columns = [c for c in visible_columns(rows) if c[0] not in TERMINAL_OMITS]
     for _, label in columns:
         table.add_column(label, justify="right")
     for row in rows:

@@ -66,6 +66,18 @@ class DeletionSummary(BaseModel):
         0.0, description="Client compute spent training the federation's GAN (MuGAN)."
     )
     generator_bytes: int = Field(0, description="Size of the GAN sent each way per round.")
+    bytes_to_clients: int = Field(
+        0, description="Payload bytes the deletion step's messages carried to the clients."
+    )
+    bytes_from_clients: int = Field(
+        0, description="Payload bytes of the clients' replies during the deletion step."
+    )
+    client_compute_seconds: float = Field(
+        0.0, description="Compute seconds the clients reported for the deletion step."
+    )
+    server_seconds: float = Field(
+        0.0, description="The step's wall seconds less the time it waited for replies."
+    )
     requests: list[dict[str, Any]] = Field(
         default_factory=list, description="Node-side requests carried out, per deletion step."
     )
@@ -98,7 +110,12 @@ class Summary(BaseModel):
     phases: Phases = Field(default_factory=Phases)
     reference: Reference | None = None
     timings: Timings = Field(default_factory=Timings)
-    deletion: DeletionSummary
+    deletion: DeletionSummary = Field(
+        description="The latest deletion step (with every step's requests and faults)."
+    )
+    deletions: list[DeletionSummary] = Field(
+        default_factory=list, description="Each deletion step carried out, in order."
+    )
     bookkeeping: Bookkeeping = Field(default_factory=Bookkeeping)
     efficiency: Efficiency | None = None
     verification: list[dict[str, Any]] | None = None

@@ -159,14 +159,20 @@ class Unlearner(ABC):
     def __init__(self, **options: Any) -> None:
         self.settings = validated_options(self.name, self.Settings, options)
 
+    @classmethod
+    def refusal(cls, mode: str) -> str | None:
+        """Why this method does not carry out a ``mode`` deletion (``None``: it does)."""
+        if mode in cls.modes:
+            return None
+        allowed = ", ".join(sorted(cls.modes))
+        why = f" ({cls.mode_reason})" if cls.mode_reason else ""
+        return f"{cls.name} supports only mode(s) {allowed}{why}; got mode '{mode}'"
+
     def check_mode(self, request: UnlearningRequest) -> None:
         """Refuse, with a one-line :class:`ConfigError`, a mode outside :attr:`modes`."""
-        if request.mode not in self.modes:
-            allowed = ", ".join(sorted(self.modes))
-            why = f" ({self.mode_reason})" if self.mode_reason else ""
-            raise ConfigError(
-                f"{self.name} supports only mode(s) {allowed}{why}; got mode '{request.mode}'"
-            )
+        reason = self.refusal(request.mode)
+        if reason is not None:
+            raise ConfigError(reason)
 
     def require_retained(self, request: UnlearningRequest) -> None:
         """Raise unless ``request`` carries a non-empty retained sample (the ``retain`` need)."""
