@@ -48,6 +48,8 @@ class DeletionRecord:
     faults: list[dict] = field(default_factory=list)
     generator_client_seconds: float = 0.0
     generator_bytes: int = 0
+    distillation_client_seconds: float = 0.0
+    synthetic_bytes: int = 0
 
     def summary(self, mode: str, forget_classes: list[int]) -> DeletionSummary:
         """The run summary's view: the configured deletion plus what this step did.

@@ -66,6 +66,12 @@ class DeletionSummary(BaseModel):
         0.0, description="Client compute spent training the federation's GAN (MuGAN)."
     )
     generator_bytes: int = Field(0, description="Size of the GAN sent each way per round.")
+    distillation_client_seconds: float = Field(
+        0.0, description="Client compute spent distilling synthetic sets in training (QuickDrop)."
+    )
+    synthetic_bytes: int = Field(
+        0, description="Synthetic sets the clients sent the server at the deletion (QuickDrop)."
+    )
     requests: list[dict[str, Any]] = Field(
         default_factory=list, description="Node-side requests carried out, per deletion step."
     )
