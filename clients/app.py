@@ -21,7 +21,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from fedforget import protocol as P
-from fedforget.clients.nodes import LocalNode, node_for
+from fedforget.clients.nodes import STATE_KEY, LocalNode, node_for
 from fedforget.clients.policy import NodePolicy
 from fedforget.config import SimulationConfig
 from fedforget.data import ArrayDataset
@@ -31,6 +31,11 @@ from fedforget.registry import load_plugins
 from fedforget.strategies.registry import build_configured_unlearner
 from fedforget.training import accuracy, train_local
 from fedforget.unlearning import UnlearningContext, UnlearningRequest
+from fedforget.unlearning.quickdrop import (
+    GradientMatchingDistiller,
+    QuickDropUnlearner,
+    distillation_hook,
+)
 from fedforget.verification import build_verifier
 
 app = ClientApp()
@@ -101,6 +106,8 @@ def _train_reply(
     config = node.config
     data, ids = _held_data(node)
     model = _received_model(message, node)
+    distiller = _distiller(message, node, data) if P.DISTIL in message.content[P.CONFIG] else None
+    every = _quickdrop(config).settings.distil_every if distiller is not None else 1
     result = train_local(
         model,
         data,
@@ -111,6 +118,7 @@ def _train_reply(
         seed=_seed(message, node),
         device=_device(config),
         proximal_mu=proximal_mu,
+        on_step=distillation_hook(distiller, every) if distiller is not None else None,
     )
     deleted_passes = int(result.index_counts[node.deleted_mask(ids)].sum())
     metrics = {
@@ -118,7 +126,11 @@ def _train_reply(
         P.TRAIN_LOSS: result.mean_loss,
         P.COMPUTE_SECONDS: result.seconds,
         P.GAN_SECONDS: 0.0,  # every reply of a round carries the same keys (FedAvg checks)
+        P.DISTIL_SECONDS: 0.0,
     }
+    if distiller is not None:  # QuickDrop: the synthetic set stays on the node
+        _keep_synthetic(context, node, distiller.synthetic_set())
+        metrics[P.DISTIL_SECONDS] = distiller.seconds
     content = RecordDict({P.ARRAYS: ArrayRecord(model.state_dict())})
     if P.GAN in message.content:  # MuGAN: the generator learns alongside the classifier
         gan, gan_result = _trained_gan(message.content[P.GAN], node, data)
@@ -126,6 +138,42 @@ def _train_reply(
         metrics[P.GAN_SECONDS] = gan_result.seconds
         deleted_passes += config.gan.epochs * int(node.deleted_mask(ids).sum())
     return _round_reply(message, context, node, content, metrics, deleted_passes)
+
+
+def _quickdrop(config: SimulationConfig) -> QuickDropUnlearner:
+    unlearner = build_configured_unlearner(config, QuickDropUnlearner.name)
+    assert isinstance(unlearner, QuickDropUnlearner)
+    return unlearner
+
+
+def _synthetic_key(branch_key: str) -> str:
+    return f"{branch_key}:synthetic"
+
+
+def _stored_synthetic(context: Context, node: LocalNode) -> ArrayDataset | None:
+    """This node's synthetic set: its ``compare`` branch's, else the one the base run made."""
+    for key in dict.fromkeys((_synthetic_key(node.state_key), _synthetic_key(STATE_KEY))):
+        record = context.state.get(key)
+        if record is not None:
+            return ArrayDataset(x=record["x"].numpy(), y=record["y"].numpy())
+    return None
+
+
+def _keep_synthetic(context: Context, node: LocalNode, synthetic: ArrayDataset) -> None:
+    arrays = ArrayRecord(array_dict={"x": Array(synthetic.x), "y": Array(synthetic.y)})
+    context.state[_synthetic_key(node.state_key)] = arrays
+
+
+def _distiller(message: Message, node: LocalNode, data: ArrayDataset) -> GradientMatchingDistiller:
+    """QuickDrop's distiller on this node's kept synthetic set (drawn from ``data`` at first)."""
+    quickdrop = _quickdrop(node.config)
+    device = _device(node.config)
+    stored = _stored_synthetic(node.context, node)
+    if stored is None or len(stored) == 0:  # none yet, or dropped by a deletion: redraw
+        num_classes = int(message.content[P.CONFIG][P.NUM_CLASSES])
+        seed = node.config.seed + node.partition_id
+        return quickdrop.new_distiller(data, num_classes, seed, device)
+    return GradientMatchingDistiller(stored, lr=quickdrop.settings.image_lr, device=device)
 
 
 def _held_data(node: LocalNode) -> tuple[ArrayDataset, np.ndarray]:
@@ -255,8 +303,38 @@ def deletion_complete(message: Message, context: Context) -> Message:
     node = _node(message, context)
     server_round = int(message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
     dropped = node.carry_out(_requests(message, node), server_round)
+    _drop_deleted_synthetic(message, context, node)
     metrics = MetricRecord({P.NUM_FORGET: dropped, P.PARTITION_ID: node.partition_id})
     return Message(RecordDict({P.METRICS: metrics}), reply_to=message)
+
+
+def _drop_deleted_synthetic(message: Message, context: Context, node: LocalNode) -> None:
+    """Drop the synthetic images the deleted data helped make (QuickDrop's set, if kept).
+
+    A class deletion drops the forgotten classes' images; any other deletion the whole set
+    (its images condense every sample of their class, the deleted ones included).
+    """
+    synthetic = _stored_synthetic(context, node)
+    if synthetic is None:
+        return
+    config = message.content[P.CONFIG]
+    classes = json.loads(str(config.get(P.CLASSES, "[]")))
+    if str(config.get(P.MODE, "")) == "class" and classes:
+        keep = np.flatnonzero(~np.isin(synthetic.y, classes))
+    else:
+        keep = np.empty(0, dtype=np.int64)
+    _keep_synthetic(context, node, synthetic.subset(keep))
+
+
+@app.query("synthetic")
+def synthetic_data(message: Message, context: Context) -> Message:
+    """QuickDrop: send the synthetic set this node distilled during training (none: empty)."""
+    node = _node(message, context)
+    synthetic = _stored_synthetic(context, node)
+    if synthetic is None:
+        data, _ = node.training_data()
+        synthetic = data.subset(np.empty(0, dtype=np.int64))
+    return _data_reply(message, node, synthetic)
 
 
 @app.query("deletion_status")

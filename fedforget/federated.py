@@ -10,7 +10,7 @@ are shared with the strategies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,7 @@ from fedforget.config import TrainConfig
 from fedforget.data.deletion import Federation
 from fedforget.data.sources import ArrayDataset
 from fedforget.models import ClassifierModel
-from fedforget.training import load_numpy_state, state_to_numpy, train_local
+from fedforget.training import StepHook, load_numpy_state, state_to_numpy, train_local
 
 State = dict[str, np.ndarray]
 
@@ -107,6 +107,9 @@ class LocalFederation:
         Local training settings (as ``TrainConfig``).
     seed : int
         Seeds the clients' batch order.
+    step_hooks : Mapping[int, StepHook], optional
+        Partition id -> called after each of that client's local steps (QuickDrop's
+        distillation during training).
     """
 
     def __init__(
@@ -120,8 +123,10 @@ class LocalFederation:
         batch_size: int = 50,
         seed: int = 0,
         device: torch.device | None = None,
+        step_hooks: Mapping[int, StepHook] | None = None,
     ) -> None:
         self.clients = dict(clients)
+        self.step_hooks = dict(step_hooks or {})
         self.build_model = build_model
         self.epochs = epochs
         self.lr = lr
@@ -164,6 +169,7 @@ class LocalFederation:
                 seed=seed + cid,
                 device=self.device,
                 proximal_mu=proximal_mu,
+                on_step=self.step_hooks.get(cid),
             )
             results.append(ClientUpdate(state_to_numpy(model.cpu()), len(data), cid))
         return results
@@ -187,6 +193,7 @@ class LocalFederation:
         drop_deleted: bool,
         seed: int = 0,
         device: torch.device | None = None,
+        step_hooks: Mapping[int, StepHook] | None = None,
     ) -> LocalFederation:
         """The clients of a simulated federation, with or without their deleted samples."""
         clients = {
@@ -202,4 +209,5 @@ class LocalFederation:
             batch_size=train.batch_size,
             seed=seed,
             device=device,
+            step_hooks=step_hooks,
         )

@@ -34,6 +34,10 @@ def seeded_batches(n: int, batch_size: int, generator: torch.Generator) -> Itera
         yield order[start : start + batch_size]
 
 
+StepHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], None]
+"""``hook(model, x_batch, y_batch)``, called after each optimizer step of :func:`train_local`
+(QuickDrop distils the client's data at the model states its training visits)."""
+
 BatchLoss = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 """``batch indices -> objective`` or ``(objective, {name: term to report})``."""
 
@@ -124,13 +128,15 @@ def train_local(
     momentum: float = 0.0,
     device: torch.device | None = None,
     proximal_mu: float = 0.0,
+    on_step: StepHook | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD and cross-entropy.
 
     ``proximal_mu > 0`` adds FedProx's proximal term ``mu / 2 * ||w - w_start||^2`` (Li et al.,
     2020, Eq. 2), ``w_start`` being the weights the call started from: it bounds how far one
     client's skewed data can pull the model, which the recovery relay needs when it trains on
-    a few weak clients of a non-IID federation (:mod:`fedforget.recovery`).
+    a few weak clients of a non-IID federation (:mod:`fedforget.recovery`). ``on_step`` is
+    called after every step with the model and the batch (it must leave the model as is).
 
     Returns
     -------
@@ -154,6 +160,8 @@ def train_local(
             objective = loss if anchor is None else loss + proximal_term(model, anchor, proximal_mu)
             objective.backward()
             optimizer.step()
+            if on_step is not None:
+                on_step(model, x[batch], y[batch])
             np.add.at(counts, batch.numpy(), 1)
             total_loss += float(loss.detach())
             steps += 1

@@ -262,6 +262,8 @@ class ClassifierBranches(BranchTask):
             "client_training_calls": record.client_training_calls,
             "generator_client_seconds": record.generator_client_seconds,
             "generator_bytes": record.generator_bytes,
+            "distillation_client_seconds": record.distillation_client_seconds,
+            "synthetic_bytes": record.synthetic_bytes,
         }
 
     def finish(self, rows: list[dict[str, Any]]) -> None:

@@ -25,6 +25,7 @@ from fedforget.strategies.ledger import DeletionLedger
 from fedforget.strategies.messaging import NodeMessenger, arrays_from, numpy_state
 from fedforget.strategies.settings import StrategySettings
 from fedforget.unlearning import ClientUpdate, HistoryRound, UnlearningRequest
+from fedforget.unlearning.quickdrop import split_synthetic
 
 ConfigFactory = Callable[..., ConfigRecord]
 """``make_config(**extra)``: a message config with the run's entries and ``extra``."""
@@ -83,8 +84,14 @@ class Gathering:
         per_client = self.settings.retain_per_client
         retain = self.retain_data(grid, per_client) if "retain" in needs else None
         self.ledger.record.history_bytes = sum(h.nbytes() for h in history)
+        synthetic = self.synthetic_sets(grid) if "synthetic" in needs else {}
         self.complete_deletion(grid, nodes)
         leaving = tuple(self.ledger.record.clients) if self.settings.client_leaves else ()
+        mode = self.ledger.deletion_mode(nodes)
+        synthetic_forget = synthetic_retain = None
+        if synthetic and mode in ("class", "client"):  # other modes: the unlearner refuses
+            classes = self.ledger.deletion_classes(nodes)
+            synthetic_forget, synthetic_retain = split_synthetic(synthetic, mode, classes, leaving)
         return UnlearningRequest(
             forget=forget if forget is not None else empty_like(retain, self.settings.image_shape),
             num_classes=self.settings.num_classes,
@@ -95,6 +102,8 @@ class Gathering:
             leaving_clients=leaving,
             generator=generator.generator() if "generator" in needs else None,
             validation=self.validation,
+            synthetic_forget=synthetic_forget,
+            synthetic_retain=synthetic_retain,
         )
 
     def poll_deletion_requests(
@@ -149,9 +158,27 @@ class Gathering:
         self.ledger.record.retain_samples = len(retain)
         return retain
 
+    def synthetic_sets(self, grid: Grid) -> dict[int, ArrayDataset]:
+        """The ``synthetic`` need: every active client's distilled set, by partition id."""
+        record = RecordDict({P.CONFIG: self.make_config()})
+        nodes = self.messenger.active_nodes(grid)
+        replies = self.messenger.query(grid, nodes, P.SYNTHETIC_DATA, record)
+        sets = {
+            int(reply.content[P.METRICS][P.PARTITION_ID]): concatenate_data([reply])
+            for reply in replies
+        }
+        self.ledger.record.synthetic_bytes = sum(d.x.nbytes + d.y.nbytes for d in sets.values())
+        return sets
+
     def complete_deletion(self, grid: Grid, nodes: list[int]) -> None:
-        """The nodes drop D_f for good; in ``client`` mode they also leave the federation."""
-        record = RecordDict({P.CONFIG: self.deletion_config(nodes)})
+        """The nodes drop D_f for good; in ``client`` mode they also leave the federation.
+
+        The message names the deletion's mode and classes: a node drops what was made from
+        the deleted data (QuickDrop's synthetic images) too.
+        """
+        classes = json.dumps(list(self.ledger.deletion_classes(nodes)))
+        extra = {P.MODE: self.ledger.deletion_mode(nodes), P.CLASSES: classes}
+        record = RecordDict({P.CONFIG: self.deletion_config(nodes, **extra)})
         self.messenger.query(grid, nodes, P.DELETION_COMPLETE, record)
         if self.settings.client_leaves:
             self.messenger.exclude(nodes)

@@ -54,6 +54,8 @@ class DeletionRecord:
     faults: list[dict] = field(default_factory=list)
     generator_client_seconds: float = 0.0
     generator_bytes: int = 0
+    distillation_client_seconds: float = 0.0
+    synthetic_bytes: int = 0
     bytes_to_clients: int = 0
     bytes_from_clients: int = 0
     client_compute_seconds: float = 0.0

@@ -108,6 +108,7 @@ class FederatedUnlearning(FedAvg):
         needs = unlearner.needs if unlearner is not None else frozenset()
         self.keeps_history = "history" in needs
         self.trains_generator = "generator" in needs
+        self.distils = "synthetic" in needs  # QuickDrop: clients distil while they train
         self.history: list[HistoryRound] = []
         self.round_seconds: list[float] = []
         self.initial_arrays: ArrayRecord | None = None
@@ -142,7 +143,8 @@ class FederatedUnlearning(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Sample among the nodes that have not left; attach the run's message config."""
-        config = ConfigRecord({**dict(config), **self.configs.for_round(server_round)})
+        distil = {P.DISTIL: 1} if self.distils else {}  # QuickDrop's need, to the clients
+        config = ConfigRecord({**dict(config), **self.configs.for_round(server_round), **distil})
         record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
         rng = self.configs.rng
         nodes = self.messenger.sample(grid, self.fraction_train, self.min_train_nodes, rng)
@@ -160,6 +162,10 @@ class FederatedUnlearning(FedAvg):
                 self.ledger.note_train_reply(reply)  # partition ids first: they order replies
         replies.sort(key=lambda r: self.messenger.order_key(r.metadata.src_node_id))
         good = [reply for reply in replies if not reply.has_error()]
+        if self.distils:
+            self.deletion.distillation_client_seconds += sum(
+                float(reply.content[P.METRICS].get(P.DISTIL_SECONDS, 0.0)) for reply in good
+            )
         if self.trains_generator:
             self.generator.aggregate(good)
         return super().aggregate_train(server_round, replies)
@@ -192,6 +198,7 @@ class FederatedUnlearning(FedAvg):
         branches = list(branches)
         self.keeps_history = any(branch.keeps_history for branch in branches)
         self.trains_generator = any(branch.trains_generator for branch in branches)
+        self.distils = any(branch.distils for branch in branches)
 
     def take_over(self, parent: FederatedUnlearning) -> None:
         """Continue from ``parent``'s federation state (a ``compare`` branch from its base)."""
@@ -202,6 +209,9 @@ class FederatedUnlearning(FedAvg):
             self.history = list(parent.history)
         if self.trains_generator:
             self.generator.take_over(parent.generator)
+        if self.distils:
+            seconds = parent.deletion.distillation_client_seconds
+            self.deletion.distillation_client_seconds = seconds
 
     def carry_out_deletion(self, grid: Grid, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
         """The deletion step now, for the pending requests; returns the new global weights."""
@@ -264,6 +274,7 @@ class FederatedUnlearning(FedAvg):
     def run_reference(self, grid: Grid, num_rounds: int) -> ArrayRecord:
         """The reference: FedAvg from w_0 without the deleted data (and no GAN alongside)."""
         self.trains_generator = False
+        self.distils = False
         result = self.run_rounds(
             grid, self.initial_arrays, num_rounds, "reference", handle_deletions=False
         )

@@ -1,5 +1,5 @@
 """Behaviour of the federated-unlearning baselines of issue 17: pga, fast-fedul, fedquit,
-fedosd and not, plus the pieces they are built from.
+fedosd, not and quickdrop, plus the pieces they are built from.
 
 Each behaviour test trains a tiny digits federation in-process (:mod:`fedforget.federated`).
 Client removal (:func:`conftest.leaving_client_federation`): client 0 leaves, a backdoor
@@ -34,6 +34,7 @@ from fedforget.unlearning.fedosd import project_out, remove_conflict, unlearning
 from fedforget.unlearning.fedquit import virtual_teacher_logits
 from fedforget.unlearning.negation import negate_layer
 from fedforget.unlearning.pga import L2Ball
+from fedforget.unlearning.quickdrop import distillation_hook, split_synthetic
 
 torch.set_num_threads(1)
 
@@ -60,10 +61,20 @@ class Trained:
         self.initial = state_to_numpy(self.build())
         self.history: list[HistoryRound] = []
         train = self.config.train
+        distillers = {}
+        if kind in ("class", "threes"):  # QuickDrop's clients distil while they train
+            quickdrop = build_unlearner("quickdrop")
+            distillers = {
+                cid: quickdrop.new_distiller(fed.client_data(cid, False)[0], 10, seed=seed + cid)
+                for cid in range(fed.num_clients)
+            }
+        every = 8  # half the default's distillation steps (digits' training took 2.6x, not 4.7x)
+        hooks = {cid: distillation_hook(d, every) for cid, d in distillers.items()}
         full = LocalFederation.from_federation(
-            fed, self.build, train, drop_deleted=False, seed=seed
+            fed, self.build, train, drop_deleted=False, seed=seed, step_hooks=hooks
         )
         self.state = full.run(self.initial, ROUNDS, self.history)
+        self.synthetic = {cid: d.synthetic_set() for cid, d in distillers.items()}
         self.kept = LocalFederation.from_federation(
             fed, self.build, train, drop_deleted=True, seed=seed + 100
         )
@@ -72,13 +83,22 @@ class Trained:
         self.mode = "class" if kind == "class" else "client"
 
     def unlearn(self, name: str, **options: object):
+        classes = (3,) if self.mode == "class" else ()
+        leaving = (0,) if self.mode == "client" else ()
+        synthetic = (
+            split_synthetic(self.synthetic, self.mode, classes, leaving)
+            if self.synthetic
+            else (None, None)
+        )
         request = UnlearningRequest(
             forget=self.federation.forget_set(),
             num_classes=self.federation.num_classes,
             mode=self.mode,
             forget_classes=(3,) if self.mode == "class" else (),
             history=tuple(self.history),
-            leaving_clients=(0,) if self.mode == "client" else (),
+            leaving_clients=leaving,
+            synthetic_forget=synthetic[0],
+            synthetic_retain=synthetic[1],
         )
         context = UnlearningContext(
             initial_state=self.initial,
@@ -162,6 +182,17 @@ def test_not_removes_a_backdoor_that_the_same_recovery_rounds_keep(trained, seed
     # The same 5 rounds without the negation (fine-tuning at the federation's rate).
     finetuned, _ = setup.scores(setup.unlearn("finetune", rounds=5, lr_scale=1.0))
     assert after < finetuned - 0.1, f"seed {seed}: not {after:.3f}, finetune {finetuned:.3f}"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_quickdrop_forgets_a_class_on_the_distilled_sets(trained, seed):
+    # Unlearning touches only the clients' synthetic images (10 per class and client).
+    _forgets_and_keeps(trained("class", seed), "quickdrop", keep_margin=0.15)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_quickdrop_removes_the_client_holding_a_class(trained, seed):
+    _forgets_and_keeps(trained("threes", seed), "quickdrop", keep_margin=0.15)
 
 
 # -- the pieces ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""QuickDrop's core (not yet wired into the federation): gradient-matching distillation of
-a client's data during its training, and unlearning a class on the synthetic set."""
+"""QuickDrop's core: gradient-matching distillation of a client's data during its training,
+and unlearning a class on the synthetic set (the wiring: test_client_removal, test_simulation)."""
 
 from __future__ import annotations
 

@@ -155,3 +155,25 @@ def test_client_side_unlearning_keeps_d_f_on_the_nodes(tmp_path, make_config):
     assert before > 0.5
     assert summary.phases.after_unlearning.backdoor_success < before / 2
     assert summary.bookkeeping.deleted_passes_after_deletion == 0
+
+
+def test_quickdrop_unlearns_a_class_on_the_clients_distilled_sets(tmp_path, make_config):
+    config = make_config(
+        out=tmp_path,
+        strategy="quickdrop",
+        reference="none",
+        train={"rounds": 4, "local_epochs": 3, "batch_size": 16},
+        deletion={"mode": "class", "forget_classes": [3], "round": 3},
+    )
+    summary = simulate(config)
+    # every client distilled while it trained, and sent its set: 10 images of each class it
+    # holds (digits' IID partition: all 10), 8x8 float32 images and int64 labels
+    assert summary.deletion.distillation_client_seconds > 0
+    assert summary.deletion.synthetic_bytes == config.clients * 10 * 10 * (64 * 4 + 8)
+    assert summary.deletion.forget_samples_received == 0  # no real sample reached the server
+    assert summary.bookkeeping.deleted_passes_after_deletion == 0
+    before = summary.phases.before_deletion
+    after = summary.phases.after_unlearning
+    assert before.forget_test_accuracy > 0.6  # the setup really learned its 3s
+    assert after.forget_test_accuracy < before.forget_test_accuracy / 2
+    assert after.retain_test_accuracy > before.retain_test_accuracy - 0.15

@@ -78,6 +78,12 @@ class DeletionSummary(BaseModel):
     server_seconds: float = Field(
         0.0, description="The step's wall seconds less the time it waited for replies."
     )
+    distillation_client_seconds: float = Field(
+        0.0, description="Client compute spent distilling synthetic sets in training (QuickDrop)."
+    )
+    synthetic_bytes: int = Field(
+        0, description="Synthetic sets the clients sent the server at the deletion (QuickDrop)."
+    )
     requests: list[dict[str, Any]] = Field(
         default_factory=list, description="Node-side requests carried out, per deletion step."
     )

@@ -30,6 +30,7 @@ from fedforget.unlearning.nad import NeuralAttentionDistillationUnlearner
 from fedforget.unlearning.negation import NegationUnlearner
 from fedforget.unlearning.perturbation import RandomKUnlearner, TopKUnlearner
 from fedforget.unlearning.pga import PgaUnlearner
+from fedforget.unlearning.quickdrop import QuickDropUnlearner
 from fedforget.unlearning.random_label import RandomLabelUnlearner
 from fedforget.unlearning.zmugan import ZMuGanUnlearner
 
@@ -54,6 +55,7 @@ __all__ = [
     "NegationUnlearner",
     "NeuralAttentionDistillationUnlearner",
     "PgaUnlearner",
+    "QuickDropUnlearner",
     "RandomKUnlearner",
     "RandomLabelUnlearner",
     "TopKUnlearner",

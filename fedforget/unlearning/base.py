@@ -15,6 +15,11 @@ that, the federated way; the core never reaches into a client:
 ``generator``
     the class-conditional GAN the clients trained alongside the classifier and the server
     averaged (MuGAN, paper 002 section 3.2); no real sample reaches the server.
+``synthetic``
+    the small synthetic sets the clients distilled from their data during training
+    (QuickDrop): the server asks for them at the deletion (``query.synthetic``) and splits
+    them into the part to forget and the rest; their size is recorded (``synthetic_bytes``),
+    and the distillation's client compute during training (``distillation_client_seconds``).
 ``rounds``
     training run *on the clients* (:attr:`UnlearningContext.federated_train`): the server sends
     weights, every remaining client trains them on its retained data and sends them back.
@@ -45,7 +50,7 @@ from fedforget.gan.networks import ConditionalGan
 from fedforget.models import ClassifierModel
 from fedforget.registry import Registry, UnknownNameError
 
-DataNeed = Literal["forget", "retain", "history", "rounds", "generator"]
+DataNeed = Literal["forget", "retain", "history", "rounds", "generator", "synthetic"]
 DeletionMode = Literal["backdoor", "random", "class", "client"]
 ALL_MODES: frozenset[str] = frozenset({"backdoor", "random", "class", "client"})
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
@@ -84,6 +89,9 @@ class UnlearningRequest:
         A held-out set the experimenter declares to the server (no client's data): methods
         that forget natural data (``random``, ``client``) measure there what "unseen" looks
         like (distill's deletion-aware target).
+    synthetic_forget, synthetic_retain : ArrayDataset | None
+        The clients' distilled synthetic images, split into the part standing for the
+        deleted data and the rest (the ``synthetic`` need, QuickDrop).
     """
 
     forget: ArrayDataset
@@ -95,6 +103,8 @@ class UnlearningRequest:
     leaving_clients: tuple[int, ...] = ()
     generator: ConditionalGan | None = None
     validation: ArrayDataset | None = None
+    synthetic_forget: ArrayDataset | None = None
+    synthetic_retain: ArrayDataset | None = None
 
 
 @dataclass

@@ -9,14 +9,22 @@ synthetic sets instead of their data: stochastic gradient *ascent* on the synthe
 of what is to be forgotten, then a recovery descent on the synthetic samples of the rest.
 Both steps touch a few images per class, hence the speed.
 
-**Not registered as an unlearner, and not wired into the federation.** It needs training-time
-work on the clients that the ClientApp does not do yet: (1) after each local step of
-``train.local`` (or once per round), call :func:`distillation_step` with the client's model
-and a batch of its data, keeping the synthetic set in the client's state; (2) a deletion
-message that runs :func:`unlearn_on_synthetic` on the client (class deletions: the forgotten
-classes' synthetic images; client removal: the client's whole synthetic set is the forget
-part) and the server's FedAvg of the results; (3) the costs (distillation seconds, synthetic
-set bytes) in the run's record. Until then this module is a tested core.
+How it runs in fedforget (the ``synthetic`` need). When the run's strategy (or a ``compare``
+branch) is ``quickdrop``, every FedAvg training message says so, and each client runs
+:meth:`GradientMatchingDistiller.distillation_step` every ``distil_every`` local steps of its
+training (:func:`distillation_hook`), keeping its synthetic set (``images_per_class`` images
+per class it holds) in its ``Context.state`` from round to round; the image optimizer's
+momentum restarts each round (only the images are kept). At the deletion the server asks every
+active client for its set (``query.synthetic``), splits them (:func:`split_synthetic`:
+``class`` mode: every client's images of the forgotten classes; ``client`` mode: the leaving
+clients' whole sets) and runs :func:`unlearn_on_synthetic` **on the server**, where the paper
+has each client unlearn on its own synthetic set and the server average: one model, the
+same synthetic images, without the clients' round trip. The clients then drop the synthetic
+images of what they deleted. ``backdoor`` and ``random`` deletions are refused: a synthetic
+image condenses a whole class of a client, so chosen samples (triggered ones, a random share)
+have no synthetic part of their own. Costs in the record: ``distillation_client_seconds``
+(client compute spent distilling during training) and ``synthetic_bytes`` (the sets the
+server received at the deletion).
 
 Equations (our reading of the two papers; their texts are not in this repository). Synthetic
 images S_c of class c, real batch B_c, the model's parameters theta split by layer l:
@@ -40,12 +48,24 @@ images cannot blow the model up, with 50 ascent and 50 recovery steps at lr 0.1 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
 from fedforget.data.sources import ArrayDataset
+from fedforget.training import StepHook
+from fedforget.unlearning.base import (
+    Unlearner,
+    UnlearnerSettings,
+    UnlearningContext,
+    UnlearningRequest,
+    register_unlearner,
+)
 
 
 def matching_distance(synthetic: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
@@ -85,9 +105,17 @@ class GradientMatchingDistiller:
         SGD settings of the image updates.
     """
 
-    def __init__(self, synthetic: ArrayDataset, lr: float = 0.01, momentum: float = 0.5) -> None:
-        self.images = torch.from_numpy(synthetic.x.copy()).requires_grad_(True)
-        self.labels = torch.from_numpy(synthetic.y.copy())
+    def __init__(
+        self,
+        synthetic: ArrayDataset,
+        lr: float = 0.01,
+        momentum: float = 0.5,
+        device: torch.device | None = None,
+    ) -> None:
+        device = device or torch.device("cpu")
+        self.images = torch.from_numpy(synthetic.x.copy()).to(device).requires_grad_(True)
+        self.labels = torch.from_numpy(synthetic.y.copy()).to(device)
+        self.seconds = 0.0  # spent in distillation steps
         self.optimizer = torch.optim.SGD([self.images], lr=lr, momentum=momentum)
 
     def distillation_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -96,9 +124,10 @@ class GradientMatchingDistiller:
         ``(x, y)`` is a batch of the client's real data; classes absent from it are skipped.
         Returns the summed matching distance before the update. ``model`` is not changed.
         """
+        started = time.perf_counter()
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros(())
+        total = self.images.new_zeros(())
         for label in torch.unique(self.labels):
             real = y == label
             if not bool(real.any()):
@@ -115,11 +144,66 @@ class GradientMatchingDistiller:
             with torch.no_grad():
                 self.images.clamp_(0.0, 1.0)
         model.zero_grad(set_to_none=True)
-        return float(total.detach())
+        distance = float(total.detach())
+        self.seconds += time.perf_counter() - started
+        return distance
 
     def synthetic_set(self) -> ArrayDataset:
         """The current synthetic images and their labels."""
-        return ArrayDataset(x=self.images.detach().numpy().copy(), y=self.labels.numpy().copy())
+        return ArrayDataset(
+            x=self.images.detach().cpu().numpy().copy(), y=self.labels.cpu().numpy().copy()
+        )
+
+
+def distillation_hook(distiller: GradientMatchingDistiller, every: int) -> StepHook:
+    """A :data:`~fedforget.training.StepHook` that distils on every ``every``-th local step."""
+    steps = 0
+
+    def hook(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        nonlocal steps
+        if steps % every == 0:
+            distiller.distillation_step(model, x, y)
+        steps += 1
+
+    return hook
+
+
+def concatenated(parts: Iterable[ArrayDataset], like: ArrayDataset) -> ArrayDataset:
+    """The samples of ``parts`` as one set (empty, shaped like ``like``, when there are none)."""
+    parts = [part for part in parts if len(part)]
+    if not parts:
+        return like.subset(np.empty(0, dtype=np.int64))
+    return ArrayDataset(
+        x=np.concatenate([p.x for p in parts]), y=np.concatenate([p.y for p in parts])
+    )
+
+
+def split_synthetic(
+    sets: dict[int, ArrayDataset],
+    mode: str,
+    forget_classes: Iterable[int] = (),
+    leaving: Iterable[int] = (),
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """The clients' synthetic sets (by partition id) split into (forget part, the rest).
+
+    ``class`` mode: every image of a forgotten class; ``client`` mode: the leaving clients'
+    whole sets. Other modes have no synthetic part of their own (see the module docstring).
+    """
+    if not sets:
+        raise ValueError("no client sent a synthetic set")
+    like = next(iter(sets.values()))
+    if mode == "client":
+        gone = set(leaving)
+        forget = [data for client, data in sorted(sets.items()) if client in gone]
+        retain = [data for client, data in sorted(sets.items()) if client not in gone]
+        return concatenated(forget, like), concatenated(retain, like)
+    if mode == "class":
+        classes = np.asarray(sorted(forget_classes), dtype=np.int64)
+        masks = {client: np.isin(data.y, classes) for client, data in sets.items()}
+        forget = [sets[c].subset(np.flatnonzero(m)) for c, m in sorted(masks.items())]
+        retain = [sets[c].subset(np.flatnonzero(~m)) for c, m in sorted(masks.items())]
+        return concatenated(forget, like), concatenated(retain, like)
+    raise ValueError(f"a synthetic set has no part of its own for mode '{mode}'")
 
 
 def unlearn_on_synthetic(
@@ -136,15 +220,80 @@ def unlearn_on_synthetic(
 
     Both sets are synthetic (a few images per class), so every step takes the whole set.
     """
+    device = next(model.parameters()).device
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     for data, sign, steps in ((forget, -1.0, ascent_steps), (retain, 1.0, recovery_steps)):
         if len(data) == 0:
             continue
-        x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+        x, y = torch.from_numpy(data.x).to(device), torch.from_numpy(data.y).to(device)
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
             (sign * F.cross_entropy(model(x), y)).backward()
             nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()
     return model.eval()
+
+
+class QuickDropSettings(UnlearnerSettings):
+    """QuickDrop's options: the clients' distillation during training, the server's unlearning."""
+
+    images_per_class: int = Field(10, ge=1, description="Synthetic images per class and client.")
+    distil_every: int = Field(4, ge=1, description="Local steps between two distillation steps.")
+    image_lr: float = Field(0.01, gt=0, description="SGD learning rate of the synthetic images.")
+    ascent_steps: int = Field(50, ge=0, description="Gradient-ascent steps on the forget part.")
+    recovery_steps: int = Field(50, ge=0, description="Descent steps on the rest.")
+    lr: float = Field(0.1, gt=0, description="Learning rate of both unlearning phases.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient norm clip of every step.")
+
+
+@register_unlearner
+class QuickDropUnlearner(Unlearner):
+    """QuickDrop (Dhasade et al. 2024): ascent on the synthetic forget part, recovery on the rest.
+
+    The synthetic sets come from the clients' distillation during training (the ``synthetic``
+    need); see the module docstring for the wiring and the choices.
+    """
+
+    name = "quickdrop"
+    needs = frozenset({"synthetic"})
+    modes = frozenset({"class", "client"})
+    mode_reason = (
+        "a synthetic image condenses a whole class of a client: it forgets classes or clients, "
+        "not chosen samples"
+    )
+    Settings = QuickDropSettings
+
+    def new_distiller(
+        self, data: ArrayDataset, num_classes: int, seed: int, device: torch.device | None = None
+    ) -> GradientMatchingDistiller:
+        """A client's distiller, its synthetic set drawn from ``data`` (QuickDrop's start)."""
+        settings = self.settings
+        start = initial_synthetic_set(data, settings.images_per_class, num_classes, seed)
+        return GradientMatchingDistiller(start, lr=settings.image_lr, device=device)
+
+    def unlearn(
+        self, model: nn.Module, request: UnlearningRequest, context: UnlearningContext
+    ) -> nn.Module:
+        self.check_mode(request)
+        forget = request.synthetic_forget
+        if forget is None or len(forget) == 0:
+            raise ValueError("quickdrop needs the synthetic images of the deleted data (none came)")
+        retain = request.synthetic_retain
+        retain = retain if retain is not None else forget.subset(np.empty(0, dtype=np.int64))
+        settings = self.settings
+        torch.manual_seed(context.seed)
+        model.to(context.device)
+        context.report("quickdrop", 0, settings.ascent_steps + settings.recovery_steps)
+        unlearned = unlearn_on_synthetic(
+            model,
+            forget,
+            retain,
+            ascent_steps=settings.ascent_steps,
+            recovery_steps=settings.recovery_steps,
+            lr=settings.lr,
+            max_grad_norm=settings.max_grad_norm,
+        )
+        total = settings.ascent_steps + settings.recovery_steps
+        context.report("quickdrop", total, total)
+        return unlearned
