@@ -370,7 +370,8 @@ class SimulationConfig(_Section):
     def _cross_checks(self) -> SimulationConfig:
         if self.deletion.round > self.train.rounds:
             raise ValueError(
-                f"deletion round {self.deletion.round} is beyond the last round {self.train.rounds}"
+                f"deletion round {self.deletion.round} is beyond the last round "
+                f"{self.train.rounds} (set deletion.round, --deletion-round)"
             )
         ids = self.deletion.deleting_clients
         if ids is not None:

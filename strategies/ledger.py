@@ -144,7 +144,7 @@ class DeletionLedger:
         record = self.record
         record.forget_samples = sum(self.pending.values())
         for node in nodes:
-            ids, classes = self.filed.get(node, ([], []))
+            ids, classes = self.filed.get(node, ([], list(self.forget_classes)))
             record.requests.append(
                 {
                     "round": server_round,

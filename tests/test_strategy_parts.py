@@ -228,6 +228,17 @@ def test_the_deletion_step_gathers_d_f_drops_it_unlearns_then_relays() -> None:
     assert strategy.bookkeeping.deleted_passes_after == 0
 
 
+def test_a_class_deletions_requests_name_the_forgotten_classes() -> None:
+    grid, _ = _federation(a=FakeClient(0, forget=2), b=FakeClient(1, forget=3))
+    strategy = _strategy(_config(clients=2), ZeroingUnlearner())
+    strategy.start(grid, _initial(), num_rounds=1)
+    requests = strategy.deletion.requests
+    assert [(r["client"], r["classes"], r["samples"]) for r in requests] == [
+        (0, [3], 2),
+        (1, [3], 3),
+    ]
+
+
 def test_every_message_carries_the_configuration_the_strategy_acts_on() -> None:
     grid, nodes = _federation(a=FakeClient(0, forget=2), b=FakeClient(1))
     config = _config(clients=2)

@@ -65,7 +65,7 @@ class NpzSource(DatasetSource):
         return DatasetBundle("npz", train, test, self._num_classes(train, test), client_indices)
 
     def _load_folder(self, folder: Path) -> tuple[ArrayDataset, ArrayDataset, list[np.ndarray]]:
-        files = sorted(folder.glob("client_*.npz"), key=natural_key)
+        files = client_files(folder)
         if not files:
             raise DataError(f"{folder}: no client_*.npz files found")
         test_file = folder / "test.npz"
@@ -96,6 +96,11 @@ class NpzSource(DatasetSource):
                 f"{self.path}: num_classes={self.num_classes} but labels go up to {needed - 1}"
             )
         return int(self.num_classes)
+
+
+def client_files(folder: Path) -> list[Path]:
+    """The ``client_*.npz`` files of a folder source, in client order (client_2 before 10)."""
+    return sorted(folder.glob("client_*.npz"), key=natural_key)
 
 
 def load_xy_npz(path: Path) -> ArrayDataset:
