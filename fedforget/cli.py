@@ -163,6 +163,10 @@ def simulate(
         Path | None, typer.Option(help="Custom data: a .npz file or a folder of client_*.npz.")
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Dataset cache folder.")] = None,
+    num_classes: Annotated[
+        int | None,
+        typer.Option(help="Custom data: number of classes (default: the largest label + 1)."),
+    ] = None,
     partition: Annotated[str, typer.Option(help="iid | dirichlet | shards.")] = "iid",
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration.")] = 0.5,
     model: Annotated[str, typer.Option(help="lenet5, lenet-att, resnet32, resnet56, ...")] = (
@@ -308,6 +312,7 @@ def _option_values(p: dict[str, Any]) -> dict[str, Any]:
                 "dataset": p["dataset"],
                 "path": p["data_path"],
                 "data_dir": p["data_dir"],
+                "num_classes": p.get("num_classes"),
                 "partition": p["partition"],
                 "alpha": p["alpha"],
             }

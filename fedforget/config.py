@@ -31,6 +31,14 @@ class DataConfig(_Section):
     dataset: str = "mnist"
     path: Path | None = Field(None, description="File or folder for the 'npz' (custom) source.")
     data_dir: Path | None = Field(None, description="Cache folder; default $FEDFORGET_DATA.")
+    num_classes: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Custom data ('npz'): the number of classes; default the largest label + 1, and a "
+            "label that no sample has below it is refused (a stray label, not a class)."
+        ),
+    )
     partition: Literal["iid", "dirichlet", "shards"] = "iid"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration.")
     shards_per_client: int = Field(2, ge=1)

@@ -73,7 +73,17 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "toml-value": _text(tmp_path / "value.toml", "[deletion]\nmode = 'erase'\n"),
         "toml-list": _text(tmp_path / "list.json", "[1, 2]\n"),
         "three-clients": str(_client_files(tmp_path / "three-clients", 3)),
+        "stray-label": _stray_label(tmp_path / "stray.npz"),
     }
+
+
+def _stray_label(path: Path) -> str:
+    """Ten classes of 8x8 images, and one training label 12."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    y = np.arange(40) % 10
+    np.savez(path, x_train=x, y_train=np.where(np.arange(40) == 5, 12, y), x_test=x, y_test=y)
+    return str(path)
 
 
 def _text(path: Path, text: str) -> str:
@@ -171,6 +181,38 @@ CASES: list[tuple[str, Callable[[dict[str, str]], list[str]], str, object]] = [
         "clients vs files",
         lambda w: [*FOLDER(w), "--clients", "4"],
         "brings 3 client datasets but --clients is 4",
+        None,
+    ),
+    (
+        "stray label",
+        lambda w: [*SIMULATE, "--dataset", "npz", "--data-path", w["stray-label"]],
+        "no sample has label 10, 11, yet label 12 makes 13 classes",
+        None,
+    ),
+    (
+        "label beyond classes",
+        lambda w: [
+            *SIMULATE,
+            "--dataset",
+            "npz",
+            "--data-path",
+            w["stray-label"],
+            "--num-classes",
+            "10",
+        ],
+        "y_train: label 12 is out of range for num_classes=10",
+        None,
+    ),
+    (
+        "folder label beyond classes",
+        lambda w: [*FOLDER(w), "--num-classes", "3"],
+        "client_0.npz y: label 3 is out of range for num_classes=3",
+        None,
+    ),
+    (
+        "num classes builtin",
+        lambda w: [*SIMULATE, "--num-classes", "10"],
+        "num_classes",
         None,
     ),
     ("compare none", lambda w: ["compare", "--strategies", "", *DIGITS], "--strategies", None),
