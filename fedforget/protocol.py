@@ -15,6 +15,7 @@ DELETION_COMPLETE = "query.deletion_complete"
 DELETION_STATUS = "query.deletion_status"
 LOCAL_EVAL = "query.local_eval"
 VERIFY = "query.verify"
+FORGET_EVAL = "query.forget_eval"
 
 ARRAYS = "arrays"
 CONFIG = "config"
@@ -50,3 +51,5 @@ GAN_SECONDS = "gan-compute-seconds"
 GAN_LOSS = "gan-generator-loss"
 TRAIN_LOSS = "train-loss"
 ACCURACY = "accuracy"
+NODE_PHASES = ("before_deletion", "after_unlearning", "after_recovery", "final")
+"""The models a ``query.forget_eval`` may carry, one ArrayRecord each, named by phase."""

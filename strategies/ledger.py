@@ -46,6 +46,8 @@ class DeletionRecord:
     nodes: list[int] = field(default_factory=list)
     requests: list[dict] = field(default_factory=list)
     faults: list[dict] = field(default_factory=list)
+    node_forget_accuracy: dict[str, float] = field(default_factory=dict)
+    node_forget_samples: int = 0
     generator_client_seconds: float = 0.0
     generator_bytes: int = 0
 
