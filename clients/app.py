@@ -353,13 +353,15 @@ def unlearn(message: Message, context: Context) -> Message:
     settings = message.content[P.CONFIG]
     forget = node.forget_data(_requests(message, node))
     model = _received_model(message, node)
+    unlearner = build_configured_unlearner(config, config.strategy)
+    unlearner.check_model(model)
     initial = message.content[P.INITIAL_ARRAYS].to_torch_state_dict()
     started = time.perf_counter()
-    unlearned = build_configured_unlearner(config, config.strategy).unlearn(
+    unlearned = unlearner.unlearn(
         model,
         UnlearningRequest(
             forget=forget,
-            num_classes=model.num_classes,
+            num_classes=int(settings[P.NUM_CLASSES]),
             mode=str(settings[P.MODE]),
             forget_classes=tuple(json.loads(str(settings[P.CLASSES]))),
         ),

@@ -201,7 +201,7 @@ class DirectoryNode(LocalNode):
             model=model,
             reference=reference,
             reference_name=reference_name,
-            num_classes=int(model.num_classes),
+            num_classes=int(self.message.content[P.CONFIG][P.NUM_CLASSES]),
             local_data=self.directory.local_data()[0],
             forget=self.directory.data.subset(deleted),
             forgotten_classes=classes,

@@ -483,6 +483,7 @@ def compare(
     from fedforget.simulations.compare import compare as run_compare
     from fedforget.simulations.compare import parse_strategies
     from fedforget.simulations.runner import (
+        check_model_parts,
         check_run,
         check_run_folder,
         check_strategies,
@@ -503,6 +504,7 @@ def compare(
     check_run_folder(config.out, params["overwrite"])
     check_run(config)
     check_strategies(config, names)
+    check_model_parts(config, names)
     console = Console()
     display = None if params["quiet"] else RichDisplay(console)
     with run_folder(config.out, params["overwrite"]):

@@ -384,7 +384,9 @@ class FederatedUnlearning(FedAvg):
             local_epochs=self.settings.local_epochs,
             local_lr=self.settings.local_lr,
         )
-        unlearned = self.unlearner.unlearn(self.model_from(arrays), request, context)
+        model = self.model_from(arrays)
+        self.unlearner.check_model(model)
+        unlearned = self.unlearner.unlearn(model, request, context)
         self.gathered_forget = request.forget
         return ArrayRecord(unlearned.cpu().state_dict())
 
