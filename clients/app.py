@@ -406,6 +406,25 @@ def verify(message: Message, context: Context) -> Message:
     return Message(RecordDict({P.CONFIG: report, P.METRICS: metrics}), reply_to=message)
 
 
+@app.query("forget_eval")
+def forget_eval(message: Message, context: Context) -> Message:
+    """A deleting node scores the models it is sent on its own deleted samples.
+
+    The server of a deployment holds no D_f; the node does (the user's own data, no longer
+    trained on). Each ArrayRecord of the message is one phase's model; only the accuracies
+    and the sample count travel back.
+    """
+    node = _node(message, context)
+    data = node.deleted_data()
+    metrics: dict[str, float | int] = {P.NUM_EXAMPLES: len(data), P.PARTITION_ID: node.partition_id}
+    if len(data):
+        device = _device(node.config)
+        for phase, record in message.content.array_records.items():
+            model = _model_from(record.to_torch_state_dict(), node)
+            metrics[f"{P.ACCURACY}:{phase}"] = accuracy(model, data, device)
+    return Message(RecordDict({P.METRICS: MetricRecord(metrics)}), reply_to=message)
+
+
 @app.train("unlearn")
 def unlearn(message: Message, context: Context) -> Message:
     """``--unlearn-on client``: unlearn this node's own D_f locally; only weights leave.
@@ -418,13 +437,15 @@ def unlearn(message: Message, context: Context) -> Message:
     settings = message.content[P.CONFIG]
     forget = node.forget_data(_requests(message, node))
     model = _received_model(message, node)
+    unlearner = build_configured_unlearner(config, config.strategy)
+    unlearner.check_model(model)
     initial = message.content[P.INITIAL_ARRAYS].to_torch_state_dict()
     started = time.perf_counter()
-    unlearned = build_configured_unlearner(config, config.strategy).unlearn(
+    unlearned = unlearner.unlearn(
         model,
         UnlearningRequest(
             forget=forget,
-            num_classes=model.num_classes,
+            num_classes=int(settings[P.NUM_CLASSES]),
             mode=str(settings[P.MODE]),
             forget_classes=tuple(json.loads(str(settings[P.CLASSES]))),
         ),

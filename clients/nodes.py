@@ -77,6 +77,10 @@ class LocalNode(ABC):
         """D_f of this node: the samples of the pending deletion (``requests``, if named)."""
 
     @abstractmethod
+    def deleted_data(self) -> ArrayDataset:
+        """The samples whose deletion was carried out (the node keeps them; nobody trains)."""
+
+    @abstractmethod
     def carry_out(self, requests: list[str], server_round: int) -> int:
         """Drop the deleted samples for good; returns how many."""
 
@@ -118,6 +122,10 @@ class SimulatedNode(LocalNode):
 
     def forget_data(self, requests: list[str]) -> ArrayDataset:
         indices = self._forget_indices[:0] if self.deletion_done() else self._forget_indices
+        return self.federation.train.subset(indices)
+
+    def deleted_data(self) -> ArrayDataset:
+        indices = self._forget_indices if self.deletion_done() else self._forget_indices[:0]
         return self.federation.train.subset(indices)
 
     def carry_out(self, requests: list[str], server_round: int) -> int:
@@ -174,6 +182,9 @@ class DirectoryNode(LocalNode):
     def forget_data(self, requests: list[str]) -> ArrayDataset:
         return self.directory.forget_data(self._named(requests))
 
+    def deleted_data(self) -> ArrayDataset:
+        return self.directory.data.subset(self.directory.deleted_ids())
+
     def carry_out(self, requests: list[str], server_round: int) -> int:
         return self.directory.carry_out(
             self._named(requests), server_round, self.message.metadata.run_id
@@ -190,7 +201,7 @@ class DirectoryNode(LocalNode):
             model=model,
             reference=reference,
             reference_name=reference_name,
-            num_classes=int(model.num_classes),
+            num_classes=int(self.message.content[P.CONFIG][P.NUM_CLASSES]),
             local_data=self.directory.local_data()[0],
             forget=self.directory.data.subset(deleted),
             forgotten_classes=classes,

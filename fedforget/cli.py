@@ -123,14 +123,28 @@ def parse_options(items: list[str] | None, strategy: str) -> dict[str, dict[str,
 
 @app.command()
 def simulate(
-    clients: Annotated[int, typer.Option(help="Number of simulated clients.")] = 20,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A TOML file (or a summary.json) holding the SimulationConfig, sections as in "
+            "summary.json's config; options given here override its values.",
+        ),
+    ] = None,
+    clients: Annotated[
+        int | None,
+        typer.Option(
+            help="Number of simulated clients (default 20; a folder of client_*.npz: its files)."
+        ),
+    ] = None,
     delete: Annotated[
         str, typer.Option(help="Share of all training samples to delete (6%), or a count (64).")
     ] = "6%",
     mode: Annotated[
         str | None,
         typer.Option(
-            help="backdoor | random (= item) | class | client (default backdoor; gan task: item)."
+            help="backdoor | random (= item) | class | client | requests (requests users file "
+            "on real nodes; flwr run) (default backdoor; gan task: item)."
         ),
     ] = None,
     task: Annotated[
@@ -144,12 +158,12 @@ def simulate(
         ),
     ] = None,
     deletion_round: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Deletion requests arrive after this round; comma-separated rounds (4,7) "
-            "make sequential deletion steps (simulate)."
+            help="Deletion requests arrive after this round (default 7; requests: 1); "
+            "comma-separated rounds (4,7) make sequential deletion steps (simulate)."
         ),
-    ] = "7",
+    ] = None,
     forget_class: Annotated[
         list[int] | None, typer.Option(help="Class to forget (mode class); repeatable.")
     ] = None,
@@ -171,6 +185,10 @@ def simulate(
         Path | None, typer.Option(help="Custom data: a .npz file or a folder of client_*.npz.")
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Dataset cache folder.")] = None,
+    num_classes: Annotated[
+        int | None,
+        typer.Option(help="Custom data: number of classes (default: the largest label + 1)."),
+    ] = None,
     partition: Annotated[str, typer.Option(help="iid | dirichlet | shards.")] = "iid",
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration.")] = 0.5,
     model: Annotated[str, typer.Option(help="lenet5, lenet-att, resnet32, resnet56, ...")] = (
@@ -228,27 +246,63 @@ def simulate(
             "(default: the strongest the run affords)."
         ),
     ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds the server waits for any message's replies (default 3600)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No live display.")] = False,
     overwrite: Annotated[
         bool, typer.Option(help="Replace an earlier run in --out (refused otherwise).")
     ] = False,
 ) -> None:
     """Run a federation that learns, receives deletion requests, unlearns and recovers."""
-    config = config_from_options(locals())
+    config = config_from_options(_given_options(locals(), click.get_current_context()))
     _run(config, quiet, overwrite)
 
 
-def _deletion_mode(mode: str | None, task: str | None) -> str:
-    """``item`` is ``random`` (images drawn at random); the default depends on the task."""
-    if mode is None:
-        return "random" if task == "gan" else "backdoor"
-    return "random" if mode == "item" else mode
+NOT_CONFIG_OPTIONS = ("config_file", "quiet", "overwrite")
+
+
+def _given_options(params: dict[str, Any], context: click.Context) -> dict[str, Any]:
+    """``params`` with the options left at their defaults set to None when ``--config`` is given.
+
+    The file's values then stand unless the command line names the option again.
+    """
+    if params.get("config_file") is None:
+        return dict(params)
+    defaulted = (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)
+    return {
+        name: None
+        if name not in NOT_CONFIG_OPTIONS and context.get_parameter_source(name) in defaulted
+        else value
+        for name, value in params.items()
+    }
 
 
 def config_from_options(params: dict[str, Any]) -> SimulationConfig:
-    """The validated configuration from the options of ``simulate`` (also used by compare)."""
+    """The validated configuration from the options of ``simulate`` (also used by compare).
+
+    An option that is None leaves the value of the ``--config`` file, or the model's default.
+    """
     p = dict(params)
-    p["strategy"] = p["strategy"] or ("cascaded" if p.get("task") == "gan" else "distill")
+    values = read_config_file(p.get("config_file"))
+    task = p.get("task") or values.get("task") or "classify"
+    p["strategy"] = (
+        p["strategy"] or values.get("strategy") or ("cascaded" if task == "gan" else "distill")
+    )
+    values = _merged(values, _option_values(p))
+    values["strategy"] = p["strategy"]
+    deletion = values.setdefault("deletion", {})
+    deletion.setdefault("mode", "random" if task == "gan" else "backdoor")
+    if "clients" not in values:
+        inferred = _client_files(values.get("data", {}))
+        if inferred:
+            values["clients"] = inferred
+    return validate_config(values)
+
+
+def _option_values(p: dict[str, Any]) -> dict[str, Any]:
+    """The configuration sections the options set (an option that is None sets nothing)."""
     unlearning = _drop_none(
         {
             "epochs": p["unlearn_epochs"],
@@ -263,32 +317,41 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
         unlearning["bound"] = p["bound"] or None
     if p["prune_mads"] is not None:
         unlearning["prune_mads"] = p["prune_mads"] or None
+    delete = parse_delete(p["delete"]) if p["delete"] is not None else {}
+    if "share" in delete:
+        delete["count"] = None  # a share given here replaces a count from the file
+    mode = "random" if p["mode"] == "item" else p["mode"]
     values = {
         "clients": p["clients"],
-        "task": p.get("task", "classify"),
+        "task": p.get("task"),
         "seed": p["seed"],
         "model": p["model"],
-        "strategy": p["strategy"],
         "reference": p["reference"],
         "out": p["out"],
+        "message_timeout": p.get("timeout"),
         "data": _drop_none(
             {
                 "dataset": p["dataset"],
                 "path": p["data_path"],
                 "data_dir": p["data_dir"],
+                "num_classes": p.get("num_classes"),
                 "partition": p["partition"],
                 "alpha": p["alpha"],
             }
         ),
-        "deletion": _drop_none(
-            {
-                "mode": _deletion_mode(p["mode"], p.get("task")),
-                **parse_delete(p["delete"]),
-                "deleting_clients": parse_client_groups(p["deleting_clients"]),
-                "round": parse_rounds(p["deletion_round"]),
-                "forget_classes": p["forget_class"] or [],
-            }
-        ),
+        "deletion": {
+            **_drop_none(
+                {
+                    "mode": mode,
+                    "deleting_clients": parse_client_groups(p["deleting_clients"]),
+                    "round": None
+                    if p["deletion_round"] is None
+                    else parse_rounds(p["deletion_round"]),
+                    "forget_classes": p["forget_class"] or None,
+                }
+            ),
+            **delete,
+        },
         "train": _drop_none(
             {
                 "rounds": p["rounds"],
@@ -308,19 +371,72 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
         "methods": _drop_none(
             {
                 "retain_per_client": p["retain_per_client"],
-                "options": parse_options(p["option"], p["strategy"]),
+                "options": parse_options(p["option"], p["strategy"]) or None,
             }
         ),
         "unlearn_on": p["unlearn_on"],
-        "verify": {"method": p["verify"], "clients": p["verify_clients"]},
+        "verify": _drop_none({"method": p["verify"], "clients": p["verify_clients"]}),
         "mia": p["mia"],
-        "resources": {
-            "client_cpus": p["client_cpus"],
-            "client_gpus": p["client_gpus"],
-            "server_device": p["server_device"],
-        },
+        "resources": _drop_none(
+            {
+                "client_cpus": p["client_cpus"],
+                "client_gpus": p["client_gpus"],
+                "server_device": p["server_device"],
+            }
+        ),
     }
-    return validate_config(values)
+    return _drop_none(values)
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s values, section by section (nested dicts merge)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: Path | str | None) -> dict[str, Any]:
+    """The configuration values in a TOML file, or in a JSON file (a run's summary.json).
+
+    Sections are those of :class:`SimulationConfig` (``[data]``, ``[deletion]``, ``[train]``,
+    ...), as in summary.json's ``config``; a summary.json is read through its ``config``.
+    """
+    import tomllib
+
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+        if path.suffix.lower() == ".json":
+            raw = json.loads(text)
+            raw = raw["config"] if isinstance(raw, dict) and "config" in raw else raw
+        else:
+            raw = tomllib.loads(text)
+    except OSError as err:
+        raise ConfigError(f"--config {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path}: not UTF-8 text") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+        raise ConfigError(f"--config {path}: not valid {kind} ({err})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {path}: expected a table of configuration sections")
+    return raw
+
+
+def _client_files(data: dict[str, Any]) -> int:
+    """How many client_*.npz files the configured custom-data folder holds (0: not a folder)."""
+    path = data.get("path")
+    if data.get("dataset") != "npz" or path is None or not Path(path).expanduser().is_dir():
+        return 0
+    from fedforget.data.sources.npz import client_files
+
+    return len(client_files(Path(path).expanduser()))
 
 
 def _with_out_dir(config: SimulationConfig, label: str | None = None) -> SimulationConfig:
@@ -393,6 +509,7 @@ def compare(
     from fedforget.simulations.compare import DEFAULT_AFTER_ROUNDS, parse_strategies
     from fedforget.simulations.compare import compare as run_compare
     from fedforget.simulations.runner import (
+        check_model_parts,
         check_run,
         check_run_folder,
         check_strategies,
@@ -416,6 +533,7 @@ def compare(
     check_run_folder(config.out, params["overwrite"])
     check_run(config)
     check_strategies(config, names)
+    check_model_parts(config, names)
     console = Console()
     display = None if params["quiet"] else RichDisplay(console)
     with run_folder(config.out, params["overwrite"]):
@@ -550,8 +668,9 @@ def sweep(
 def run_config(
     ctx: typer.Context,
     timeout: Annotated[
-        float, typer.Option(help="Seconds the server waits for any message's replies.")
-    ] = 3600.0,
+        float | None,
+        typer.Option(help="Seconds the server waits for any message's replies (default 3600)."),
+    ] = None,
 ) -> None:
     """Print the --run-config for `flwr run` from the options of `fedforget simulate`.
 
@@ -561,8 +680,9 @@ def run_config(
     """
     from fedforget.simulations.runner import check_names
 
-    config = config_from_options(_simulate_params(ctx.args))
-    config = validate_config({**json.loads(config.to_json()), "message_timeout": timeout})
+    params = _simulate_params(ctx.args)
+    params["timeout"] = timeout if timeout is not None else params["timeout"]
+    config = config_from_options(params)
     check_names(config)
     typer.echo(run_config_argument(config))
 
@@ -579,7 +699,7 @@ def _simulate_params(args: list[str]) -> dict[str, Any]:
     """Parse ``args`` as options of ``simulate`` (defaults filled in)."""
     command = typer.main.get_command(app).commands["simulate"]  # type: ignore[attr-defined]
     with command.make_context("fedforget compare", list(args)) as context:
-        return dict(context.params)
+        return _given_options(dict(context.params), context)
 
 
 def _dataset_and_model(

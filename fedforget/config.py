@@ -32,6 +32,14 @@ class DataConfig(_Section):
     dataset: str = "mnist"
     path: Path | None = Field(None, description="File or folder for the 'npz' (custom) source.")
     data_dir: Path | None = Field(None, description="Cache folder; default $FEDFORGET_DATA.")
+    num_classes: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Custom data ('npz'): the number of classes; default the largest label + 1, and a "
+            "label that no sample has below it is refused (a stray label, not a class)."
+        ),
+    )
     partition: Literal["iid", "dirichlet", "shards"] = "iid"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration.")
     shards_per_client: int = Field(2, ge=1)
@@ -402,7 +410,10 @@ class SimulationConfig(_Section):
     def _cross_checks(self) -> SimulationConfig:
         last = self.deletion.rounds[-1]
         if last > self.train.rounds:
-            raise ValueError(f"deletion round {last} is beyond the last round {self.train.rounds}")
+            raise ValueError(
+                f"deletion round {last} is beyond the last round {self.train.rounds} "
+                "(set deletion.round, --deletion-round)"
+            )
         self._check_deletion_steps()
         ids = self.deletion_client_list()
         if ids is not None:

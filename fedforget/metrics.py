@@ -238,6 +238,8 @@ def attention_discrepancy(
     Mean over samples and over the models' ``feature_layers`` of the L2 distance between the
     normalised attention maps ``A(F) = sum_c |F_c|^2`` (Eq. 6-7) of the two models.
     """
+    if not (hasattr(model, "forward_features") and hasattr(reference, "forward_features")):
+        return float("nan")  # a plain nn.Module names no feature maps
     model.to(device).eval()
     reference.to(device).eval()
     distances = []

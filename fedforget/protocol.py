@@ -16,6 +16,7 @@ DELETION_STATUS = "query.deletion_status"
 LOCAL_EVAL = "query.local_eval"
 VERIFY = "query.verify"
 SYNTHETIC_DATA = "query.synthetic"
+FORGET_EVAL = "query.forget_eval"
 
 ARRAYS = "arrays"
 CONFIG = "config"
@@ -53,3 +54,5 @@ GAN_LOSS = "gan-generator-loss"
 DISTIL_SECONDS = "distillation-seconds"
 TRAIN_LOSS = "train-loss"
 ACCURACY = "accuracy"
+NODE_PHASES = ("before_deletion", "after_unlearning", "after_recovery", "final")
+"""The models a ``query.forget_eval`` may carry, one ArrayRecord each, named by phase."""

@@ -193,9 +193,14 @@ class LocalDeployment:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=max(0.1, deadline - time.monotonic()))
                 _signal_group(process, signal.SIGKILL)
-        for pid in marked_processes(self.marker):  # detached stragglers (SuperExec, apps)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while stragglers := marked_processes(self.marker):  # detached SuperExec, apps
+            for pid in stragglers:  # a SIGKILLed process lingers until it is scheduled
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         for log in self._logs:
             log.close()
         self._logs = []

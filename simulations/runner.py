@@ -34,7 +34,7 @@ from fedforget.config import (
     check_writable_folder,
 )
 from fedforget.data import build_federation, source_names
-from fedforget.models import model_names
+from fedforget.models import MODEL_REGISTRY, ClassifierModel, build_model, model_names
 from fedforget.report.recorder import Display
 from fedforget.report.summary import Summary
 from fedforget.server.app import default_out_dir, run_server
@@ -45,6 +45,7 @@ from fedforget.strategies.registry import (
     check_client_side,
     check_strategy_name,
 )
+from fedforget.unlearning import unlearner_names
 from fedforget.verification import build_verifier, verifier_names
 
 T = TypeVar("T")
@@ -100,6 +101,27 @@ def check_run(config: SimulationConfig) -> None:
         raise
     except ValueError as err:  # DataError and friends: one line for the user
         raise ConfigError(str(err).splitlines()[0]) from None
+    check_model_parts(config, [config.strategy])
+
+
+def check_model_parts(config: SimulationConfig, names: list[str]) -> None:
+    """Refuse a plain ``nn.Module`` model for a method that needs ClassifierModel parts.
+
+    A registered ClassifierModel subclass has every part; any other model is built once on
+    the federation's shapes and checked against each method's ``model_needs``.
+    """
+    factory = MODEL_REGISTRY.lookup(config.model)
+    if isinstance(factory, type) and issubclass(factory, ClassifierModel):
+        return
+    methods = [n for n in names if n != RETRAIN and n in unlearner_names()]
+    if not methods:
+        return
+    federation = build_federation(config)
+    model = build_model(
+        config.model, federation.num_classes, federation.in_channels, federation.image_size
+    )
+    for name in methods:
+        build_configured_unlearner(config, name).check_model(model)
 
 
 def check_names(config: SimulationConfig) -> None:

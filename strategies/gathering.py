@@ -5,16 +5,20 @@
 - ``query.deletion_complete``: the clients drop D_f for good;
 - the ``rounds`` need: every remaining client trains given weights locally (``train.local``);
 - client-side unlearning: the model travels along the requesting clients, each unlearning
-  its own D_f (``train.unlearn``), so no D_f sample leaves its node.
+  its own D_f (``train.unlearn``), so no D_f sample leaves its node;
+- ``query.forget_eval``: the deleting nodes score models on their own deleted samples and
+  send back only the accuracies (a deployment's server holds no D_f to measure).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from logging import INFO
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fedforget import protocol as P
@@ -147,7 +151,10 @@ class Gathering:
             raise RuntimeError("no requesting client sent its data for unlearning")
         forget = concatenate_data(replies)
         self.ledger.record.forget_samples_received = len(forget)
-        return forget, sorted(reply.metadata.src_node_id for reply in replies)
+        senders = sorted(reply.metadata.src_node_id for reply in replies)
+        clients = sorted(self.ledger.client_of(n) for n in senders)
+        log(INFO, "deletion: D_f gathered, %d samples from clients %s", len(forget), clients)
+        return forget, senders
 
     def retain_data(self, grid: Grid, per_client: int) -> ArrayDataset:
         """A sample of ``per_client`` retained samples from every active client."""
@@ -232,11 +239,48 @@ class Gathering:
             self.observer.progress("client unlearning", step + 1, len(nodes), {})
             if replies:
                 arrays = replies[0].content[P.ARRAYS]
-                self.ledger.compute_seconds += float(
-                    replies[0].content[P.METRICS][P.COMPUTE_SECONDS]
-                )
+                seconds = float(replies[0].content[P.METRICS][P.COMPUTE_SECONDS])
+                self.ledger.compute_seconds += seconds
                 done.append(node)
+                client = self.ledger.client_of(node)
+                log(INFO, "deletion: client %d unlearned its own D_f (%.1f s)", client, seconds)
         return arrays, done
+
+    def node_forget_accuracy(
+        self, grid: Grid, nodes: list[int], models: dict[str, ArrayRecord]
+    ) -> dict[str, float]:
+        """The deleting ``nodes`` score ``models`` (phase -> weights) on their deleted samples.
+
+        One ``query.forget_eval`` carries every model; each node replies with its accuracies
+        and sample count only. The sample-weighted accuracies go into the deletion record
+        (``node_forget_accuracy``), next to the phases measured before. A node that fails is
+        recorded as a fault and left out of the weighting.
+        """
+        record = RecordDict({**models, P.CONFIG: self.make_config()})
+        replies = self.messenger.query(grid, nodes, P.FORGET_EVAL, record)
+        counts = [int(reply.content[P.METRICS][P.NUM_EXAMPLES]) for reply in replies]
+        total = sum(counts)
+        found = {}
+        for phase in models:
+            key = f"{P.ACCURACY}:{phase}"
+            weighted = [
+                (float(reply.content[P.METRICS][key]), count)
+                for reply, count in zip(replies, counts, strict=True)
+                if count and key in reply.content[P.METRICS]
+            ]
+            if weighted:
+                found[phase] = sum(a * c for a, c in weighted) / sum(c for _, c in weighted)
+        self.ledger.record.node_forget_accuracy.update(found)
+        self.ledger.record.node_forget_samples = max(self.ledger.record.node_forget_samples, total)
+        shown = ", ".join(f"{phase} {value:.1%}" for phase, value in found.items())
+        log(
+            INFO,
+            "deletion: the deleting nodes' own D_f accuracy (%d samples, %d nodes): %s",
+            total,
+            len(replies),
+            shown or "none measured",
+        )
+        return found
 
     def verification(
         self, grid: Grid, arrays: ArrayRecord, method: str, clients: int, folder: str = ""

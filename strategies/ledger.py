@@ -52,6 +52,8 @@ class DeletionRecord:
     nodes: list[int] = field(default_factory=list)
     requests: list[dict] = field(default_factory=list)
     faults: list[dict] = field(default_factory=list)
+    node_forget_accuracy: dict[str, float] = field(default_factory=dict)
+    node_forget_samples: int = 0
     generator_client_seconds: float = 0.0
     generator_bytes: int = 0
     distillation_client_seconds: float = 0.0
@@ -185,7 +187,7 @@ class DeletionLedger:
         self._faults_before_step = len(record.faults)
         record.forget_samples = sum(self.pending.values())
         for node in nodes:
-            ids, classes = self.filed.get(node, ([], []))
+            ids, classes = self.filed.get(node, ([], list(self.forget_classes)))
             record.requests.append(
                 {
                     "round": server_round,

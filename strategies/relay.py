@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from logging import INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fedforget import protocol as P
 from fedforget.config import RecoveryConfig
 from fedforget.federated import ClientUpdate, State
-from fedforget.recovery import ClientScore, run_relay
+from fedforget.recovery import ClientScore, RelayResult, run_relay
 from fedforget.report import RunObserver
 from fedforget.strategies.ledger import DeletionLedger
 from fedforget.strategies.messaging import NodeMessenger, arrays_from, numpy_state
@@ -89,6 +91,7 @@ class RecoveryRelay:
         record.relay_objective_before = _finite(result.before_objective)
         record.relay_min_accuracy = _finite(result.objective)
         record.relay_client_calls = result.evaluations + result.trainings
+        self._log(result)
         self.observer.progress(
             "recovery",
             self.settings.max_hops,
@@ -98,6 +101,29 @@ class RecoveryRelay:
         if result.state is start:
             return arrays
         return arrays_from(result.state)
+
+    def _log(self, result: RelayResult) -> None:
+        """Flower's log: each hop (clients, kept or not, objective) and where the relay ended."""
+        for number, hop in enumerate(result.hops, start=1):
+            clients = sorted(self.ledger.client_of(n) for n in hop.trained_on)
+            log(
+                INFO,
+                "deletion: relay hop %d on clients %s (lr %.3g): objective %.4f -> %.4f, %s",
+                number,
+                clients,
+                hop.lr,
+                hop.before,
+                hop.after,
+                "kept" if hop.kept else "discarded",
+            )
+        log(
+            INFO,
+            "deletion: relay done after %d hops (%d kept): objective %.4f (start %.4f)",
+            len(result.hops),
+            sum(hop.kept for hop in result.hops),
+            result.objective,
+            result.start_objective,
+        )
 
     def local_scores(
         self, grid: Grid, state: State, nodes: Sequence[int]

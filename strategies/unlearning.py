@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from logging import INFO
 from typing import ClassVar
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
@@ -50,6 +52,7 @@ from fedforget.strategies.messaging import (
 )
 from fedforget.strategies.relay import RecoveryRelay
 from fedforget.strategies.settings import StrategySettings
+from fedforget.training import accuracy
 from fedforget.unlearning import HistoryRound, Unlearner, UnlearningContext
 
 ModelFactory = Callable[[], ClassifierModel]
@@ -122,6 +125,10 @@ class FederatedUnlearning(FedAvg):
         self.gathering = Gathering(settings, *parts, validation=validation)
         self.relay = RecoveryRelay(settings.recovery, settings.relay_lr, *parts)
         self.generator = GeneratorCoTraining(build_gan, settings.generator_clients, self.deletion)
+        self.gathered_forget: ArrayDataset | None = None  # D_f of the last server-side step
+        self.nodes_measure_forget = settings.mode == "requests"
+        """Whether the deleting nodes score the models on their own D_f (``query.forget_eval``):
+        on by default for node-side requests, whose D_f the server cannot measure."""
 
     @property
     def deletion(self) -> DeletionRecord:
@@ -183,9 +190,12 @@ class FederatedUnlearning(FedAvg):
     ) -> Result:
         """Run ``num_rounds`` FedAvg rounds; handle deletion requests as they arrive."""
         self.begin(initial_arrays, timeout)
-        return self.run_rounds(
+        result = self.run_rounds(
             grid, initial_arrays, num_rounds, "federated", train_config, evaluate_fn
         )
+        if self.nodes_measure_forget and self.deletion.round and result.arrays is not None:
+            self.gathering.node_forget_accuracy(grid, self.deletion.nodes, {"final": result.arrays})
+        return result
 
     def begin(self, initial_arrays: ArrayRecord, timeout: float | None = None) -> None:
         """Remember the initial weights w_0 (the retrain start, the incompetent teacher)."""
@@ -216,11 +226,19 @@ class FederatedUnlearning(FedAvg):
     def carry_out_deletion(self, grid: Grid, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
         """The deletion step now, for the pending requests; returns the new global weights."""
         nodes = self.ledger.open_deletion(server_round)
+        self._log_requests(server_round)
         self.observer.checkpoint("before_deletion", numpy_state(arrays))
         traffic = self.messenger.traffic.snapshot()
         started = time.perf_counter()
         unlearned = self.unlearn_step(grid, server_round, arrays, nodes)
         self.deletion.unlearning_seconds = time.perf_counter() - started
+        log(
+            INFO,
+            "deletion: unlearning (%s) done in %.1f s%s",
+            self.unlearner.name if self.unlearner is not None else "retrain",
+            self.deletion.unlearning_seconds,
+            self._forget_accuracy_text(unlearned),
+        )
         self.observer.checkpoint("after_unlearning", numpy_state(unlearned))
         started = time.perf_counter()
         recovered = unlearned
@@ -230,7 +248,48 @@ class FederatedUnlearning(FedAvg):
         self.deletion.recovery_seconds = time.perf_counter() - started
         self.ledger.close_deletion(self.messenger.traffic.since(traffic))
         self.observer.checkpoint("after_recovery", numpy_state(recovered))
+        if self.nodes_measure_forget:
+            models = {
+                "before_deletion": arrays,
+                "after_unlearning": unlearned,
+                "after_recovery": recovered,
+            }
+            self.gathering.node_forget_accuracy(grid, self.deletion.nodes, models)
+        faults = len(self.deletion.faults)
+        log(INFO, "deletion: step of round %d done, %d node faults so far", server_round, faults)
         return recovered
+
+    def _log_requests(self, server_round: int) -> None:
+        """Flower's log: which clients asked for a deletion, how many samples, which requests."""
+        record = self.deletion
+        log(
+            INFO,
+            "deletion: requests after round %d from clients %s (%d samples)",
+            server_round,
+            record.clients,
+            record.forget_samples,
+        )
+        for entry in record.requests:
+            if entry["round"] == server_round:
+                named = f", requests {entry['requests']}" if entry["requests"] else ""
+                classes = f", classes {entry['classes']}" if entry["classes"] else ""
+                log(
+                    INFO,
+                    "deletion:   client %d (node %d): %d samples%s%s",
+                    entry["client"],
+                    entry["node"],
+                    entry["samples"],
+                    classes,
+                    named,
+                )
+
+    def _forget_accuracy_text(self, unlearned: ArrayRecord) -> str:
+        """``; accuracy on the gathered D_f x %`` when this step gathered D_f on the server."""
+        forget, self.gathered_forget = self.gathered_forget, None
+        if forget is None or len(forget) == 0:
+            return ""
+        value = accuracy(self.model_from(unlearned), forget, self.device)
+        return f"; accuracy on the gathered D_f {value:.1%}"
 
     @property
     def uses_relay(self) -> bool:
@@ -347,7 +406,10 @@ class FederatedUnlearning(FedAvg):
             local_epochs=self.settings.local_epochs,
             local_lr=self.settings.local_lr,
         )
-        unlearned = self.unlearner.unlearn(self.model_from(arrays), request, context)
+        model = self.model_from(arrays)
+        self.unlearner.check_model(model)
+        unlearned = self.unlearner.unlearn(model, request, context)
+        self.gathered_forget = request.forget
         return ArrayRecord(unlearned.cpu().state_dict())
 
     def retrain_from_initial(self, grid: Grid, server_round: int, nodes: list[int]) -> ArrayRecord:

@@ -68,7 +68,37 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "255": _digits_images(tmp_path / "255.npz", x=np.full((8, 1, 8, 8), 255.0, np.float32)),
         "shape": _digits_images(tmp_path / "shape.npz", x=np.zeros((8, 1, 4, 4), np.float32)),
         "mnist-cache": str(_corrupt_mnist_cache(tmp_path / "cache")),
+        "toml-syntax": _text(tmp_path / "syntax.toml", "[deletion\nround = 2\n"),
+        "toml-key": _text(tmp_path / "key.toml", "[train]\nrounds = 3\nepochz = 2\n"),
+        "toml-value": _text(tmp_path / "value.toml", "[deletion]\nmode = 'erase'\n"),
+        "toml-list": _text(tmp_path / "list.json", "[1, 2]\n"),
+        "three-clients": str(_client_files(tmp_path / "three-clients", 3)),
+        "stray-label": _stray_label(tmp_path / "stray.npz"),
     }
+
+
+def _stray_label(path: Path) -> str:
+    """Ten classes of 8x8 images, and one training label 12."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    y = np.arange(40) % 10
+    np.savez(path, x_train=x, y_train=np.where(np.arange(40) == 5, 12, y), x_test=x, y_test=y)
+    return str(path)
+
+
+def _text(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def _client_files(folder: Path, clients: int) -> Path:
+    """A custom-data folder: ``clients`` client_*.npz files and test.npz."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"client_{i}" for i in range(clients)] + ["test"]:
+        x = rng.integers(0, 256, (12, 8, 8), dtype=np.uint8)
+        np.savez(folder / f"{name}.npz", x=x, y=np.arange(12) % 4)
+    return folder
 
 
 def _corrupt_mnist_cache(folder: Path) -> Path:
@@ -91,6 +121,12 @@ def _verify(kind: str) -> Callable[[dict[str, str]], list[str]]:
         ]
 
     return args
+
+
+def FOLDER(w: dict[str, str]) -> list[str]:  # noqa: N802 - reads like SIMULATE
+    """simulate on the custom-data folder of three client files."""
+    data = ["--dataset", "npz", "--data-path", w["three-clients"]]
+    return ["simulate", *data, "--rounds", "3", "--deletion-round", "2", "--quiet"]
 
 
 SPD = _verify("spd")
@@ -133,6 +169,50 @@ CASES: list[tuple[str, Callable[[dict[str, str]], list[str]], str, object]] = [
         "rc client nad",
         lambda w: ["run-config", "--unlearn-on", "client", "--strategy", "nad"],
         "nad",
+        None,
+    ),
+    ("config absent", lambda w: [*SIMULATE, "--config", "no.toml"], "--config no.toml", None),
+    ("config syntax", lambda w: [*SIMULATE, "--config", w["toml-syntax"]], "valid TOML", None),
+    ("config key", lambda w: [*SIMULATE, "--config", w["toml-key"]], "train.epochz", None),
+    ("config value", lambda w: [*SIMULATE, "--config", w["toml-value"]], "deletion.mode", None),
+    ("config list", lambda w: ["run-config", "--config", w["toml-list"]], "a table", None),
+    ("config folder", lambda w: ["compare", "--config", w["node"]], "--config", None),
+    (
+        "clients vs files",
+        lambda w: [*FOLDER(w), "--clients", "4"],
+        "brings 3 client datasets but --clients is 4",
+        None,
+    ),
+    (
+        "stray label",
+        lambda w: [*SIMULATE, "--dataset", "npz", "--data-path", w["stray-label"]],
+        "no sample has label 10, 11, yet label 12 makes 13 classes",
+        None,
+    ),
+    (
+        "label beyond classes",
+        lambda w: [
+            *SIMULATE,
+            "--dataset",
+            "npz",
+            "--data-path",
+            w["stray-label"],
+            "--num-classes",
+            "10",
+        ],
+        "y_train: label 12 is out of range for num_classes=10",
+        None,
+    ),
+    (
+        "folder label beyond classes",
+        lambda w: [*FOLDER(w), "--num-classes", "3"],
+        "client_0.npz y: label 3 is out of range for num_classes=3",
+        None,
+    ),
+    (
+        "num classes builtin",
+        lambda w: [*SIMULATE, "--num-classes", "10"],
+        "num_classes",
         None,
     ),
     ("compare none", lambda w: ["compare", "--strategies", "", *DIGITS], "--strategies", None),

@@ -275,7 +275,7 @@ def test_npz_single_file_layouts(
     tmp_path: Path, shape: tuple[int, ...], expected: tuple[int, ...]
 ) -> None:
     x_tr, x_te = _images(10, shape), _images(4, shape)
-    y_tr, y_te = _labels(10, 3), np.array([0, 1, 2, 4])
+    y_tr, y_te = np.arange(10) % 3, np.array([0, 1, 3, 4])  # classes 0-4, each present
     path = tmp_path / "data.npz"
     np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
     bundle = load_dataset("npz", path=path)
@@ -304,11 +304,11 @@ def test_npz_client_folder(tmp_path: Path) -> None:
     for cid, n in sizes.items():
         clients[cid] = (_images(n, (6, 6)), _labels(n, 4))
         np.savez(tmp_path / f"client_{cid}.npz", x=clients[cid][0], y=clients[cid][1])
-    np.savez(tmp_path / "test.npz", x=_images(3, (6, 6)), y=np.array([0, 1, 3]))
+    np.savez(tmp_path / "test.npz", x=_images(4, (6, 6)), y=np.array([0, 1, 2, 3]))
     bundle = load_dataset("npz", path=str(tmp_path))
     assert bundle.client_indices is not None
     assert [len(i) for i in bundle.client_indices] == [3, 4, 2, 5]
-    assert len(bundle.train) == 14 and bundle.test.x.shape == (3, 1, 6, 6)
+    assert len(bundle.train) == 14 and bundle.test.x.shape == (4, 1, 6, 6)
     for indices, cid in zip(bundle.client_indices, sorted(sizes), strict=True):
         assert indices.dtype == np.int64
         part = bundle.train.subset(indices)
@@ -368,6 +368,52 @@ def test_npz_num_classes_too_small(tmp_path: Path) -> None:
     np.savez(path, x_train=x, y_train=np.array([0, 1, 5]), x_test=x, y_test=np.array([0, 1, 2]))
     with pytest.raises(DataError, match="num_classes"):
         load_dataset("npz", path=path, num_classes=3)
+
+
+def _single_file(path: Path, y_train: list[int], y_test: list[int]) -> Path:
+    x = _images(len(y_train), (4, 4))
+    np.savez(path, x_train=x, y_train=y_train, x_test=x[: len(y_test)], y_test=y_test)
+    return path
+
+
+def _client_folder(folder: Path, labels: list[list[int]], test: list[int]) -> Path:
+    folder.mkdir()
+    for cid, y in enumerate(labels):
+        np.savez(folder / f"client_{cid}.npz", x=_images(len(y), (4, 4)), y=np.array(y))
+    np.savez(folder / "test.npz", x=_images(len(test), (4, 4)), y=np.array(test))
+    return folder
+
+
+def test_a_label_beyond_the_declared_classes_names_its_file_and_the_range(
+    tmp_path: Path,
+) -> None:
+    path = _single_file(tmp_path / "d.npz", [0, 1, 2, 9], [0, 1])
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("npz", path=path, num_classes=9)
+    message = _one_line_error(excinfo)
+    assert "d.npz y_train: label 9 is out of range for num_classes=9 (labels are 0..8)" in message
+    folder = _client_folder(tmp_path / "f", [[0, 1], [2, 12]], [0, 1, 2])
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("npz", path=folder, num_classes=10)
+    assert "client_1.npz y: label 12 is out of range" in _one_line_error(excinfo)
+
+
+def test_a_stray_label_above_the_classes_is_refused_unless_the_classes_are_declared(
+    tmp_path: Path,
+) -> None:
+    digits = list(range(10))
+    path = _single_file(tmp_path / "d.npz", [*digits, 12], digits)
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("npz", path=path)
+    message = _one_line_error(excinfo)
+    assert "no sample has label 10, 11, yet label 12 makes 13 classes" in message
+    assert "--num-classes" in message
+    assert load_dataset("npz", path=path, num_classes=13).num_classes == 13
+    folder = _client_folder(tmp_path / "f", [digits[:5], [*digits[5:], 12]], digits)
+    with pytest.raises(DataError, match="no sample has label 10, 11"):
+        load_dataset("npz", path=folder)
+    whole = _client_folder(tmp_path / "g", [digits[:5], digits[5:]], digits)
+    assert load_dataset("npz", path=whole).num_classes == 10
 
 
 # --------------------------------------------------------------------------------------

@@ -177,6 +177,13 @@ def test_a_request_filed_on_a_node_is_unlearned_once_and_recorded(
     # the malformed request was refused on its node, with the reason, and nothing stopped
     assert "unknown key(s) ['clases']" in (broken.parent / "rejected" / "typo.error").read_text()
 
+    # the deleting node measured its own D_f (only the numbers reached the server)
+    node_accuracy = deletion["node_forget_accuracy"]
+    assert set(node_accuracy) == {"before_deletion", "after_unlearning", "after_recovery", "final"}
+    assert node_accuracy["before_deletion"] >= 0.4 and node_accuracy["final"] <= 0.1
+    assert deletion["node_forget_samples"] == len(ledger[0]["samples"])
+    for told in ("deletion: requests after round 4", "deletion: unlearning", "own D_f accuracy"):
+        assert told in outcome.log, told  # flwr run --stream shows the deletion step
     # the node's own verification: the deleted 3s were known before and are forgotten now
     (report,) = summary["verification"]
     assert report["client"] == 0 and report["method"] == "spd"

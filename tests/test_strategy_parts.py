@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import re
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -106,6 +108,7 @@ class FakeClient:
         self.forget = forget
         self.deleted = False
         self.accuracy = accuracy
+        self.forget_accuracy = 1.0  # on its deleted samples, of a model not zeroed
         self.fail: dict[str, str | None] = {}  # message type -> error reason (None: silent)
         self.configs: list[ConfigRecord] = []
         self.asks_from = 0  # the round from which it reports its deletion request
@@ -136,7 +139,17 @@ class FakeClient:
         if kind == P.LOCAL_EVAL:
             metrics = {P.ACCURACY: self.accuracy, P.NUM_EXAMPLES: 10}
             return RecordDict({P.METRICS: MetricRecord(metrics)})
+        if kind == P.FORGET_EVAL:
+            return RecordDict({P.METRICS: MetricRecord(self._forget_scores(message))})
         raise AssertionError(f"unexpected message {kind}")
+
+    def _forget_scores(self, message: Message) -> dict[str, float | int]:
+        """Its deleted samples' accuracy per model: ``forget_accuracy``, 0 once zeroed."""
+        scores: dict[str, float | int] = {P.NUM_EXAMPLES: self.forget if self.deleted else 0}
+        for phase, record in message.content.array_records.items():
+            learned = any(np.any(a.numpy() != 0) for a in record.values())
+            scores[f"{P.ACCURACY}:{phase}"] = self.forget_accuracy if learned else 0.0
+        return scores
 
     def _train_metrics(self) -> MetricRecord:
         pending = self.forget if not self.deleted and self.round >= self.asks_from else 0
@@ -172,7 +185,7 @@ class ZeroingUnlearner(Unlearner):
 
 def _model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Linear(4, 2)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
 
 
 def _config(clients: int = 3, **deletion: object) -> SimulationConfig:
@@ -233,6 +246,84 @@ def test_the_deletion_step_gathers_d_f_drops_it_unlearns_then_relays() -> None:
     assert all(np.all(a.numpy() == 0) for a in result.arrays.values())
     assert strategy.bookkeeping.deleted_passes_before == 5
     assert strategy.bookkeeping.deleted_passes_after == 0
+
+
+def test_a_class_deletions_requests_name_the_forgotten_classes() -> None:
+    grid, _ = _federation(a=FakeClient(0, forget=2), b=FakeClient(1, forget=3))
+    strategy = _strategy(_config(clients=2), ZeroingUnlearner())
+    strategy.start(grid, _initial(), num_rounds=1)
+    requests = strategy.deletion.requests
+    assert [(r["client"], r["classes"], r["samples"]) for r in requests] == [
+        (0, [3], 2),
+        (1, [3], 3),
+    ]
+
+
+def test_the_deleting_nodes_report_their_own_d_f_accuracy_per_phase() -> None:
+    small, large = FakeClient(0, forget=2), FakeClient(1, forget=6, accuracy=0.5)
+    large.forget_accuracy = 0.5
+    grid, _ = _federation(a=small, b=large, c=FakeClient(2))
+    strategy = _strategy(_config(mode="requests", forget_classes=[]), ZeroingUnlearner())
+    assert strategy.nodes_measure_forget  # node-side requests: the server holds no D_f
+
+    strategy.start(grid, _initial(), num_rounds=2)
+
+    weighted = (2 * 1.0 + 6 * 0.5) / 8
+    record = strategy.deletion
+    assert record.node_forget_accuracy == {
+        "before_deletion": pytest.approx(weighted),
+        "after_unlearning": 0.0,
+        "after_recovery": 0.0,
+        "final": 0.0,
+    }
+    assert record.node_forget_samples == 8
+    # one message after the deletion step (three models) and one at the end, deleting nodes only
+    assert grid.types_sent().count(P.FORGET_EVAL) == 2 * 2
+    assert grid.types_sent(102).count(P.FORGET_EVAL) == 0
+    summary = record.summary("requests", [])
+    assert summary.node_forget_accuracy["final"] == 0.0 and summary.node_forget_samples == 8
+
+
+def test_a_node_that_cannot_score_its_d_f_is_a_fault_and_left_out() -> None:
+    failing = FakeClient(1, forget=6)
+    failing.fail[P.FORGET_EVAL] = "OSError: disk"
+    grid, _ = _federation(a=FakeClient(0, forget=2), b=failing)
+    strategy = _strategy(_config(clients=2, mode="requests", forget_classes=[]), ZeroingUnlearner())
+    strategy.start(grid, _initial(), num_rounds=1)
+    assert strategy.deletion.node_forget_accuracy["before_deletion"] == 1.0
+    assert strategy.deletion.node_forget_samples == 2
+    assert {f["message"] for f in strategy.deletion.faults} == {P.FORGET_EVAL}
+
+
+def test_simulated_modes_leave_the_d_f_measure_to_the_server() -> None:
+    grid, _ = _federation(a=FakeClient(0, forget=2), b=FakeClient(1))
+    strategy = _strategy(_config(clients=2), ZeroingUnlearner())
+    strategy.start(grid, _initial(), num_rounds=1)
+    assert P.FORGET_EVAL not in grid.types_sent()
+    assert strategy.deletion.node_forget_accuracy == {}
+
+
+def test_the_deletion_step_is_told_in_flowers_log(caplog: pytest.LogCaptureFixture) -> None:
+    silent = FakeClient(2, accuracy=0.5, improves=False)
+    silent.fail[P.RELAY_TRAIN] = None
+    grid, _ = _federation(a=FakeClient(0, forget=2), b=FakeClient(1, forget=3), c=silent)
+    strategy = _strategy(_config(mode="requests", forget_classes=[]), ZeroingUnlearner())
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        strategy.start(grid, _initial(), num_rounds=2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "flwr"]
+    text = "\n".join(lines)
+    assert "deletion: requests after round 1 from clients [0, 1] (5 samples)" in text
+    assert "deletion:   client 1 (node 101): 3 samples" in text
+    assert "deletion: D_f gathered, 5 samples from clients [0, 1]" in text
+    assert re.search(r"deletion: unlearning \(zeroing\) done in [\d.]+ s; accuracy on the gathered "
+                     r"D_f \d", text)  # fmt: skip
+    assert re.search(r"relay hop 1 on clients \[0, 1, 2\] \(lr 0.05\): objective [\d.]+ -> ", text)
+    assert "train.relay: node 102 skipped (no reply before the timeout)" in text
+    assert "deletion: relay done after" in text
+    assert (
+        "the deleting nodes' own D_f accuracy (5 samples, 2 nodes): before_deletion 100.0%" in text
+    )
+    assert "deletion: step of round 1 done, 1 node faults so far" in text
 
 
 def test_every_message_carries_the_configuration_the_strategy_acts_on() -> None:

@@ -367,4 +367,6 @@ def _source_options(config: SimulationConfig) -> dict:
         options["data_dir"] = config.data.data_dir
     if config.data.path is not None:
         options["path"] = config.data.path
+    if config.data.num_classes is not None:
+        options["num_classes"] = config.data.num_classes
     return options

@@ -28,8 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
-from scipy import linalg
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from fedforget.data.sources import ArrayDataset
@@ -104,6 +102,8 @@ def discriminator_auc(
     pos = discriminator_scores(gan, learning, device)
     neg = discriminator_scores(gan, unlearning, device)
     truth = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    from sklearn.metrics import roc_auc_score  # here: a ClientApp process never needs it
+
     return float(roc_auc_score(truth, np.concatenate([pos, neg])))
 
 
@@ -133,6 +133,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError("frechet_distance needs at least two samples per set")
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    from scipy import linalg  # here: a ClientApp process never needs it
+
     with warnings.catch_warnings():
         # ReLU features have dead units, so covariances are often singular; the ridge below
         # handles the rare non-finite root, a merely inaccurate one is harmless here.

@@ -9,7 +9,10 @@ from fedforget.models.base import (
     ClassifierModel,
     UnknownModelError,
     build_model,
+    classifier_head,
     load_model,
+    logits_and_features,
+    missing_parts,
     model_names,
     register_model,
 )
@@ -24,7 +27,10 @@ __all__ = [
     "LeNet5",
     "UnknownModelError",
     "build_model",
+    "classifier_head",
     "load_model",
+    "logits_and_features",
+    "missing_parts",
     "model_names",
     "register_model",
 ]

@@ -27,7 +27,10 @@ __all__ = [
     "ModelFactory",
     "UnknownModelError",
     "build_model",
+    "classifier_head",
     "load_model",
+    "logits_and_features",
+    "missing_parts",
     "model_names",
     "register_model",
 ]
@@ -105,6 +108,40 @@ class ClassifierModel(nn.Module, ABC):
         if features is not None:
             features[name] = value
         return value
+
+
+MODEL_PARTS = {
+    "head": "a final layer `head` (head(embed(x)) == model(x))",
+    "embed": "`embed(x)`, the input of `head`",
+    "forward_features": "`forward_features(x)` with the feature maps of `feature_layers`",
+}
+"""What some methods need beyond ``model(x) -> logits`` (docs/models.md)."""
+
+
+def missing_parts(model: nn.Module, needed: frozenset[str]) -> list[str]:
+    """The parts of :data:`MODEL_PARTS` in ``needed`` that ``model`` lacks, sorted."""
+    return sorted(part for part in needed if not hasattr(model, part))
+
+
+def logits_and_features(model: nn.Module, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """``model.forward_features(x)``, or the logits and no feature maps for a plain module.
+
+    Attention terms then have no maps to compare and drop out; the rest of a method runs.
+    """
+    if hasattr(model, "forward_features"):
+        return model.forward_features(x)
+    return model(x), {}
+
+
+def classifier_head(model: nn.Module) -> nn.Module:
+    """``model.head``, or for a plain module its last linear layer (the one giving logits)."""
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Module):
+        return head
+    linear = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    if not linear:
+        raise ValueError(f"{type(model).__name__} has no `head` and no linear layer")
+    return linear[-1]
 
 
 ModelFactory = Callable[[int, int, int], ClassifierModel]

@@ -87,6 +87,15 @@ class DeletionSummary(BaseModel):
     requests: list[dict[str, Any]] = Field(
         default_factory=list, description="Node-side requests carried out, per deletion step."
     )
+    node_forget_accuracy: dict[str, float] = Field(
+        default_factory=dict,
+        description="The deleting nodes' own accuracy on their deleted samples, per phase "
+        "(before_deletion, after_unlearning, after_recovery, final), sample-weighted over the "
+        "nodes that answered: measured on the nodes, only numbers travel (requests mode).",
+    )
+    node_forget_samples: int = Field(
+        0, description="Deleted samples the nodes scored for node_forget_accuracy."
+    )
     faults: list[dict[str, Any]] = Field(
         default_factory=list, description="Nodes that failed or timed out, and at which message."
     )

@@ -47,7 +47,7 @@ from fedforget.config import ConfigError, validated_options
 from fedforget.data.sources import ArrayDataset
 from fedforget.federated import ClientUpdate, HistoryRound, State
 from fedforget.gan.networks import ConditionalGan
-from fedforget.models import ClassifierModel
+from fedforget.models import ClassifierModel, missing_parts
 from fedforget.registry import Registry, UnknownNameError
 
 DataNeed = Literal["forget", "retain", "history", "rounds", "generator", "synthetic"]
@@ -164,7 +164,20 @@ class Unlearner(ABC):
     modes: ClassVar[frozenset[str]] = ALL_MODES
     mode_reason: ClassVar[str] = ""
     uses_relay: ClassVar[bool] = False
+    model_needs: ClassVar[frozenset[str]] = frozenset()
+    """Parts of :class:`~fedforget.models.ClassifierModel` the method uses beyond
+    ``model(x)`` (``head``, ``embed``, ``forward_features``); a plain ``nn.Module`` serves
+    the methods that need none."""
     Settings: ClassVar[type[BaseModel]] = UnlearnerSettings
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Refuse, with a one-line :class:`ConfigError`, a model without :attr:`model_needs`."""
+        missing = missing_parts(model, self.model_needs)
+        if missing:
+            raise ConfigError(
+                f"{self.name} needs a model with {', '.join(missing)} (a fedforget "
+                f"ClassifierModel, docs/models.md); {type(model).__name__} has none"
+            )
 
     def __init__(self, **options: Any) -> None:
         self.settings = validated_options(self.name, self.Settings, options)

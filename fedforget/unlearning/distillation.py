@@ -75,7 +75,7 @@ from torch.nn import functional as F
 
 from fedforget.config import DistillConfig
 from fedforget.data.sources import ArrayDataset
-from fedforget.models import ClassifierModel
+from fedforget.models import ClassifierModel, classifier_head, logits_and_features
 from fedforget.training import load_numpy_state, seeded_batches, to_tensors
 from fedforget.unlearning.base import (
     Unlearner,
@@ -226,9 +226,9 @@ class DistillationUnlearner(Unlearner):
         distillation and attention terms by ``1[CE_i < bound_i]``.
         """
         cfg = self.settings
-        student_logits, student_maps = student.forward_features(x)
+        student_logits, student_maps = logits_and_features(student, x)
         with torch.no_grad():
-            teacher_logits, teacher_maps = teacher.forward_features(x)
+            teacher_logits, teacher_maps = logits_and_features(teacher, x)
         if bounds is not None:
             return self._masked_loss(
                 student,
@@ -246,7 +246,7 @@ class DistillationUnlearner(Unlearner):
             total = total + cfg.mu_distill * distillation_loss(
                 teacher_logits, student_logits, cfg.temperature
             )
-        if cfg.mu_attention:
+        if cfg.mu_attention and student_maps:
             total = total + cfg.mu_attention * attention_loss(
                 teacher_maps.values(), student_maps.values(), cfg.attention_q
             )
@@ -275,7 +275,7 @@ class DistillationUnlearner(Unlearner):
             teacher = F.softmax(teacher_logits / cfg.temperature, dim=1)
             per_sample = -(teacher * F.log_softmax(student_logits / cfg.temperature, dim=1)).sum(1)
             total = total + cfg.mu_distill * (weight * per_sample).sum() / active
-        if cfg.mu_attention:
+        if cfg.mu_attention and student_maps:
             per_sample = torch.stack(
                 [
                     (attention_map(t, cfg.attention_q) - attention_map(s, cfg.attention_q)).norm(
@@ -353,8 +353,9 @@ def unseen_targets(
 def reset_outputs(student: ClassifierModel, teacher: ClassifierModel, classes: tuple[int, ...]):
     """Give the forgotten classes' output units the incompetent teacher's weights."""
     rows = list(classes)
-    for name, param in student.head.named_parameters():
-        param[rows] = teacher.head.get_parameter(name)[rows]
+    head, teacher_head = classifier_head(student), classifier_head(teacher)
+    for name, param in head.named_parameters():
+        param[rows] = teacher_head.get_parameter(name)[rows]
 
 
 def _endless(n: int, batch_size: int, generator: torch.Generator):

@@ -128,6 +128,7 @@ class LayerAttackUnlearner(Unlearner):
     """
 
     name = "lau"
+    model_needs = frozenset({"head", "embed"})
     needs = frozenset({"forget"})
     Settings = LauConfig
     settings: LauConfig

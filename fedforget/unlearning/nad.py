@@ -114,6 +114,7 @@ class NeuralAttentionDistillationUnlearner(Unlearner):
     """Fine-tune a teacher on clean data, then distil its attention into the model (B3)."""
 
     name = "nad"
+    model_needs = frozenset({"forward_features"})
     needs = frozenset({"retain"})
     Settings = NADSettings
     settings: NADSettings

@@ -54,18 +54,22 @@ class NpzSource(DatasetSource):
                 "dataset 'npz' needs option path=<file.npz or folder of client_*.npz + test.npz>"
             )
         if self.path.is_dir():
-            train, test, client_indices = self._load_folder(self.path)
+            train, test, client_indices, labels = self._load_folder(self.path)
         elif self.path.is_file():
             arrays = read_npz(self.path, ("x_train", "y_train", "x_test", "y_test"))
             train = array_dataset(arrays["x_train"], arrays["y_train"], self.path, "_train")
             test = array_dataset(arrays["x_test"], arrays["y_test"], self.path, "_test")
             client_indices = None
+            labels = {f"{self.path} y_train": train.y, f"{self.path} y_test": test.y}
         else:
             raise DataError(f"npz dataset path not found: {self.path}")
-        return DatasetBundle("npz", train, test, self._num_classes(train, test), client_indices)
+        num_classes = checked_classes(labels, self.num_classes, str(self.path))
+        return DatasetBundle("npz", train, test, num_classes, client_indices)
 
-    def _load_folder(self, folder: Path) -> tuple[ArrayDataset, ArrayDataset, list[np.ndarray]]:
-        files = sorted(folder.glob("client_*.npz"), key=natural_key)
+    def _load_folder(
+        self, folder: Path
+    ) -> tuple[ArrayDataset, ArrayDataset, list[np.ndarray], dict[str, np.ndarray]]:
+        files = client_files(folder)
         if not files:
             raise DataError(f"{folder}: no client_*.npz files found")
         test_file = folder / "test.npz"
@@ -84,18 +88,51 @@ class NpzSource(DatasetSource):
             clients.append(part)
         test = load_xy_npz(test_file)
         train, client_indices = join_clients(clients)
-        return train, test, client_indices
+        labels = {f"{file} y": part.y for file, part in zip(files, clients, strict=True)}
+        return train, test, client_indices, {**labels, f"{test_file} y": test.y}
 
-    def _num_classes(self, train: ArrayDataset, test: ArrayDataset) -> int:
-        labels = [d.y.max() for d in (train, test) if len(d)]
-        needed = int(max(labels)) + 1 if labels else 1
-        if self.num_classes is None:
-            return needed
-        if self.num_classes < needed:
-            raise DataError(
-                f"{self.path}: num_classes={self.num_classes} but labels go up to {needed - 1}"
-            )
-        return int(self.num_classes)
+
+def checked_classes(labels: dict[str, np.ndarray], declared: int | None, where: str) -> int:
+    """The number of classes: ``declared``, or the largest label + 1; one clear error otherwise.
+
+    A label at or above the declared number is refused (naming the file). Without a declared
+    number, a class that no sample of any file has below the largest label is refused too: a
+    stray label (a 12 among the digits 0-9) would otherwise add classes that no client can
+    learn, silently. Declaring ``num_classes`` accepts such a gap.
+
+    Parameters
+    ----------
+    labels : dict of str to np.ndarray
+        Each file's (and array's) labels, by a name for messages.
+    declared : int, optional
+        The number of classes the user declared.
+    where : str
+        The data's path, for the gap message.
+    """
+    present = [y for y in labels.values() if len(y)]
+    if declared is not None:
+        for name, y in labels.items():
+            if len(y) and y.max() >= declared:
+                raise DataError(
+                    f"{name}: label {int(y.max())} is out of range for num_classes={declared} "
+                    f"(labels are 0..{declared - 1})"
+                )
+        return int(declared)
+    needed = int(max(y.max() for y in present)) + 1 if present else 1
+    seen = np.unique(np.concatenate(present)) if present else np.arange(1)
+    missing = sorted(set(range(needed)) - {int(c) for c in seen})
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise DataError(
+            f"{where}: no sample has label {shown}, yet label {needed - 1} makes {needed} "
+            f"classes; fix the labels, or declare the classes (num_classes, --num-classes)"
+        )
+    return needed
+
+
+def client_files(folder: Path) -> list[Path]:
+    """The ``client_*.npz`` files of a folder source, in client order (client_2 before 10)."""
+    return sorted(folder.glob("client_*.npz"), key=natural_key)
 
 
 def load_xy_npz(path: Path) -> ArrayDataset:

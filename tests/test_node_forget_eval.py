@@ -1,0 +1,82 @@
+"""A real node scores the models it is sent on its own deleted samples (``query.forget_eval``).
+
+The ClientApp's handlers run in-process on a node directory: the user files a class deletion,
+the server's ``query.deletion_complete`` carries it out, and ``query.forget_eval`` must return
+the accuracy of each model on exactly the deleted samples, and nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+from fedforget import protocol as P
+from fedforget.clients import app as client_app
+from fedforget.config import SimulationConfig
+from fedforget.data import load_dataset
+from fedforget.models import build_model
+from fedforget.node import file_request, write_node_data
+from fedforget.training import accuracy, train_local
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower builds a Message only inside a task; pretend to be one."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_run_id", "_task_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+
+def _message(kind: str, config: SimulationConfig, **models: ArrayRecord) -> Message:
+    entries = {P.RUN_CONFIG_KEY: config.to_json(), P.SERVER_ROUND: 1, P.NUM_CLASSES: 10}
+    content = RecordDict({**models, P.CONFIG: ConfigRecord(entries)})
+    return Message(content, dst_node_id=1, message_type=kind)
+
+
+def test_a_node_scores_each_model_on_its_deleted_samples_only(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    train = load_dataset("digits").train
+    node_data = train.subset(np.arange(400))
+    write_node_data(tmp_path / "node", node_data)
+    file_request(tmp_path / "node", classes=[3])
+    config = SimulationConfig(
+        clients=2, data={"dataset": "digits"}, deletion={"mode": "requests"}, train={"rounds": 2}
+    )
+    context = Context(
+        run_id=1,
+        node_id=1,
+        node_config={"node-dir": str(tmp_path / "node"), "partition-id": 0},
+        state=RecordDict(),
+        run_config={},
+    )
+    untrained = build_model("lenet5", 10, 1, 8)
+    learned = build_model("lenet5", 10, 1, 8)
+    train_local(learned, node_data, epochs=20, lr=0.05, momentum=0.9, batch_size=16, seed=0)
+
+    before = client_app.forget_eval(
+        _message(P.FORGET_EVAL, config, learned=ArrayRecord(learned.state_dict())), context
+    )
+    assert int(before.content[P.METRICS][P.NUM_EXAMPLES]) == 0  # nothing deleted yet
+    client_app.deletion_complete(_message(P.DELETION_COMPLETE, config), context)
+    reply = client_app.forget_eval(
+        _message(
+            P.FORGET_EVAL,
+            config,
+            learned=ArrayRecord(learned.state_dict()),
+            untrained=ArrayRecord(untrained.state_dict()),
+        ),
+        context,
+    )
+
+    threes = node_data.subset(np.flatnonzero(node_data.y == 3))
+    metrics = reply.content[P.METRICS]
+    assert int(metrics[P.NUM_EXAMPLES]) == len(threes) > 0
+    assert float(metrics[f"{P.ACCURACY}:learned"]) == pytest.approx(accuracy(learned, threes))
+    assert float(metrics[f"{P.ACCURACY}:untrained"]) == pytest.approx(accuracy(untrained, threes))
+    assert float(metrics[f"{P.ACCURACY}:learned"]) > 0.5  # a model that learned the 3s
+    assert list(reply.content.array_records) == []  # numbers travel, not data or weights
