@@ -39,6 +39,19 @@ of the federation up to the deletion round (LiRA's per-example variances would n
 SEED_OFFSET = 10_000  # reference k uses seed SEED_OFFSET * (run seed + 1) + k: never the run's
 
 
+def check_reference_data(config: SimulationConfig) -> None:
+    """Refuse ``--mia calibrated`` when no training sample is left out of the federation.
+
+    Checked per run (not by the configuration's validator): a sweep's base configuration
+    gets ``data.train_samples`` from its scenarios.
+    """
+    if config.mia == "calibrated" and config.data.train_samples is None:
+        raise ConfigError(
+            "--mia calibrated trains reference models on training samples no client holds:"
+            " set data.train_samples below the dataset's size"
+        )
+
+
 def auxiliary_data(config: SimulationConfig) -> ArrayDataset:
     """The source's training samples that no client holds (the complement of ``train_samples``).
 
@@ -48,8 +61,7 @@ def auxiliary_data(config: SimulationConfig) -> ArrayDataset:
         When every training sample went to the clients, or fewer than ``train_samples`` are
         left (a reference must train on as many samples as the federation).
     """
-    if config.data.train_samples is None:  # validate_config refuses it; a direct call may not
-        raise ConfigError("--mia calibrated needs data.train_samples (auxiliary data)")
+    check_reference_data(config.model_copy(update={"mia": "calibrated"}))
     bundle = build_source(config.data.dataset, **_source_options(config)).load()
 
     unused = np.setdiff1d(np.arange(len(bundle.train)), kept_train_indices(bundle, config))

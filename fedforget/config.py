@@ -367,16 +367,6 @@ class SimulationConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _calibrated_attack_has_auxiliary_data(self) -> SimulationConfig:
-        # Its reference models train on samples no client holds: train_samples' complement.
-        if self.mia == "calibrated" and self.data.train_samples is None:
-            raise ValueError(
-                "--mia calibrated trains reference models on training samples no client holds:"
-                " set data.train_samples below the dataset's size"
-            )
-        return self
-
-    @model_validator(mode="after")
     def _cross_checks(self) -> SimulationConfig:
         if self.deletion.round > self.train.rounds:
             raise ValueError(

@@ -17,6 +17,7 @@ from fedforget.data import build_federation
 from fedforget.federated import LocalFederation
 from fedforget.metrics import Evaluator
 from fedforget.models import build_model
+from fedforget.simulations.runner import check_strategies
 from fedforget.training import load_numpy_state, predict_proba, state_to_numpy
 
 TRAIN_SAMPLES = 500
@@ -41,8 +42,9 @@ def rows(data) -> set[bytes]:
 
 def test_calibrated_attack_without_auxiliary_data_is_refused(make_config):
     with pytest.raises(ConfigError, match="train_samples"):
-        make_config(mia="calibrated")
-    make_config(mia="loss")  # other attacks need no auxiliary data
+        check_strategies(make_config(mia="calibrated"), ["retrain", "distill"])
+    check_strategies(make_config(mia="loss"), ["retrain", "distill"])  # needs no auxiliary data
+    check_strategies(calibrated_config(make_config), ["retrain", "distill"])
 
 
 def test_auxiliary_data_is_the_training_data_no_client_holds(make_config):
