@@ -7,6 +7,10 @@ power on the original model and its D_f score for the original, retrained and un
 models. Example (docs/methods-quality.md)::
 
     OMP_NUM_THREADS=1 python scripts/quality_mia.py
+
+``--lr``, ``--momentum``, ``--batch-size`` and ``--model`` vary the local training (levers of
+memorisation); ``--attack-only`` scores the original and retrained models only (no distill,
+no relay), to search settings faster.
 """
 
 from __future__ import annotations
