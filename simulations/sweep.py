@@ -36,13 +36,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "class-3": {"deletion": {"mode": "class", "forget_classes": [3]}},
     "client-5": {"deletion": {"mode": "client", "deleting_clients": [5]}},
     # Few clients with few samples each and many local epochs: a federation that memorises,
-    # where membership attacks have some power (docs/methods-quality.md, section 3). 5
-    # clients of 100 MNIST samples; 20 % of every client's samples deleted after round 20
-    # (a D_f of 100 samples: each is 1 pt of an MIA score). Run it with --mia calibrated.
+    # where membership attacks have power (docs/methods-quality.md, section 3): 2 clients of
+    # 100 MNIST samples, 20 local epochs, 20 % of every client's samples deleted after round
+    # 20 (a D_f of 40 samples). Run it with --mia calibrated.
     "overfit-random": {
-        "clients": 5,
+        "clients": 2,
         "deletion": {"mode": "random", "share": 0.2, "deleting_clients": None, "round": 20},
-        "data": {"train_samples": 500},
+        "data": {"train_samples": 200},
         "train": {"rounds": 20, "local_epochs": 20, "batch_size": 20},
     },
 }
