@@ -63,7 +63,6 @@ def auxiliary_data(config: SimulationConfig) -> ArrayDataset:
     """
     check_reference_data(config.model_copy(update={"mia": "calibrated"}))
     bundle = build_source(config.data.dataset, **_source_options(config)).load()
-
     unused = np.setdiff1d(np.arange(len(bundle.train)), kept_train_indices(bundle, config))
     if len(unused) < config.data.train_samples:
         raise ConfigError(
