@@ -7,6 +7,10 @@ power on the original model and its D_f score for the original, retrained and un
 models. Example (docs/methods-quality.md)::
 
     OMP_NUM_THREADS=1 python scripts/quality_mia.py
+
+``--lr``, ``--momentum``, ``--batch-size`` and ``--model`` vary the local training (levers of
+memorisation); ``--attack-only`` scores the original and retrained models only (no distill,
+no relay), to search settings faster.
 """
 
 from __future__ import annotations
@@ -43,7 +47,13 @@ def preset(args) -> dict:
         "seed": args.seed,
         "data": {"dataset": args.dataset, "train_samples": args.train_samples},
         "deletion": {"mode": "random", "share": args.share, "round": args.rounds},
-        "train": {"rounds": args.rounds, "local_epochs": args.local_epochs, "batch_size": 20},
+        "train": {
+            "rounds": args.rounds,
+            "local_epochs": args.local_epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "momentum": args.momentum,
+        },
     }
 
 
@@ -57,13 +67,18 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=int, default=10)
     parser.add_argument("--references", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--attack-only", action="store_true", help="skip distill and the relay")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = validate_config(preset(args))
     federation = build_federation(config)
 
     def build():
-        return build_model("lenet5", federation.num_classes, 1, federation.image_size)
+        return build_model(args.model, federation.num_classes, 1, federation.image_size)
 
     torch.manual_seed(args.seed)
     initial = state_to_numpy(build())
@@ -78,27 +93,13 @@ def main() -> None:
     retrained = remaining.run(initial, args.rounds)
 
     test = federation.test
-    validation = test.subset(np.arange(VALIDATION))
     non_members = test.subset(np.arange(VALIDATION, len(test)))
     members = federation.train.subset(federation.retain_indices())
     forget = federation.forget_set()
 
-    unlearner = build_unlearner("distill")
-    request = UnlearningRequest(forget, federation.num_classes, "random", validation=validation)
-    context = UnlearningContext(initial, build, seed=args.seed)
-    unlearned = state_to_numpy(
-        unlearner.unlearn(load_numpy_state(build(), trained), request, context)
-    )
-    evaluate, train = in_process_callbacks(remaining, 1000, 1, seed=args.seed)
-    recovered = run_relay(
-        unlearned,
-        sorted(remaining.clients),
-        evaluate,
-        train,
-        RecoveryConfig(),
-        config.train.lr,
-        seed=args.seed,
-    ).state
+    models = {"original": trained, "retrain": retrained}
+    if not args.attack_only:
+        models.update(_unlearn(args, config, federation, build, initial, trained, remaining))
 
     # Reference federations on auxiliary data: the training samples no client holds.
     bundle = build_source(args.dataset).load()
@@ -128,12 +129,6 @@ def main() -> None:
     refs_s = time.perf_counter() - started
 
     out = {"preset": preset(args), "train_s": round(train_s, 1), "references_s": round(refs_s, 1)}
-    models = {
-        "original": trained,
-        "retrain": retrained,
-        "distill": unlearned,
-        "distill+relay": recovered,
-    }
     for label, state in models.items():
         model = load_numpy_state(build(), state)
         outputs = [
@@ -151,6 +146,29 @@ def main() -> None:
             row[name] = {"score": round(result.forget_score, 4), "power": round(result.power, 4)}
         out[label] = row
     print(json.dumps(out))
+
+
+def _unlearn(args, config, federation, build, initial, trained, remaining) -> dict:
+    """distill's model after the unlearning alone and after the default relay."""
+    validation = federation.test.subset(np.arange(VALIDATION))
+    forget = federation.forget_set()
+    unlearner = build_unlearner("distill")
+    request = UnlearningRequest(forget, federation.num_classes, "random", validation=validation)
+    context = UnlearningContext(initial, build, seed=args.seed)
+    unlearned = state_to_numpy(
+        unlearner.unlearn(load_numpy_state(build(), trained), request, context)
+    )
+    evaluate, train = in_process_callbacks(remaining, 1000, 1, seed=args.seed)
+    recovered = run_relay(
+        unlearned,
+        sorted(remaining.clients),
+        evaluate,
+        train,
+        RecoveryConfig(),
+        config.train.lr,
+        seed=args.seed,
+    ).state
+    return {"distill": unlearned, "distill+relay": recovered}
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedforget import protocol as P
+from fedforget.attacks_reference import attach_references
 from fedforget.config import SimulationConfig
 from fedforget.data import Federation, build_federation
 from fedforget.gan import ConditionalGan, build_conditional_gan
@@ -90,6 +91,7 @@ def run_server(
     initial_arrays = ArrayRecord(build().state_dict())
     device = resolve_device(config.resources.server_device)
     evaluator = Evaluator(federation, device, config.seed, config.mia)
+    attach_references(evaluator, config, build)  # --mia calibrated only
     recorder = RunRecorder(config, evaluator, build, default_out_dir(config), display)
     strategy = build_strategy(
         config,

@@ -29,6 +29,7 @@ import torch
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
+from fedforget.attacks_reference import attach_references
 from fedforget.config import ConfigError, SimulationConfig
 from fedforget.data import Federation, build_federation
 from fedforget.metrics import (
@@ -232,6 +233,7 @@ class ClassifierBranches(BranchTask):
         if base.generator.arrays is not None:  # the clients' GAN that MuGAN draws from
             save_arrays(base.generator.arrays, out_dir / "generator.pt")
         evaluator = Evaluator(self.federation, self.device, self.config.seed, self.config.mia)
+        attach_references(evaluator, self.config, self.build)  # --mia calibrated only
         self.scorer = _Scorer(self.federation, evaluator, self.device)
         self.original = self._model(checkpoint)
         row = self.scorer.metrics(self.original)

@@ -25,6 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from fedforget.attacks import attack_names
+from fedforget.attacks_reference import check_reference_data
 from fedforget.clients.policy import simulation_environment
 from fedforget.config import (
     ConfigError,
@@ -172,6 +173,7 @@ def check_strategies(config: SimulationConfig, names: list[str]) -> None:
     check_verifier(config)
     if config.unlearn_on == "client" and config.strategy != RETRAIN:
         check_client_side(build_configured_unlearner(config, config.strategy))
+    check_reference_data(config)  # --mia calibrated: data for its reference models
 
 
 def check_gan_strategies(config: SimulationConfig, names: list[str]) -> None:

@@ -35,12 +35,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "random-4%": {"deletion": {"mode": "random", "share": 0.04, "deleting_clients": [0, 1, 2]}},
     "class-3": {"deletion": {"mode": "class", "forget_classes": [3]}},
     "client-5": {"deletion": {"mode": "client", "deleting_clients": [5]}},
-    # Few samples per client and many local epochs: a model that memorises, where membership
-    # inference has power (the attack's balanced accuracy on the original model >= 0.6).
+    # Few clients with few samples each and many local epochs: a federation that memorises,
+    # where membership attacks have power (docs/methods-quality.md, section 3): 2 clients of
+    # 100 MNIST samples, 20 local epochs, 20 % of every client's samples deleted after round
+    # 20 (a D_f of 40 samples). Run it with --mia calibrated.
     "overfit-random": {
-        "deletion": {"mode": "random", "share": 0.04, "deleting_clients": [0, 1, 2]},
-        "data": {"train_samples": 2000},
-        "train": {"local_epochs": 10},
+        "clients": 2,
+        "deletion": {"mode": "random", "share": 0.2, "deleting_clients": None, "round": 20},
+        "data": {"train_samples": 200},
+        "train": {"rounds": 20, "local_epochs": 20, "batch_size": 20},
     },
 }
 """Named deletion scenarios: overrides of the sweep's base configuration."""
