@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -51,6 +52,7 @@ T = TypeVar("T")
 
 RUN_FILE = "run.json"
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
+HEAD_NODE_TIMEOUT = 10.0  # seconds to wait for a Ray head node to accept a connection
 EARLIER_RUN_FILES = (
     RUN_FILE,
     "summary.json",
@@ -222,6 +224,7 @@ def attach_to_cluster(address: str, environment: dict[str, str]) -> None:
     """
     import ray
 
+    check_head_node(address)
     paths = [*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])]
     variables = {**environment, "PYTHONPATH": os.pathsep.join(paths)}
     try:  # RAY_ADDRESS would override the address given to ray.init: it must say the same
@@ -235,6 +238,24 @@ def attach_to_cluster(address: str, environment: dict[str, str]) -> None:
     except (ConnectionError, ValueError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         message = f"--ray-address {address}: cannot attach to a Ray cluster ({reason})"
+        raise ConfigError(message) from None
+
+
+def check_head_node(address: str, timeout: float = HEAD_NODE_TIMEOUT) -> None:
+    """Raise :class:`ConfigError` unless something accepts connections at ``address``.
+
+    ``ray.init`` retries an address where nothing listens for minutes before it gives up;
+    a refused or unanswered connection is the user's mistake, said at once. ``auto`` is
+    left to Ray, which fails fast when it finds no cluster.
+    """
+    if address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        message = f"--ray-address {address}: no Ray head node answers there ({reason})"
         raise ConfigError(message) from None
 
 

@@ -212,3 +212,12 @@ def test_a_bad_ray_address_is_one_line_and_exit_2(tmp_path: Path, capsys):
     assert info.value.code == 2
     assert len(err.splitlines()) == 1 and "ray_address" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_address_where_no_head_node_listens_is_a_user_error():
+    from fedforget.simulations.runner import attach_to_cluster
+
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="no Ray head node answers"):
+        attach_to_cluster(f"127.0.0.1:{free_port()}", {})
+    assert time.monotonic() - started < 30  # not Ray's minutes of retries
