@@ -124,7 +124,9 @@ def choose_candidates(
         chosen = ranked[: limit // 2]
     rest = [c for c in pool if c not in chosen]
     rng = np.random.default_rng(seed)
-    chosen += [int(c) for c in rng.choice(rest, limit - len(chosen), replace=False)]
+    # draw positions, not ids: Flower's node ids reach 2**64, which NumPy's arrays round
+    picks = rng.choice(len(rest), limit - len(chosen), replace=False)
+    chosen += [rest[int(i)] for i in picks]
     return sorted(chosen)
 
 

@@ -122,3 +122,12 @@ def test_the_relay_restores_the_level_before_unlearning(restore):
         assert result.evaluations == 3 * (1 + 1 + 3)
     else:
         assert result.hops == [] and result.state is start
+
+
+def test_candidates_are_flower_node_ids_even_above_two_to_the_63():
+    # Flower's node ids are unsigned 64-bit: an array of them rounds to floats
+    nodes = [2**64 - 1 - 7 * i for i in range(30)] + [9166731114228712260, 1372195323618344668]
+    known = {nodes[3]: 0.1, nodes[8]: 0.2}
+    chosen = choose_candidates(nodes, 10, known, seed=0)
+    assert len(chosen) == 10 and set(chosen) <= set(nodes)
+    assert {nodes[3], nodes[8]} <= set(chosen)
