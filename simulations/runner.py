@@ -87,7 +87,7 @@ def check_run(config: SimulationConfig) -> None:
     ConfigError
         Unknown dataset, model or strategy; a forget class out of range; deleting more than
         the deleting clients hold; an unreadable custom dataset; a device this machine lacks;
-        a dataset cache folder that is a file.
+        a dataset cache folder that is a file; a ``--ray-address`` where no head node answers.
     """
     check_names(config)
     if config.deletion.mode == "requests":
@@ -96,6 +96,8 @@ def check_run(config: SimulationConfig) -> None:
             "(fedforget request-deletion); run it on a deployment with flwr run"
         )
     check_device(config.resources.server_device, "--server-device")
+    if (address := ray_address(config)) is not None:
+        check_head_node(address)
     check_data_dir(config.data.data_dir)
     try:
         build_federation(config)

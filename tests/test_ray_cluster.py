@@ -221,3 +221,15 @@ def test_an_address_where_no_head_node_listens_is_a_user_error():
     with pytest.raises(ConfigError, match="no Ray head node answers"):
         attach_to_cluster(f"127.0.0.1:{free_port()}", {})
     assert time.monotonic() - started < 30  # not Ray's minutes of retries
+
+
+def test_compare_checks_the_ray_address_before_it_creates_the_run_folder(tmp_path: Path, capsys):
+    from fedforget.cli import main
+
+    out = tmp_path / "run"
+    args = ["compare", "--dataset", "digits", "--clients", "3", "--out", str(out)]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--ray-address", f"127.0.0.1:{free_port()}"])
+    assert info.value.code == 2
+    assert "no Ray head node answers" in capsys.readouterr().err
+    assert not out.exists()
