@@ -18,8 +18,9 @@ Flower, no Ray. Per client count it prints:
 - peak memory: resident set of this process and its whole tree (Ray's processes, the floor's
   workers), sampled during the simulation and the floor.
 
-Both are measured in the same run on the same machine, so their ratio stands when the machine
-is shared with other work; absolute seconds do not.
+Both are measured in the same run on the same machine, one after the other; the mean load
+average during each is printed, since on a machine shared with other work a ratio stands only
+when the two loads are alike, and absolute seconds not at all.
 """
 
 from __future__ import annotations
@@ -52,12 +53,17 @@ GIB = 2**30
 
 
 class MemorySampler:
-    """Samples the resident memory of this process and of its whole tree in a thread."""
+    """Samples the resident memory of this process and of its whole tree in a thread.
+
+    It also samples the machine's 1-minute load average: on a shared machine a ratio of two
+    measurements taken under different loads says more about the load than about fedforget.
+    """
 
     def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
         self.peak_self = 0
         self.peak_tree = 0
+        self.loads: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -69,6 +75,11 @@ class MemorySampler:
         self._stop.set()
         self._thread.join()
 
+    @property
+    def mean_load(self) -> float:
+        """Mean 1-minute load average while sampling (nan before the first sample)."""
+        return statistics.mean(self.loads) if self.loads else float("nan")
+
     def _run(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
@@ -79,6 +90,7 @@ class MemorySampler:
                 continue
             self.peak_self = max(self.peak_self, own)
             self.peak_tree = max(self.peak_tree, tree)
+            self.loads.append(os.getloadavg()[0])
             self._stop.wait(self.interval)
 
 
@@ -209,6 +221,8 @@ def benchmark_one(config: SimulationConfig, workers: int) -> dict[str, Any]:
         "peak_tree_gib": memory.peak_tree / GIB,
         "peak_driver_gib": memory.peak_self / GIB,
         "floor_peak_tree_gib": floor_memory.peak_tree / GIB,
+        "load_during_simulation": memory.mean_load,
+        "load_during_floor": floor_memory.mean_load,
         "test_accuracy": summary.phases.before_deletion.test_accuracy
         if summary.phases.before_deletion
         else None,
