@@ -34,7 +34,9 @@ from fedforget.simulations.runner import backend_config, ray_address
 
 pytestmark = pytest.mark.slow
 
-RAY = Path(sys.executable).with_name("ray")
+# the `ray` and `fedforget` commands of this Python environment, even when it is not activated
+BIN = Path(sys.executable).parent
+RAY = BIN / "ray" if (BIN / "ray").exists() else Path(shutil.which("ray") or "ray")
 READY_LINE = "Ray runtime started"
 
 # Run in a fresh interpreter attached to the cluster: its drivers (jobs) and actors, as JSON.
@@ -147,7 +149,7 @@ def test_simulate_runs_on_an_existing_ray_cluster(tmp_path: Path, client_round_s
     unit = client_round_seconds
     out = tmp_path / "run"
     command = [
-        *(str(Path(sys.executable).with_name("fedforget")), "simulate"),
+        *(sys.executable, "-m", "fedforget.cli", "simulate"),
         *("--dataset", "digits", "--clients", "3", "--rounds", "2", "--deletion-round", "1"),
         *("--reference", "none", "--local-epochs", "1", "--max-hops", "1", "--quiet"),
         *("--out", str(out)),
