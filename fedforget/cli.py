@@ -204,6 +204,13 @@ def simulate(
     client_cpus: Annotated[float, typer.Option(help="CPUs per client actor.")] = 1.0,
     client_gpus: Annotated[float, typer.Option(help="GPU fraction per client actor.")] = 0.0,
     server_device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the clients on an existing Ray cluster: HOST:PORT of its head node, or "
+            "auto (default: RAY_ADDRESS if set, else a private Ray instance)."
+        ),
+    ] = None,
     min_accuracy: Annotated[
         float | None, typer.Option(help="Relay stops when every client reaches this.")
     ] = None,
@@ -382,6 +389,7 @@ def _option_values(p: dict[str, Any]) -> dict[str, Any]:
                 "client_cpus": p["client_cpus"],
                 "client_gpus": p["client_gpus"],
                 "server_device": p["server_device"],
+                "ray_address": p.get("ray_address"),
             }
         ),
     }

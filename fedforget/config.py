@@ -288,6 +288,8 @@ class GanConfig(_Section):
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# A Ray head node: host name, IPv4 or [IPv6], then the port of its GCS (``ray start --port``).
+RAY_ADDRESS_PATTERN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})")
 
 
 def check_device(name: str, option: str = "--device") -> None:
@@ -349,6 +351,25 @@ class ResourceConfig(_Section):
     def _known_device(cls, value: str) -> str:
         if not DEVICE_PATTERN.fullmatch(value):
             raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got '{value}'")
+        return value
+
+    ray_address: str | None = Field(
+        None,
+        description=(
+            "An existing Ray cluster for the client actors: HOST:PORT of its head node, or "
+            "'auto' (the cluster `ray start` began on this machine). None: RAY_ADDRESS if set, "
+            "else a private Ray instance on this machine."
+        ),
+    )
+
+    @field_validator("ray_address")
+    @classmethod
+    def _head_node_address(cls, value: str | None) -> str | None:
+        if value is None or value == "auto":
+            return value
+        found = RAY_ADDRESS_PATTERN.fullmatch(value)
+        if found is None or not 0 < int(found.group(2)) < 65536:
+            raise ValueError(f"expected auto or HOST:PORT of a Ray head node, got '{value}'")
         return value
 
 

@@ -1,57 +1,69 @@
-"""Benchmark: simulation efficiency, unlearning cost and peak memory (prints numbers).
+"""Benchmark: fedforget on Flower against a plain-PyTorch floor of the same work (prints numbers).
 
-Run ``python -m fedforget.simulations.benchmark`` (defaults: the MNIST run of docs/results.md,
-20 clients). It measures, on this machine and in one process:
+``python -m fedforget.simulations.benchmark --clients 20,100,1000 --rounds 2`` runs, for each
+client count, ``fedforget simulate`` (the deletion after the last round, no reference run) and
+right after it, in worker processes of this run, a plain-PyTorch FedAvg of the same work: the
+same model, federation split and training settings (:class:`~fedforget.federated.
+LocalFederation`, the loop the clients run), as many clients per round as the simulation
+trained, split over ``--workers`` processes (default: as many as Ray runs client actors), no
+Flower, no Ray. Per client count it prints:
 
-(a) simulation efficiency = summed client compute seconds / (cores x round wall seconds),
-    per round, for all rounds and for steady state (round 1 includes Ray actor start-up and
-    data loading); and Flower's own floor: the wall time of a round whose clients do no work
-    (they echo the model), which bounds the efficiency reachable with this per-round compute;
-(b) unlearning + recovery wall time against one FedAvg round and against the retrain run;
-(c) peak memory: resident set of this process and of the whole process tree (Ray workers).
+- round: mean wall seconds of a federated round (from round 2 on when there are two: round 1
+  also starts the Ray actors), without the server's evaluation;
+- floor: the same for the plain-PyTorch rounds, and round / floor;
+- deletion: unlearning + recovery seconds, and their share of a round;
+- start-up: seconds from the call to the first round (checks, data, Ray, the ServerApp)
+  plus what round 1 takes beyond a steady round (Ray starts the client actors then);
+- evaluation: the server's evaluation of the global model after a round (mean seconds);
+- peak memory: resident set of this process and its whole tree (Ray's processes, the floor's
+  workers), sampled during the simulation and the floor.
+
+Both are measured in the same run on the same machine, one after the other; the mean load
+average during each is printed, since on a machine shared with other work a ratio stands only
+when the two loads are alike, and absolute seconds not at all.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import random
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
+import torch
 from rich.console import Console
 from rich.table import Table
 
-from fedforget import protocol as P
-from fedforget.config import validate_config
-from fedforget.models import build_model
-from fedforget.simulations.runner import backend_config, simulate
+from fedforget.config import SimulationConfig, validate_config
+from fedforget.data import build_federation
+from fedforget.federated import ClientUpdate, LocalFederation, weighted_average
+from fedforget.report.recorder import Display
+from fedforget.simulations.runner import run_folder, simulate
+from fedforget.training import state_to_numpy
 
-echo_client = ClientApp()
-
-
-@echo_client.train()
-def _echo(message: Message, context: Context) -> Message:
-    """A client that does no work: Flower's per-message cost alone."""
-    metrics = MetricRecord({P.NUM_EXAMPLES: 1})
-    content = RecordDict({P.ARRAYS: message.content[P.ARRAYS], P.METRICS: metrics})
-    return Message(content, reply_to=message)
+GIB = 2**30
 
 
 class MemorySampler:
-    """Samples the resident memory of this process and of its whole tree in a thread."""
+    """Samples the resident memory of this process and of its whole tree in a thread.
+
+    It also samples the machine's 1-minute load average: on a shared machine a ratio of two
+    measurements taken under different loads says more about the load than about fedforget.
+    """
 
     def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
         self.peak_self = 0
         self.peak_tree = 0
+        self.loads: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -63,6 +75,11 @@ class MemorySampler:
         self._stop.set()
         self._thread.join()
 
+    @property
+    def mean_load(self) -> float:
+        """Mean 1-minute load average while sampling (nan before the first sample)."""
+        return statistics.mean(self.loads) if self.loads else float("nan")
+
     def _run(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
@@ -73,6 +90,7 @@ class MemorySampler:
                 continue
             self.peak_self = max(self.peak_self, own)
             self.peak_tree = max(self.peak_tree, tree)
+            self.loads.append(os.getloadavg()[0])
             self._stop.wait(self.interval)
 
 
@@ -83,89 +101,197 @@ def _rss(process: psutil.Process) -> int:
         return 0
 
 
-def flower_floor(clients: int, rounds: int) -> list[float]:
-    """Wall seconds of ``rounds`` rounds in which every client echoes a LeNet-5 at once."""
-    config = validate_config({"clients": clients})
+class TimingDisplay(Display):
+    """Clocks what the run summary does not: start-up and the server's evaluation per round.
+
+    The recorder evaluates the global model between telling its display that a round finished
+    and handing it the metrics, so the gap between the two is the evaluation.
+    """
+
+    def __init__(self) -> None:
+        self.called = time.perf_counter()
+        self.first_round_started: float | None = None
+        self.evaluation_seconds: list[float] = []
+        self._round_finished: float | None = None
+
+    @property
+    def startup_seconds(self) -> float:
+        """Seconds from the call to the first round (nan if no round started)."""
+        if self.first_round_started is None:
+            return float("nan")
+        return self.first_round_started - self.called
+
+    def run_started(self, phase: str, total_rounds: int) -> None:
+        if self.first_round_started is None:
+            self.first_round_started = time.perf_counter()
+
+    def round_finished(self, phase: str, server_round: int, info: dict[str, Any]) -> None:
+        self._round_finished = time.perf_counter()
+
+    def round_metrics(self, phase: str, server_round: int, metrics: Any) -> None:
+        if self._round_finished is not None:
+            self.evaluation_seconds.append(time.perf_counter() - self._round_finished)
+            self._round_finished = None
+
+
+# The floor's worker processes: each builds the federation once, then trains the clients it
+# is handed, exactly as a client actor does (LocalFederation runs train_local).
+_WORKER: dict[str, Any] = {}
+
+
+def _start_floor_worker(config_json: str) -> None:
+    torch.set_num_threads(1)  # as a Ray actor with one CPU (OMP_NUM_THREADS=1)
+    config = SimulationConfig.from_json(config_json)
+    federation = build_federation(config)
+    from fedforget.server.app import model_factory
+
+    _WORKER["config"] = config
+    _WORKER["federation"] = LocalFederation.from_federation(
+        federation, model_factory(config, federation), config.train, drop_deleted=False
+    )
+
+
+def _train_clients(job: tuple[dict, list[int], int]) -> list[ClientUpdate]:
+    state, clients, seed = job
+    config: SimulationConfig = _WORKER["config"]
+    local: LocalFederation = _WORKER["federation"]
+    return local.train_clients(state, clients, config.train.local_epochs, config.train.lr, seed)
+
+
+def floor_rounds(
+    config: SimulationConfig, clients_per_round: int, rounds: int, workers: int
+) -> list[float]:
+    """Wall seconds of ``rounds`` plain-PyTorch FedAvg rounds of the simulation's work.
+
+    Each round ``clients_per_round`` clients (seeded sample) train the global model, split
+    over ``workers`` processes that were started (and loaded the data) before the clock runs.
+    """
+    federation = build_federation(config)
+    from fedforget.server.app import model_factory
+
+    state = state_to_numpy(model_factory(config, federation)())
+    rng = random.Random(config.seed)
+    context = multiprocessing.get_context("spawn")
     seconds: list[float] = []
-    server = ServerApp()
-
-    @server.main()
-    def _main(grid: Grid, context: Context) -> None:
-        arrays = ArrayRecord(build_model("lenet5", 10, 1, 28).state_dict())
-        while len(list(grid.get_node_ids())) < clients:
-            time.sleep(0.2)
-        nodes = list(grid.get_node_ids())
-        for server_round in range(rounds):
-            content = RecordDict({P.ARRAYS: arrays, P.CONFIG: ConfigRecord({"r": server_round})})
+    with context.Pool(workers, _start_floor_worker, (config.to_json(),)) as pool:
+        pool.map(time.sleep, [0.0] * workers, chunksize=1)  # every worker has started
+        for server_round in range(1, rounds + 1):
+            sampled = sorted(rng.sample(range(config.clients), clients_per_round))
+            jobs = [(state, sampled[w::workers], server_round) for w in range(workers)]
             started = time.perf_counter()
-            messages = [Message(content, dst_node_id=node, message_type="train") for node in nodes]
-            list(grid.send_and_receive(messages))
+            updates = [u for part in pool.map(_train_clients, jobs, chunksize=1) for u in part]
+            state = weighted_average(updates)
             seconds.append(time.perf_counter() - started)
-
-    run_simulation(server, echo_client, clients, backend_config=backend_config(config))
     return seconds
 
 
-def _efficiency(rows: list[dict], cores: int) -> dict[str, float]:
-    compute = sum(r["client_compute_seconds"] for r in rows)
-    wall = sum(r["round_seconds"] for r in rows)
-    return {"compute": compute, "wall": wall, "efficiency": compute / (cores * wall)}
+def steady(values: Sequence[float]) -> float:
+    """Mean without the first value when there are more (it pays for the start)."""
+    return statistics.mean(values[1:] if len(values) > 1 else values)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the benchmark, print a table and write ``benchmark.json`` into the run folder."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--floor-rounds", type=int, default=6)
-    parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
-    args = parser.parse_args(argv)
-    cores = os.cpu_count() or 1
-
-    floor = flower_floor(args.clients, args.floor_rounds)
-    config = validate_config(
-        {"clients": args.clients, "out": args.out, "train": {"rounds": args.rounds}}
-    )
-    with MemorySampler() as memory:
-        summary = simulate(config)
-    rows = [
-        json.loads(line)
-        for line in (args.out / "rounds.jsonl").read_text().splitlines()
-        if '"round_seconds"' in line
-    ]
-    federated = [r for r in rows if r["phase"] in ("federated", "reference")]
-    steady = [r for r in federated if r["round"] > 1]
-    mean_round = statistics.mean(summary.timings.round_seconds[1:])
-    steady_floor = statistics.mean(floor[1:])
-    compute_per_round = statistics.mean(r["client_compute_seconds"] for r in steady)
-    ideal = compute_per_round / cores
-    deletion_cost = summary.timings.unlearning_seconds + summary.timings.recovery_seconds
-    result = {
-        "cores": cores,
-        "efficiency_all_rounds": _efficiency(federated, cores)["efficiency"],
-        "efficiency_steady_state": _efficiency(steady, cores)["efficiency"],
-        "client_compute_per_round_s": compute_per_round,
-        "mean_round_s": mean_round,
-        "flower_floor_round_s": steady_floor,
-        "efficiency_ceiling_with_floor": ideal / (ideal + steady_floor),
-        "unlearning_s": summary.timings.unlearning_seconds,
-        "recovery_s": summary.timings.recovery_seconds,
+def benchmark_one(config: SimulationConfig, workers: int) -> dict[str, Any]:
+    """Simulate ``config``, then the floor of the same work; the measures of both."""
+    display = TimingDisplay()
+    with MemorySampler() as memory, run_folder(config.out, overwrite=True):
+        summary = simulate(config, display)
+    rows = [json.loads(line) for line in (config.out / "rounds.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r.get("phase") == "federated" and "clients" in r]
+    clients_per_round = round(statistics.mean(r["clients"] for r in rows))
+    with MemorySampler() as floor_memory:
+        floor = floor_rounds(config, clients_per_round, config.train.rounds, workers)
+    timings = summary.timings
+    round_seconds = steady(timings.round_seconds)
+    floor_seconds = steady(floor)
+    deletion = (timings.unlearning_seconds or 0.0) + (timings.recovery_seconds or 0.0)
+    return {
+        "clients": config.clients,
+        "clients_per_round": clients_per_round,
+        "round_s": round_seconds,
+        "floor_round_s": floor_seconds,
+        "round_over_floor": round_seconds / floor_seconds,
+        "unlearning_s": timings.unlearning_seconds,
+        "recovery_s": timings.recovery_seconds,
         "relay_hops": summary.deletion.relay_hops,
-        "unlearning_plus_recovery_over_round": deletion_cost / mean_round,
-        "retrain_s": summary.timings.retrain_seconds,
-        "speedup_vs_retrain": (summary.timings.retrain_seconds or 0) / deletion_cost,
-        "peak_rss_driver_mib": memory.peak_self / 2**20,
-        "peak_rss_tree_mib": memory.peak_tree / 2**20,
-        "total_s": summary.timings.total_seconds,
+        "deletion_over_round": deletion / round_seconds,
+        # Ray starts the client actors during round 1: what it takes beyond a steady round
+        "startup_s": display.startup_seconds + timings.round_seconds[0] - round_seconds,
+        "first_round_s": timings.round_seconds[0],
+        "evaluation_s": statistics.mean(display.evaluation_seconds),
+        "peak_tree_gib": memory.peak_tree / GIB,
+        "peak_driver_gib": memory.peak_self / GIB,
+        "floor_peak_tree_gib": floor_memory.peak_tree / GIB,
+        "load_during_simulation": memory.mean_load,
+        "load_during_floor": floor_memory.mean_load,
+        "test_accuracy": summary.phases.before_deletion.test_accuracy
+        if summary.phases.before_deletion
+        else None,
+        "total_s": timings.total_seconds,
     }
-    (args.out / "benchmark.json").write_text(json.dumps(result, indent=2))
-    table = Table(title=f"fedforget benchmark ({args.clients} clients, {cores} cores)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", default="20,100,1000", help="Comma-separated counts.")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--fraction-train", type=float, default=1.0)
+    parser.add_argument("--workers", type=int, default=None, help="Floor processes.")
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
+    return parser.parse_args(argv)
+
+
+def run_config(args: argparse.Namespace, clients: int) -> SimulationConfig:
+    """The simulate settings of one client count: defaults, deletion after the last round."""
+    return validate_config(
+        {
+            "clients": clients,
+            "reference": "none",
+            "out": args.out / f"{clients}-clients",
+            "data": {"dataset": args.dataset},
+            "train": {"rounds": args.rounds, "fraction_train": args.fraction_train},
+            "deletion": {"round": args.rounds},
+        }
+    )
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark for every client count; print a table, write ``benchmark.json``."""
+    args = parse_args(argv)
+    counts = [int(part) for part in args.clients.split(",") if part.strip()]
+    results = []
+    for clients in counts:
+        config = run_config(args, clients)
+        workers = args.workers or max(1, int((os.cpu_count() or 1) / config.resources.client_cpus))
+        results.append(benchmark_one(config, workers))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "benchmark.json").write_text(json.dumps(results, indent=2))
+    print_table(results, args)
+    return results
+
+
+def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    cores = os.cpu_count() or 1
+    title = (
+        f"fedforget benchmark: {args.dataset}, {args.rounds} rounds, fraction-train "
+        f"{args.fraction_train:g}, {cores} cores (round and floor measured in the same run)"
+    )
+    table = Table(title=title)
     table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    for result in results:
+        table.add_column(f"{result['clients']} clients", justify="right")
+    for key in results[0]:
+        if key == "clients":
+            continue
+        cells = [_cell(result[key]) for result in results]
+        table.add_row(key, *cells)
     Console().print(table)
-    return result
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "-" if value is None else str(value)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -52,6 +53,8 @@ from fedforget.verification import build_verifier, verifier_names
 T = TypeVar("T")
 
 RUN_FILE = "run.json"
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+HEAD_NODE_TIMEOUT = 10.0  # seconds to wait for a Ray head node to accept a connection
 EARLIER_RUN_FILES = (
     RUN_FILE,
     "summary.json",
@@ -86,7 +89,7 @@ def check_run(config: SimulationConfig) -> None:
     ConfigError
         Unknown dataset, model or strategy; a forget class out of range; deleting more than
         the deleting clients hold; an unreadable custom dataset; a device this machine lacks;
-        a dataset cache folder that is a file.
+        a dataset cache folder that is a file; a ``--ray-address`` where no head node answers.
     """
     check_names(config)
     if config.deletion.mode == "requests":
@@ -95,6 +98,8 @@ def check_run(config: SimulationConfig) -> None:
             "(fedforget request-deletion); run it on a deployment with flwr run"
         )
     check_device(config.resources.server_device, "--server-device")
+    if (address := ray_address(config)) is not None:
+        check_head_node(address)
     check_data_dir(config.data.data_dir)
     try:
         build_federation(config)
@@ -207,20 +212,89 @@ def check_verifier(config: SimulationConfig) -> None:
         raise ConfigError(f"options for verifier '{unused[0]}' but --verify is {method}")
 
 
+def ray_address(config: SimulationConfig) -> str | None:
+    """The Ray cluster the client actors run on: ``--ray-address``, else ``RAY_ADDRESS``.
+
+    None: the run starts a private Ray instance on this machine. ``RAY_ADDRESS`` is the
+    variable ``ray.init`` itself follows, so a shell set up for a cluster attaches the same way.
+    """
+    return config.resources.ray_address or os.environ.get(RAY_ADDRESS_ENV) or None
+
+
 def backend_config(config: SimulationConfig) -> dict[str, Any]:
-    """Ray resources: each client actor gets ``client_cpus`` CPUs and ``client_gpus`` GPUs."""
+    """Ray resources: each client actor gets ``client_cpus`` CPUs and ``client_gpus`` GPUs.
+
+    A private instance gets this machine's cores; a cluster brings its own (Ray refuses
+    ``num_cpus`` when it attaches).
+    """
+    init_args: dict[str, Any] = {
+        "logging_level": "ERROR",
+        "log_to_driver": False,
+        "include_dashboard": False,
+    }
+    address = ray_address(config)
+    if address is None:
+        # "local": a new instance even where an earlier `ray start` left its address behind
+        init_args.update(address="local", num_cpus=os.cpu_count() or 1)
+    else:
+        init_args["address"] = address
     return {
         "client_resources": {
             "num_cpus": config.resources.client_cpus,
             "num_gpus": config.resources.client_gpus,
         },
-        "init_args": {
-            "logging_level": "ERROR",
-            "log_to_driver": False,
-            "include_dashboard": False,
-            "num_cpus": os.cpu_count() or 1,
-        },
+        "init_args": init_args,
     }
+
+
+def attach_to_cluster(address: str, environment: dict[str, str]) -> None:
+    """Connect this process to the Ray cluster at ``address`` before Flower's engine starts.
+
+    Flower's Ray backend calls ``ray.init`` only when Ray is not connected yet, and gives the
+    workers nothing but ``PYTHONPATH``. On a cluster the workers are children of the cluster's
+    raylets, not of this process, so ``environment`` (the variables that let the nodes import
+    the run's plugins and use its folders) travels in the job's runtime environment.
+
+    Raises
+    ------
+    ConfigError
+        No Ray cluster answers at ``address``.
+    """
+    import ray
+
+    check_head_node(address)
+    paths = [*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])]
+    variables = {**environment, "PYTHONPATH": os.pathsep.join(paths)}
+    try:  # RAY_ADDRESS would override the address given to ray.init: it must say the same
+        with _environment({RAY_ADDRESS_ENV: address}):
+            ray.init(
+                address=address,
+                runtime_env={"env_vars": variables},
+                logging_level="ERROR",
+                log_to_driver=False,
+            )
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = f"--ray-address {address}: cannot attach to a Ray cluster ({reason})"
+        raise ConfigError(message) from None
+
+
+def check_head_node(address: str, timeout: float = HEAD_NODE_TIMEOUT) -> None:
+    """Raise :class:`ConfigError` unless something accepts connections at ``address``.
+
+    ``ray.init`` retries an address where nothing listens for minutes before it gives up;
+    a refused or unanswered connection is the user's mistake, said at once. ``auto`` is
+    left to Ray, which fails fast when it finds no cluster.
+    """
+    if address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        message = f"--ray-address {address}: no Ray head node answers there ({reason})"
+        raise ConfigError(message) from None
 
 
 def simulate(config: SimulationConfig, display: Display | None = None) -> Summary:
@@ -333,7 +407,11 @@ def run_on_simulation_engine(config: SimulationConfig, server_main: Callable[[Gr
     from fedforget.clients.app import app as client_app
 
     clear_stop()
-    with _environment(simulation_environment(config, config.out)):
+    environment = simulation_environment(config, config.out)
+    address = ray_address(config)
+    with _environment(environment):
+        if address is not None:
+            attach_to_cluster(address, environment)
         try:
             run_simulation(
                 server_app=server_app,
@@ -345,6 +423,9 @@ def run_on_simulation_engine(config: SimulationConfig, server_main: Callable[[Gr
             request_stop()  # the ServerApp thread stops waiting for replies
             shutdown_ray()
             raise KeyboardInterrupt from None
+        finally:
+            if address is not None:
+                shutdown_ray()  # leaves the cluster; its own processes keep running
     if "error" in outcome:
         raise outcome["error"]
     if "result" not in outcome:
