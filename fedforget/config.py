@@ -231,6 +231,13 @@ class RecoveryConfig(_Section):
         "unlearning (standard = max(min_accuracy, that level)); False = paper 000's absolute "
         "standard only.",
     )
+    restore_margin: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description="With restore: stop once the objective is within this of the level before "
+        "unlearning (the objective's own noise on ~10,000 samples is ~0.2 pt).",
+    )
 
 
 OptionValue = bool | int | float | str | None

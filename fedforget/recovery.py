@@ -168,9 +168,9 @@ def run_relay(
         Seeds the candidates' draw.
     before : State, optional
         The model before unlearning. With ``settings.restore`` the relay's standard becomes
-        ``max(min_accuracy, objective of before)``: the relay repairs what unlearning broke
-        even where the paper's absolute standard is already met (costs ``candidates``
-        evaluations more).
+        ``max(min_accuracy, objective of before - restore_margin)``: the relay repairs what
+        unlearning broke even where the paper's absolute standard is already met (costs
+        ``candidates`` evaluations more).
 
     Returns
     -------
@@ -186,7 +186,7 @@ def run_relay(
         before_scores = evaluate(before, candidates)
         result.evaluations += len(candidates)
         result.before_objective = _objective(before, before_scores, validate)
-        standard = max(standard, result.before_objective)
+        standard = max(standard, result.before_objective - settings.restore_margin)
     for _ in range(settings.max_hops):
         if result.objective >= standard:
             break

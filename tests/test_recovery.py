@@ -101,8 +101,10 @@ def test_relay_on_a_skewed_federation_never_lowers_the_objective(skewed, seed):
     assert result.evaluations <= settings.candidates * (settings.max_hops + 1)
 
 
-@pytest.mark.parametrize("restore", [True, False])
-def test_the_relay_restores_the_level_before_unlearning(restore):
+@pytest.mark.parametrize(
+    ("restore", "margin", "hops"), [(True, 0.0, 3), (True, 0.005, 2), (False, 0.0, 0)]
+)
+def test_the_relay_restores_the_level_before_unlearning(restore, margin, hops):
     """Above paper 000's absolute standard, the relay still repairs what unlearning cost."""
 
     def evaluate(state, clients):
@@ -112,16 +114,22 @@ def test_the_relay_restores_the_level_before_unlearning(restore):
         return [ClientUpdate(_toy_state(float(state["w"][0]) + 0.004), 10, c) for c in clients]
 
     settings = RecoveryConfig(
-        max_hops=5, min_accuracy=0.97, candidates=3, clients_per_hop=1, restore=restore
+        max_hops=5,
+        min_accuracy=0.97,
+        candidates=3,
+        clients_per_hop=1,
+        restore=restore,
+        restore_margin=margin,
     )
     start, before = _toy_state(0.98), _toy_state(0.99)
     result = run_relay(start, range(3), evaluate, train, settings, lr=0.05, before=before)
+    assert len(result.hops) == hops and all(h.kept for h in result.hops)
     if restore:
-        assert len(result.hops) == 3 and all(h.kept for h in result.hops)
-        assert result.objective >= result.before_objective == pytest.approx(0.99)
-        assert result.evaluations == 3 * (1 + 1 + 3)
+        assert result.before_objective == pytest.approx(0.99)
+        assert result.objective >= 0.99 - margin - 1e-6
+        assert result.evaluations == 3 * (1 + 1 + hops)
     else:
-        assert result.hops == [] and result.state is start
+        assert result.state is start
 
 
 def test_candidates_keep_flower_node_ids_exact():
