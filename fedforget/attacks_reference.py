@@ -24,7 +24,7 @@ import torch
 
 from fedforget.attacks import reference_confidences
 from fedforget.config import ConfigError, SimulationConfig
-from fedforget.data.deletion import _source_options, kept_train_indices
+from fedforget.data.deletion import kept_train_indices, source_options
 from fedforget.data.partition import partition_indices
 from fedforget.data.sources import ArrayDataset, build_source
 from fedforget.federated import LocalFederation
@@ -62,7 +62,7 @@ def auxiliary_data(config: SimulationConfig) -> ArrayDataset:
         left (a reference must train on as many samples as the federation).
     """
     check_reference_data(config.model_copy(update={"mia": "calibrated"}))
-    bundle = build_source(config.data.dataset, **_source_options(config)).load()
+    bundle = build_source(config.data.dataset, **source_options(config)).load()
     unused = np.setdiff1d(np.arange(len(bundle.train)), kept_train_indices(bundle, config))
     if len(unused) < config.data.train_samples:
         raise ConfigError(

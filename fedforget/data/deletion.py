@@ -291,7 +291,7 @@ def build_federation(config: SimulationConfig) -> Federation:
 
 def _build(config: SimulationConfig) -> Federation:
     data = config.data
-    source = build_source(data.dataset, **_source_options(config))
+    source = build_source(data.dataset, **source_options(config))
     bundle = source.load()
     if config.data.train_samples is not None:
         bundle = replace(bundle, train=bundle.train.subset(kept_train_indices(bundle, config)))
@@ -361,7 +361,8 @@ def kept_train_indices(bundle: DatasetBundle, config: SimulationConfig) -> np.nd
     return np.sort(rng.choice(n, wanted, replace=False))
 
 
-def _source_options(config: SimulationConfig) -> dict:
+def source_options(config: SimulationConfig) -> dict:
+    """The dataset source's options that a configuration sets (data folder, file, classes)."""
     options: dict = {}
     if config.data.data_dir is not None:
         options["data_dir"] = config.data.data_dir
