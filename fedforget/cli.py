@@ -25,6 +25,7 @@ from fedforget.config import (
     check_data_dir,
     check_device,
     check_writable_folder,
+    merge_sections,
     validate_config,
 )
 from fedforget.stopping import clear_stop, request_stop, stop_requested
@@ -297,7 +298,7 @@ def config_from_options(params: dict[str, Any]) -> SimulationConfig:
     p["strategy"] = (
         p["strategy"] or values.get("strategy") or ("cascaded" if task == "gan" else "distill")
     )
-    values = _merged(values, _option_values(p))
+    values = merge_sections(values, _option_values(p))
     values["strategy"] = p["strategy"]
     deletion = values.setdefault("deletion", {})
     deletion.setdefault("mode", "random" if task == "gan" else "backdoor")
@@ -394,17 +395,6 @@ def _option_values(p: dict[str, Any]) -> dict[str, Any]:
         ),
     }
     return _drop_none(values)
-
-
-def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override``'s values, section by section (nested dicts merge)."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merged(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def read_config_file(path: Path | str | None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -534,6 +534,17 @@ class SimulationConfig(_Section):
     def from_json(cls, text: str) -> SimulationConfig:
         """Parse and validate a JSON configuration, raising :class:`ConfigError`."""
         return validate_config(json.loads(text))
+
+
+def merge_sections(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s values, section by section (nested dicts merge)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_sections(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def validate_config(values: dict) -> SimulationConfig:

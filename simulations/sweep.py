@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedforget.config import ConfigError, SimulationConfig, validate_config
+from fedforget.config import ConfigError, SimulationConfig, merge_sections, validate_config
 from fedforget.metrics import PhaseMetrics
 from fedforget.report.sweep import (
     acceptance,
@@ -111,21 +111,11 @@ def parse_seeds(text: str | None) -> list[int]:
     return seeds
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def cell_config(base: SimulationConfig, cell: Cell, out_dir: Path) -> SimulationConfig:
     """The base configuration with the cell's scenario, partition, seed and folder."""
     values = json.loads(base.to_json())
-    values = _merge(values, SCENARIOS[cell.scenario])
-    values = _merge(values, PARTITIONS[cell.partition])
+    values = merge_sections(values, SCENARIOS[cell.scenario])
+    values = merge_sections(values, PARTITIONS[cell.partition])
     values.update(seed=cell.seed, out=str(out_dir / "cells" / cell.name), reference="none")
     try:
         config = validate_config(values)
