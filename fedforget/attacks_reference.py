@@ -81,7 +81,6 @@ def reference_trainer(
 ) -> Callable[[int], Callable[[np.ndarray], np.ndarray]]:
     """``train(k)``: the k-th reference federation's ``probs(x)`` (see the module docstring)."""
     data = config.data
-    train = config.train
 
     def train_reference(k: int) -> Callable[[np.ndarray], np.ndarray]:
         seed = SEED_OFFSET * (config.seed + 1) + k
@@ -92,15 +91,8 @@ def reference_trainer(
         )
         clients = {c: draw.subset(p) for c, p in enumerate(parts)}
         torch.manual_seed(seed)
-        federation = LocalFederation(
-            clients,
-            build,
-            epochs=train.local_epochs,
-            lr=train.lr,
-            momentum=train.momentum,
-            batch_size=train.batch_size,
-            seed=seed,
-            device=device,
+        federation = LocalFederation.with_training(
+            clients, build, config.train, seed=seed, device=device
         )
         state = federation.run(state_to_numpy(build()), config.deletion.round)
         model = load_numpy_state(build(), state)

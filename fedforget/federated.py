@@ -200,8 +200,25 @@ class LocalFederation:
             cid: federation.client_data(cid, drop_deleted)[0]
             for cid in range(federation.num_clients)
         }
+        return cls.with_training(
+            clients, build_model, train, seed=seed, device=device, step_hooks=step_hooks
+        )
+
+    @classmethod
+    def with_training(
+        cls,
+        clients: Mapping[int, ArrayDataset],
+        build_model: Callable[[], ClassifierModel],
+        train: TrainConfig,
+        *,
+        seed: int = 0,
+        device: torch.device | None = None,
+        step_hooks: Mapping[int, StepHook] | None = None,
+    ) -> LocalFederation:
+        """``clients`` training with a run's local-training settings (epochs, lr, momentum,
+        batch size)."""
         return cls(
-            clients,
+            dict(clients),
             build_model,
             epochs=train.local_epochs,
             lr=train.lr,
