@@ -355,7 +355,8 @@ class FederatedUnlearning(FedAvg):
             raise RuntimeError(
                 f"round {server_round}: every client failed ({error_reasons(replies)})"
             )
-        if self.unlearner is not None and self.deletion.round and phase != "reference":
+        adjusts = self.unlearner is not None and self.unlearner.adjusts_updates
+        if adjusts and self.deletion.round and phase != "reference":
             new_arrays = self._post_deletion(arrays, new_arrays)
         sampled = {m.metadata.dst_node_id for m in messages}
         self.gathering.poll_deletion_requests(

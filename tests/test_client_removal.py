@@ -278,6 +278,7 @@ def test_l2_ball_projection_lands_on_the_ball():
 
 def test_fedosd_adjustment_drops_only_what_would_raise_the_unlearning_loss():
     unlearner = build_unlearner("fedosd")
+    assert unlearner.adjusts_updates and not build_unlearner("distill").adjusts_updates
     before = {"w": np.zeros(2, np.float32), "buffer": np.zeros(1, np.float32)}
     aggregated = {"w": np.array([2.0, 1.0], np.float32), "buffer": np.ones(1, np.float32)}
     assert unlearner.adjust_update(before, aggregated) is aggregated  # no direction yet

@@ -567,6 +567,7 @@ def test_rounds_after_the_deletion_pass_through_the_unlearners_adjustment() -> N
     strategy = _strategy(_config(clients=2), unlearner)
     result = strategy.start(grid, _initial(), num_rounds=3)
     # deletion after round 1; rounds 2 and 3 adjusted, each from the previous global model
+    assert unlearner.adjusts_updates and not ZeroingUnlearner().adjusts_updates
     assert unlearner.adjusted[0] == 0.0  # round 2 started from the zeroed model
     assert len(unlearner.adjusted) == 2
     assert all(np.all(a.numpy() == 2) for a in result.arrays.values())

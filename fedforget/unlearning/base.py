@@ -223,6 +223,11 @@ class Unlearner(ABC):
         """
         return aggregated
 
+    @property
+    def adjusts_updates(self) -> bool:
+        """Whether :meth:`adjust_update` is overridden (the strategy skips the hook if not)."""
+        return type(self).adjust_update is not Unlearner.adjust_update
+
 
 @torch.no_grad()
 def batch_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
