@@ -9,9 +9,9 @@ federation. This policy keeps the relay's idea and bounds both risks:
 1. **Accept only measured improvements.** The server's objective is what it can measure
    without client data: the sample-weighted mean of the candidates' reported local
    accuracies, or the accuracy on a validation set the experimenter declares
-   (``validate``). A hop whose result does not raise the objective is discarded, its
-   learning rate halved for the next try; the relay therefore never returns a model worse
-   (by that objective) than its input.
+   (``validate``). A hop whose result does not raise the objective by more than
+   ``min_gain`` is discarded, its learning rate halved for the next try; the relay
+   therefore never returns a model worse (by that objective) than its input.
 2. **Several weakest clients per hop, with a proximal term.** The ``clients_per_hop``
    weakest candidates train the model (FedProx's ``mu / 2 ||w - w_hop||^2``, Li et al.
    2020), and their results are averaged by sample count (FedAvg, Eq. 1 of paper 000): one
@@ -19,7 +19,13 @@ federation. This policy keeps the relay's idea and bounds both risks:
 3. **Bounded cost.** The relay draws at most ``candidates`` clients once (the weakest that
    the caller already knows of first, e.g. from the accuracies in the last train replies,
    then a seeded sample of the rest) and only ever asks those: a hop costs ``candidates``
-   evaluations and ``clients_per_hop`` trainings, whatever the federation's size.
+   evaluations and ``clients_per_hop`` trainings, whatever the federation's size. A time
+   budget (``budget_seconds``, the strategy's ``budget_rounds`` of a FedAvg round less the
+   unlearning's time) stops the relay before a hop that would not fit, judged by the mean
+   duration of the hops so far.
+4. **Restore, not train on.** With ``restore`` the standard is the objective of the model
+   before unlearning (less ``restore_margin``), not paper 000's absolute ``min_accuracy``:
+   the relay gives back what unlearning took, and stops.
 
 The caller supplies two callbacks: ``evaluate(weights, clients) -> {client: ClientScore}``
 and ``train(weights, clients, lr, proximal_mu) -> [ClientUpdate]``. The Flower strategy
@@ -29,6 +35,7 @@ sends messages in them; :func:`in_process_callbacks` implements them over a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -94,6 +101,8 @@ class RelayResult:
     before_objective: float = float("nan")
     evaluations: int = 0
     trainings: int = 0
+    stopped: str = "max_hops"
+    """Why the relay ended: ``standard`` (met), ``max_hops``, ``budget`` or ``no_training``."""
 
 
 def weighted_accuracy(scores: Mapping[int, ClientScore]) -> float:
@@ -143,6 +152,8 @@ def run_relay(
     known: Mapping[int, float] | None = None,
     seed: int = 0,
     before: State | None = None,
+    budget_seconds: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> RelayResult:
     """Run the bounded, improvement-only relay from ``state``; see the module docstring.
 
@@ -168,15 +179,20 @@ def run_relay(
         Seeds the candidates' draw.
     before : State, optional
         The model before unlearning. With ``settings.restore`` the relay's standard becomes
-        ``max(min_accuracy, objective of before - restore_margin)``: the relay repairs what
-        unlearning broke even where the paper's absolute standard is already met (costs
-        ``candidates`` evaluations more).
+        ``objective of before - restore_margin`` instead of ``min_accuracy``: the relay
+        repairs what unlearning broke (costs ``candidates`` evaluations more).
+    budget_seconds : float, optional
+        Wall time the relay may spend: no hop starts once the time spent plus the mean hop
+        so far would exceed it (the first hop starts if any time is left).
+    clock : Callable[[], float]
+        Seconds, for the budget (injectable for tests).
 
     Returns
     -------
     RelayResult
         Its ``state`` is ``state`` itself unless a hop improved the objective.
     """
+    started = clock()
     candidates = choose_candidates(clients, settings.candidates, known, seed)
     scores = dict(evaluate(state, candidates))
     result = RelayResult(state, 0.0, 0.0, tuple(candidates), evaluations=len(candidates))
@@ -186,26 +202,45 @@ def run_relay(
         before_scores = evaluate(before, candidates)
         result.evaluations += len(candidates)
         result.before_objective = _objective(before, before_scores, validate)
-        standard = max(standard, result.before_objective - settings.restore_margin)
+        standard = result.before_objective - settings.restore_margin
+    hop_seconds: list[float] = []
     for _ in range(settings.max_hops):
         if result.objective >= standard:
+            result.stopped = "standard"
             break
+        if not _hop_fits(clock() - started, hop_seconds, budget_seconds):
+            result.stopped = "budget"
+            break
+        hop_started = clock()
         weakest = sorted(scores, key=lambda c: scores[c].accuracy)[: settings.clients_per_hop]
         updates = list(train(result.state, weakest, lr, settings.proximal_mu))
         result.trainings += len(updates)
         if not sum(u.num_examples for u in updates):
-            break  # no candidate could train: nothing to propose
+            result.stopped = "no_training"
+            break
         proposal = weighted_average(updates)
         proposal_scores = dict(evaluate(proposal, candidates))
         result.evaluations += len(candidates)
         after = _objective(proposal, proposal_scores, validate)
-        kept = after > result.objective
+        kept = after > result.objective + settings.min_gain
         result.hops.append(Hop(tuple(weakest), lr, result.objective, after, kept))
         if kept:
             result.state, result.objective, scores = proposal, after, proposal_scores
         else:
             lr /= 2
+        hop_seconds.append(clock() - hop_started)
+    else:
+        if result.objective >= standard:
+            result.stopped = "standard"
     return result
+
+
+def _hop_fits(spent: float, hop_seconds: Sequence[float], budget: float | None) -> bool:
+    """Whether another hop fits the budget, judged by the mean hop so far."""
+    if budget is None:
+        return True
+    expected = sum(hop_seconds) / len(hop_seconds) if hop_seconds else 0.0
+    return spent + expected <= budget and spent < budget
 
 
 def _objective(state: State, scores: Mapping[int, ClientScore], validate: ValidateFn | None):

@@ -41,6 +41,7 @@ class DeletionRecord:
     relay_hops: int = 0
     relay_min_accuracy: float | None = None
     relay_hops_kept: int = 0
+    relay_stop: str | None = None
     relay_objective_start: float | None = None
     relay_objective_before: float | None = None
     relay_objective: float | None = None

@@ -63,12 +63,17 @@ class RecoveryRelay:
         self.observer = observer
 
     def run(
-        self, grid: Grid, arrays: ArrayRecord, seed: int = 0, before: ArrayRecord | None = None
+        self,
+        grid: Grid,
+        arrays: ArrayRecord,
+        seed: int = 0,
+        before: ArrayRecord | None = None,
+        budget_seconds: float | None = None,
     ) -> ArrayRecord:
         """The relayed model (``arrays`` itself when no hop improved it).
 
         ``before`` (the model before unlearning) sets the standard the relay restores when
-        ``settings.restore`` is on.
+        ``settings.restore`` is on; ``budget_seconds`` is the wall time it may spend.
         """
         nodes = self.messenger.active_nodes(grid)
         start = numpy_state(arrays)
@@ -82,6 +87,7 @@ class RecoveryRelay:
             self.lr,
             seed=seed,
             before=None if before is None else numpy_state(before),
+            budget_seconds=budget_seconds,
         )
         record = self.ledger.record
         record.relay_hops = len(result.hops)
@@ -91,6 +97,7 @@ class RecoveryRelay:
         record.relay_objective_before = _finite(result.before_objective)
         record.relay_min_accuracy = _finite(result.objective)
         record.relay_client_calls = result.evaluations + result.trainings
+        record.relay_stop = result.stopped
         self._log(result)
         self.observer.progress(
             "recovery",
@@ -118,9 +125,10 @@ class RecoveryRelay:
             )
         log(
             INFO,
-            "deletion: relay done after %d hops (%d kept): objective %.4f (start %.4f)",
+            "deletion: relay done after %d hops (%d kept, stop: %s): objective %.4f (start %.4f)",
             len(result.hops),
             sum(hop.kept for hop in result.hops),
+            result.stopped,
             result.objective,
             result.start_objective,
         )

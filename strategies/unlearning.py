@@ -22,6 +22,7 @@ The class only sequences these steps; its parts each own one concern: settings
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from logging import INFO
@@ -213,6 +214,7 @@ class FederatedUnlearning(FedAvg):
     def take_over(self, parent: FederatedUnlearning) -> None:
         """Continue from ``parent``'s federation state (a ``compare`` branch from its base)."""
         self.begin(parent.initial_arrays)
+        self.round_seconds = list(parent.round_seconds)
         self.ledger.take_over(parent.ledger)
         self.messenger.exclude(parent.messenger.excluded)
         if self.keeps_history:
@@ -244,7 +246,8 @@ class FederatedUnlearning(FedAvg):
         recovered = unlearned
         if self.uses_relay:
             seed = self.settings.seed + server_round
-            recovered = self.relay.run(grid, unlearned, seed, before=arrays)
+            budget = self._relay_budget(self.deletion.unlearning_seconds)
+            recovered = self.relay.run(grid, unlearned, seed, before=arrays, budget_seconds=budget)
         self.deletion.recovery_seconds = time.perf_counter() - started
         self.ledger.close_deletion(self.messenger.traffic.since(traffic))
         self.observer.checkpoint("after_recovery", numpy_state(recovered))
@@ -258,6 +261,13 @@ class FederatedUnlearning(FedAvg):
         faults = len(self.deletion.faults)
         log(INFO, "deletion: step of round %d done, %d node faults so far", server_round, faults)
         return recovered
+
+    def _relay_budget(self, unlearning_seconds: float) -> float | None:
+        """Seconds left for the relay: ``budget_rounds`` median FedAvg rounds less unlearning."""
+        rounds = self.settings.recovery.budget_rounds
+        if rounds is None or not self.round_seconds:
+            return None
+        return max(0.0, rounds * statistics.median(self.round_seconds) - unlearning_seconds)
 
     def _log_requests(self, server_round: int) -> None:
         """Flower's log: which clients asked for a deletion, how many samples, which requests."""

@@ -95,7 +95,12 @@ def _run_config(
             "data": {"dataset": "digits"},
             "train": {"rounds": rounds, "local_epochs": 10, "batch_size": 16, "lr": 0.02},
             "deletion": {"mode": "requests", "round": rounds},
-            "recovery": {"min_accuracy": min_accuracy, "max_hops": 1},
+            "recovery": {
+                "min_accuracy": min_accuracy,
+                "max_hops": 1,
+                "restore": False,
+                "budget_rounds": None,
+            },
             "reference": "none",
             "verify": {"method": verify},
             "methods": {

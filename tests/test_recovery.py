@@ -138,3 +138,60 @@ def test_candidates_keep_flower_node_ids_exact():
     chosen = choose_candidates(ids, 10, {ids[0]: 0.1, ids[1]: 0.2}, seed=0)
     assert set(chosen) <= set(ids) and len(set(chosen)) == 10
     assert {ids[0], ids[1]} <= set(chosen)
+
+
+def _climbing(step: float):
+    """``evaluate`` reads the toy weight as accuracy; ``train`` adds ``step`` to it."""
+
+    def evaluate(state, clients):
+        return {c: ClientScore(float(state["w"][0]), 10) for c in clients}
+
+    def train(state, clients, lr, mu):
+        return [ClientUpdate(_toy_state(float(state["w"][0]) + step), 10, c) for c in clients]
+
+    return evaluate, train
+
+
+def test_restoring_stops_at_the_level_before_unlearning_below_the_absolute_standard():
+    """A federation at 95 % is restored to 95 %, not trained on toward paper 000's 96.5 %."""
+    evaluate, train = _climbing(0.01)
+    settings = RecoveryConfig(max_hops=5, min_accuracy=0.965, candidates=3, restore_margin=0.0)
+    start, before = _toy_state(0.93), _toy_state(0.95)
+    result = run_relay(start, range(3), evaluate, train, settings, lr=0.05, before=before)
+    assert len(result.hops) == 2 and result.stopped == "standard"
+    assert result.objective == pytest.approx(0.95)
+    plain = settings.model_copy(update={"restore": False})
+    result = run_relay(start, range(3), evaluate, train, plain, lr=0.05, before=before)
+    assert len(result.hops) == 4 and result.stopped == "standard"
+
+
+def test_a_hop_within_the_objectives_noise_is_not_kept():
+    evaluate, train = _climbing(0.0005)
+    start = _toy_state(0.9)
+    settings = RecoveryConfig(max_hops=3, min_accuracy=0.99, candidates=3, min_gain=0.001)
+    result = run_relay(start, range(3), evaluate, train, settings, lr=0.05)
+    assert result.state is start and not any(h.kept for h in result.hops)
+    assert result.stopped == "max_hops"
+
+
+def test_the_time_budget_stops_before_a_hop_that_would_not_fit():
+    """Each hop takes 3 s on a fake clock: a 7 s budget fits 2 hops (spent 6 + 3 > 7)."""
+    seconds = {"now": 0.0}
+
+    def clock():
+        return seconds["now"]
+
+    evaluate, climb = _climbing(0.01)
+
+    def train(state, clients, lr, mu):
+        seconds["now"] += 3.0
+        return climb(state, clients, lr, mu)
+
+    settings = RecoveryConfig(max_hops=5, min_accuracy=0.99, candidates=3, budget_rounds=1.0)
+    start = _toy_state(0.5)
+    result = run_relay(
+        start, range(3), evaluate, train, settings, lr=0.05, budget_seconds=7.0, clock=clock
+    )
+    assert len(result.hops) == 2 and result.stopped == "budget"
+    unbounded = run_relay(start, range(3), evaluate, train, settings, lr=0.05, clock=clock)
+    assert len(unbounded.hops) == 5 and unbounded.stopped == "max_hops"

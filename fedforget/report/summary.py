@@ -50,6 +50,11 @@ class DeletionSummary(BaseModel):
         None, description="The relay's objective at its end (see relay_objective)."
     )
     relay_hops_kept: int = Field(0, description="Hops whose model raised the objective.")
+    relay_stop: str | None = Field(
+        None,
+        description="Why the relay ended: standard (met), max_hops, budget (time) or "
+        "no_training (no candidate could train).",
+    )
     relay_objective_start: float | None = Field(
         None, description="Sample-weighted local accuracy of the relay's candidates, before."
     )
