@@ -69,12 +69,14 @@ def train_epoch(
     *,
     max_grad_norm: float | None = None,
     stop: Callable[[], bool] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> EpochResult:
     """One pass of gradient steps, the loop every training method shares.
 
     For each batch of indices: clear the gradients, compute ``batch_loss(batch)``, back-propagate
     its objective, clip the gradients' norm when ``max_grad_norm`` is set, step the optimizer,
-    and stop early when ``stop()`` says so. The methods differ only in the batches (usually
+    call ``after_step()`` (e.g. a projection of the weights), and stop early when ``stop()``
+    says so. The methods differ only in the batches (usually
     :func:`seeded_batches`) and the loss, so their seeded results do not depend on who wrote
     the loop.
     """
@@ -89,6 +91,8 @@ def train_epoch(
             params = [p for group in optimizer.param_groups for p in group["params"]]
             nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
+        if after_step is not None:
+            after_step()
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach())
         steps += 1
