@@ -347,10 +347,12 @@ def deletion_status(message: Message, context: Context) -> Message:
 
 @app.query("local_eval")
 def local_eval(message: Message, context: Context) -> Message:
-    """Recovery relay: test the received model on this client's local data.
+    """Recovery relay: test the received models on this client's local data.
 
     At most ``recovery.eval_samples`` local samples (a fixed seeded subset) are scored: the
-    relay only needs to rank clients and check a threshold, and every hop evaluates them all.
+    relay only needs to rank clients and compare models, and every hop evaluates them all.
+    The message's ``arrays`` is scored as ``accuracy``, each further ``arrays:<i>`` as
+    ``accuracy:<i>`` (the relay sends the models before and after unlearning together).
     """
     node = _node(message, context)
     config = node.config
@@ -359,18 +361,14 @@ def local_eval(message: Message, context: Context) -> Message:
     if len(data) > limit:
         rng = np.random.default_rng(config.seed + node.partition_id)
         data = data.subset(np.sort(rng.choice(len(data), limit, replace=False)))
-    model = _received_model(message, node)
     started = time.perf_counter()
-    score = accuracy(model, data, _device(config)) if len(data) else 1.0
-    metrics = MetricRecord(
-        {
-            P.ACCURACY: score,
-            P.NUM_EXAMPLES: len(data),
-            P.PARTITION_ID: node.partition_id,
-            P.COMPUTE_SECONDS: time.perf_counter() - started,  # the deletion step's cost
-        }
-    )
-    return Message(RecordDict({P.METRICS: metrics}), reply_to=message)
+    metrics: dict[str, float | int] = {P.NUM_EXAMPLES: len(data), P.PARTITION_ID: node.partition_id}
+    for name, record in message.content.array_records.items():
+        key = P.ACCURACY + name.removeprefix(P.ARRAYS)
+        model = _model_from(record.to_torch_state_dict(), node)
+        metrics[key] = accuracy(model, data, _device(config)) if len(data) else 1.0
+    metrics[P.COMPUTE_SECONDS] = time.perf_counter() - started  # the deletion step's cost
+    return Message(RecordDict({P.METRICS: MetricRecord(metrics)}), reply_to=message)
 
 
 @app.query("verify")

@@ -56,3 +56,9 @@ TRAIN_LOSS = "train-loss"
 ACCURACY = "accuracy"
 NODE_PHASES = ("before_deletion", "after_unlearning", "after_recovery", "final")
 """The models a ``query.forget_eval`` may carry, one ArrayRecord each, named by phase."""
+
+
+def extra_model(index: int, key: str = ARRAYS) -> str:
+    """The key of the ``index``-th extra model of a ``query.local_eval`` (``key`` = ARRAYS),
+    or of its result (``key`` = ACCURACY): ``"<key>:<index>"``."""
+    return f"{key}:{index}"

@@ -27,14 +27,16 @@ federation. This policy keeps the relay's idea and bounds both risks:
    before unlearning (less ``restore_margin``), not paper 000's absolute ``min_accuracy``:
    the relay gives back what unlearning took, and stops.
 
-The caller supplies two callbacks: ``evaluate(weights, clients) -> {client: ClientScore}``
-and ``train(weights, clients, lr, proximal_mu) -> [ClientUpdate]``. The Flower strategy
+The caller supplies two callbacks: ``evaluate(models, clients) -> [{client: ClientScore}]``
+(one mapping per model: the model before and after unlearning are scored in one request
+per client) and ``train(weights, clients, lr, proximal_mu) -> [ClientUpdate]``. The Flower strategy
 sends messages in them; :func:`in_process_callbacks` implements them over a
 :class:`fedforget.federated.LocalFederation` for tests and tuning.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,8 +56,8 @@ class ClientScore:
     num_examples: int
 
 
-EvaluateFn = Callable[[State, Sequence[int]], Mapping[int, ClientScore]]
-"""``(weights, clients) -> {client: ClientScore}``: the clients score the weights locally."""
+EvaluateFn = Callable[[Sequence[State], Sequence[int]], Sequence[Mapping[int, ClientScore]]]
+"""``(models, clients) -> [{client: ClientScore}]``: the clients score each model locally."""
 TrainFn = Callable[[State, Sequence[int], float, float], Sequence[ClientUpdate]]
 """``(weights, clients, lr, proximal_mu) -> their locally trained weights``."""
 ValidateFn = Callable[[State], float]
@@ -89,8 +91,8 @@ class Hop:
 class RelayResult:
     """The relay's output model and its record.
 
-    ``evaluations`` and ``trainings`` count client calls (one client scoring or training once),
-    the relay's cost in the units a federation pays.
+    ``evaluations`` and ``trainings`` count client calls (one client scoring its models or
+    training once), the relay's cost in the units a federation pays.
     """
 
     state: State
@@ -180,7 +182,8 @@ def run_relay(
     before : State, optional
         The model before unlearning. With ``settings.restore`` the relay's standard becomes
         ``objective of before - restore_margin`` instead of ``min_accuracy``: the relay
-        repairs what unlearning broke (costs ``candidates`` evaluations more).
+        repairs what unlearning broke (the candidates score it with the unlearned model, in
+        the same request).
     budget_seconds : float, optional
         Wall time the relay may spend: no hop starts once the time spent plus the mean hop
         so far would exceed it (the first hop starts if any time is left).
@@ -194,15 +197,17 @@ def run_relay(
     """
     started = clock()
     candidates = choose_candidates(clients, settings.candidates, known, seed)
-    scores = dict(evaluate(state, candidates))
+    restoring = before is not None and settings.restore
+    models = [state, before] if restoring else [state]
+    first = list(evaluate(models, candidates))
+    scores = dict(first[0])
     result = RelayResult(state, 0.0, 0.0, tuple(candidates), evaluations=len(candidates))
     result.objective = result.start_objective = _objective(state, scores, validate)
     standard = settings.min_accuracy
-    if before is not None and settings.restore:
-        before_scores = evaluate(before, candidates)
-        result.evaluations += len(candidates)
-        result.before_objective = _objective(before, before_scores, validate)
-        standard = result.before_objective - settings.restore_margin
+    if restoring:
+        result.before_objective = _objective(before, first[1], validate)
+        if not math.isnan(result.before_objective):  # NaN: no candidate scored it
+            standard = result.before_objective - settings.restore_margin
     hop_seconds: list[float] = []
     for _ in range(settings.max_hops):
         if result.objective >= standard:
@@ -219,7 +224,7 @@ def run_relay(
             result.stopped = "no_training"
             break
         proposal = weighted_average(updates)
-        proposal_scores = dict(evaluate(proposal, candidates))
+        proposal_scores = dict(evaluate([proposal], candidates)[0])
         result.evaluations += len(candidates)
         after = _objective(proposal, proposal_scores, validate)
         kept = after > result.objective + settings.min_gain
@@ -263,13 +268,16 @@ def in_process_callbacks(
     }
     hops = iter(range(1, 1_000_000))
 
-    def evaluate(state: State, clients: Sequence[int]) -> dict[int, ClientScore]:
-        model = load_numpy_state(federation.build_model(), state)
-        return {
-            c: ClientScore(accuracy(model, subsets[c], federation.device), len(subsets[c]))
-            for c in clients
-            if len(subsets[c])
-        }
+    def evaluate(states: Sequence[State], clients: Sequence[int]) -> list[dict[int, ClientScore]]:
+        models = [load_numpy_state(federation.build_model(), state) for state in states]
+        return [
+            {
+                c: ClientScore(accuracy(model, subsets[c], federation.device), len(subsets[c]))
+                for c in clients
+                if len(subsets[c])
+            }
+            for model in models
+        ]
 
     def train(state: State, clients: Sequence[int], lr: float, mu: float) -> list[ClientUpdate]:
         base = seed * 1_000_003 + next(hops) * 10_007

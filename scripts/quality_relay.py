@@ -32,7 +32,7 @@ from fedforget.training import accuracy, load_numpy_state, state_to_numpy
 def plain_relay(state, clients, evaluate, train, hops, lr, min_accuracy):
     """Paper 000's relay as fedforget ran it: the weakest client trains, always forwarded."""
     for _ in range(hops):
-        scores = evaluate(state, clients)
+        scores = evaluate([state], clients)[0]
         weakest = min(scores, key=lambda c: scores[c].accuracy)
         if scores[weakest].accuracy >= min_accuracy:
             break

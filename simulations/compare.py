@@ -257,6 +257,7 @@ class ClassifierBranches(BranchTask):
             "unlearning_seconds": record.unlearning_seconds,
             "recovery_seconds": record.recovery_seconds,
             "relay_hops": record.relay_hops,
+            "relay_stop": record.relay_stop,
             "forget_samples": record.forget_samples,
             "forget_samples_received": record.forget_samples_received,
             "retain_samples": record.retain_samples,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,7 +134,8 @@ def sweep_rows(cell: Cell, config: SimulationConfig, result: Comparison) -> list
             continue
         details = result.details.get(row["strategy"], {})
         rounds = details.get("round_seconds") or []
-        round_seconds = sum(rounds) / len(rounds) if rounds else None
+        # the median: the first round also starts the actors and loads the data
+        round_seconds = statistics.median(rounds) if rounds else None
         flat: dict[str, Any] = {
             "scenario": cell.scenario,
             "partition": cell.partition,
@@ -144,6 +146,7 @@ def sweep_rows(cell: Cell, config: SimulationConfig, result: Comparison) -> list
             "unlearning_seconds": details.get("unlearning_seconds"),
             "recovery_seconds": details.get("recovery_seconds"),
             "relay_hops": details.get("relay_hops"),
+            "relay_stop": details.get("relay_stop"),
             "round_seconds": round_seconds,
         }
         for key, value in row.items():

@@ -134,18 +134,26 @@ class RecoveryRelay:
         )
 
     def local_scores(
-        self, grid: Grid, state: State, nodes: Sequence[int]
-    ) -> dict[int, ClientScore]:
-        """Node id -> its local accuracy of ``state`` and the samples it scored."""
-        record = RecordDict({P.ARRAYS: arrays_from(state), P.CONFIG: self.make_config()})
+        self, grid: Grid, states: Sequence[State], nodes: Sequence[int]
+    ) -> list[dict[int, ClientScore]]:
+        """Per model: node id -> its local accuracy of the model and the samples it scored.
+
+        One ``query.local_eval`` per node carries every model (the first as ``arrays``, the
+        others as ``arrays:<i>``): a message's fixed cost dominates scoring 1,000 samples.
+        """
+        models = {P.ARRAYS: arrays_from(states[0])}
+        models.update({P.extra_model(i): arrays_from(s) for i, s in enumerate(states) if i})
+        record = RecordDict({**models, P.CONFIG: self.make_config()})
         asked = [n for n in nodes if n not in self.messenger.suspects]  # failed: not again
         replies = self.messenger.query(grid, asked, P.LOCAL_EVAL, record)
-        scores = {}
+        scores: list[dict[int, ClientScore]] = [{} for _ in states]
         for reply in replies:
             metrics = reply.content[P.METRICS]
             count = int(metrics[P.NUM_EXAMPLES])
-            if count > 0:
-                scores[reply.metadata.src_node_id] = ClientScore(float(metrics[P.ACCURACY]), count)
+            for i, found in enumerate(scores):
+                key = P.extra_model(i, P.ACCURACY) if i else P.ACCURACY
+                if count > 0 and key in metrics:
+                    found[reply.metadata.src_node_id] = ClientScore(float(metrics[key]), count)
         return scores
 
     def train(

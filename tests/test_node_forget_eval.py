@@ -80,3 +80,33 @@ def test_a_node_scores_each_model_on_its_deleted_samples_only(tmp_path: Path) ->
     assert float(metrics[f"{P.ACCURACY}:untrained"]) == pytest.approx(accuracy(untrained, threes))
     assert float(metrics[f"{P.ACCURACY}:learned"]) > 0.5  # a model that learned the 3s
     assert list(reply.content.array_records) == []  # numbers travel, not data or weights
+
+
+def test_a_relay_evaluation_scores_every_model_it_carries(tmp_path: Path) -> None:
+    """``query.local_eval`` with the models before and after unlearning: one reply, both scores."""
+    torch.manual_seed(0)
+    train = load_dataset("digits").train
+    node_data = train.subset(np.arange(300))
+    write_node_data(tmp_path / "node", node_data)
+    config = SimulationConfig(
+        clients=2, data={"dataset": "digits"}, deletion={"mode": "requests"}, train={"rounds": 2}
+    )
+    context = Context(
+        run_id=1,
+        node_id=1,
+        node_config={"node-dir": str(tmp_path / "node"), "partition-id": 0},
+        state=RecordDict(),
+        run_config={},
+    )
+    untrained = build_model("lenet5", 10, 1, 8)
+    learned = build_model("lenet5", 10, 1, 8)
+    train_local(learned, node_data, epochs=10, lr=0.05, momentum=0.9, batch_size=16, seed=0)
+    models = {P.ARRAYS: ArrayRecord(untrained.state_dict())}
+    models[P.extra_model(1)] = ArrayRecord(learned.state_dict())
+    reply = client_app.local_eval(_message(P.LOCAL_EVAL, config, **models), context)
+
+    metrics = reply.content[P.METRICS]
+    assert int(metrics[P.NUM_EXAMPLES]) == len(node_data)
+    assert float(metrics[P.ACCURACY]) == pytest.approx(accuracy(untrained, node_data))
+    learned_score = float(metrics[P.extra_model(1, P.ACCURACY)])
+    assert learned_score == pytest.approx(accuracy(learned, node_data)) and learned_score > 0.8

@@ -40,8 +40,8 @@ def _toy_state(value: float):
 def test_a_harmful_hop_is_rejected_and_the_input_returned():
     """Training that always lowers every client's accuracy never changes the output."""
 
-    def evaluate(state, clients):
-        return {c: ClientScore(float(state["w"][0]), 10) for c in clients}
+    def evaluate(states, clients):
+        return [{c: ClientScore(float(state["w"][0]), 10) for c in clients} for state in states]
 
     def train(state, clients, lr, mu):
         return [ClientUpdate(_toy_state(float(state["w"][0]) - 0.1), 10, c) for c in clients]
@@ -56,8 +56,8 @@ def test_a_harmful_hop_is_rejected_and_the_input_returned():
 
 
 def test_helpful_hops_are_kept_until_the_standard_is_met():
-    def evaluate(state, clients):
-        return {c: ClientScore(float(state["w"][0]), 10) for c in clients}
+    def evaluate(states, clients):
+        return [{c: ClientScore(float(state["w"][0]), 10) for c in clients} for state in states]
 
     def train(state, clients, lr, mu):
         return [ClientUpdate(_toy_state(float(state["w"][0]) + 0.1), 10, c) for c in clients]
@@ -96,7 +96,7 @@ def test_relay_on_a_skewed_federation_never_lowers_the_objective(skewed, seed):
     settings = RecoveryConfig(max_hops=3, min_accuracy=1.0, candidates=6, clients_per_hop=2)
     result = run_relay(state, sorted(local.clients), evaluate, train, settings, 0.2, seed=seed)
     assert result.objective >= result.start_objective
-    final = weighted_accuracy(evaluate(result.state, list(result.candidates)))
+    final = weighted_accuracy(evaluate([result.state], list(result.candidates))[0])
     assert final == pytest.approx(result.objective)
     assert result.evaluations <= settings.candidates * (settings.max_hops + 1)
 
@@ -107,8 +107,8 @@ def test_relay_on_a_skewed_federation_never_lowers_the_objective(skewed, seed):
 def test_the_relay_restores_the_level_before_unlearning(restore, margin, hops):
     """Above paper 000's absolute standard, the relay still repairs what unlearning cost."""
 
-    def evaluate(state, clients):
-        return {c: ClientScore(float(state["w"][0]), 10) for c in clients}
+    def evaluate(states, clients):
+        return [{c: ClientScore(float(state["w"][0]), 10) for c in clients} for state in states]
 
     def train(state, clients, lr, mu):
         return [ClientUpdate(_toy_state(float(state["w"][0]) + 0.004), 10, c) for c in clients]
@@ -127,7 +127,7 @@ def test_the_relay_restores_the_level_before_unlearning(restore, margin, hops):
     if restore:
         assert result.before_objective == pytest.approx(0.99)
         assert result.objective >= 0.99 - margin - 1e-6
-        assert result.evaluations == 3 * (1 + 1 + hops)
+        assert result.evaluations == 3 * (1 + hops)  # before and start in one call
     else:
         assert result.state is start
 
@@ -143,8 +143,8 @@ def test_candidates_keep_flower_node_ids_exact():
 def _climbing(step: float):
     """``evaluate`` reads the toy weight as accuracy; ``train`` adds ``step`` to it."""
 
-    def evaluate(state, clients):
-        return {c: ClientScore(float(state["w"][0]), 10) for c in clients}
+    def evaluate(states, clients):
+        return [{c: ClientScore(float(state["w"][0]), 10) for c in clients} for state in states]
 
     def train(state, clients, lr, mu):
         return [ClientUpdate(_toy_state(float(state["w"][0]) + step), 10, c) for c in clients]

@@ -78,7 +78,7 @@ def _fake_cell(config: SimulationConfig, strategies: list[str], after_rounds: in
             "unlearning_seconds": 1.0,
             "recovery_seconds": 1.0,
             "relay_hops": i,
-            "round_seconds": [4.0, 4.0],
+            "round_seconds": [20.0, 4.0, 4.0],  # the first round starts the actors
         }
     assert after_rounds == config.train.rounds - config.deletion.round
     return Comparison(rows, config.out, {}, 1.0, details)
