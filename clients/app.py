@@ -100,11 +100,20 @@ def _data_reply(message: Message, node: LocalNode, data: ArrayDataset) -> Messag
 
 
 def _train_reply(
-    message: Message, context: Context, epochs: int, lr: float, proximal_mu: float = 0.0
+    message: Message,
+    context: Context,
+    epochs: int,
+    lr: float,
+    proximal_mu: float = 0.0,
+    max_samples: int | None = None,
 ) -> Message:
     node = _node(message, context)
     config = node.config
     data, ids = _held_data(node)
+    if max_samples is not None and len(data) > max_samples:  # a relay hop: a seeded subset
+        rng = np.random.default_rng(_seed(message, node))
+        keep = np.sort(rng.choice(len(data), max_samples, replace=False))
+        data, ids = data.subset(keep), ids[keep]
     model = _received_model(message, node)
     distiller = _distiller(message, node, data) if P.DISTIL in message.content[P.CONFIG] else None
     every = _quickdrop(config).settings.distil_every if distiller is not None else 1
@@ -247,7 +256,9 @@ def train(message: Message, context: Context) -> Message:
 def _train_as_told(message: Message, context: Context) -> Message:
     config = message.content[P.CONFIG]
     mu = float(config[P.PROXIMAL_MU]) if P.PROXIMAL_MU in config else 0.0
-    return _train_reply(message, context, int(config[P.EPOCHS]), float(config[P.LEARNING_RATE]), mu)
+    limit = int(config[P.MAX_SAMPLES]) if P.MAX_SAMPLES in config else None
+    epochs, lr = int(config[P.EPOCHS]), float(config[P.LEARNING_RATE])
+    return _train_reply(message, context, epochs, lr, mu, max_samples=limit)
 
 
 @app.train("gan")

@@ -208,7 +208,8 @@ class RecoveryConfig(_Section):
     """Performance-recovery relay of paper 000 (IV.C.3); policy in :mod:`fedforget.recovery`.
 
     A hop trains the model on the ``clients_per_hop`` weakest of at most ``candidates``
-    clients (drawn once), with FedProx's proximal term ``proximal_mu``, and is kept only if it
+    clients (drawn once; each on at most ``hop_samples`` of its samples: a hop repairs, it
+    need not cost a round), with FedProx's proximal term ``proximal_mu``, and is kept only if it
     raises the objective (the candidates' sample-weighted accuracy, or a declared validation
     set) by more than ``min_gain``; a rejected hop halves the learning rate. Paper 000 stops at
     an absolute standard (``min_accuracy``); with ``restore`` the standard is the objective of
@@ -225,7 +226,10 @@ class RecoveryConfig(_Section):
     max_hops: int = Field(5, ge=0)
     local_epochs: int = Field(1, ge=1)
     lr: float | None = Field(None, gt=0, description="Relay learning rate; None = train.lr.")
-    eval_samples: int = Field(1000, ge=1, description="Local samples each client scores.")
+    eval_samples: int = Field(500, ge=1, description="Local samples each client scores.")
+    hop_samples: int = Field(
+        1000, ge=1, description="Local samples (at most) each of a hop's clients trains on."
+    )
     candidates: int = Field(10, ge=1, description="Clients the relay ever asks (bounded cost).")
     clients_per_hop: int = Field(3, ge=1, description="Weakest candidates that train per hop.")
     proximal_mu: float = Field(1.0, ge=0, description="FedProx mu of the hop's local training.")

@@ -165,6 +165,7 @@ class RecoveryRelay:
                 P.EPOCHS: self.settings.local_epochs,
                 P.LEARNING_RATE: lr,
                 P.PROXIMAL_MU: mu,
+                P.MAX_SAMPLES: self.settings.hop_samples,
             }
         )
         record = RecordDict({P.ARRAYS: arrays_from(state), P.CONFIG: config})

@@ -110,3 +110,37 @@ def test_a_relay_evaluation_scores_every_model_it_carries(tmp_path: Path) -> Non
     assert float(metrics[P.ACCURACY]) == pytest.approx(accuracy(untrained, node_data))
     learned_score = float(metrics[P.extra_model(1, P.ACCURACY)])
     assert learned_score == pytest.approx(accuracy(learned, node_data)) and learned_score > 0.8
+
+
+def test_a_relay_hop_trains_on_at_most_its_sample_limit(tmp_path: Path) -> None:
+    """``train.relay`` with ``max-samples``: a seeded subset, the same for the same seed."""
+    train = load_dataset("digits").train
+    write_node_data(tmp_path / "node", train.subset(np.arange(300)))
+    config = SimulationConfig(
+        clients=2, data={"dataset": "digits"}, deletion={"mode": "requests"}, train={"rounds": 2}
+    )
+    context = Context(
+        run_id=1,
+        node_id=1,
+        node_config={"node-dir": str(tmp_path / "node"), "partition-id": 0},
+        state=RecordDict(),
+        run_config={},
+    )
+    model = ArrayRecord(build_model("lenet5", 10, 1, 8).state_dict())
+
+    def hop(limit: int | None) -> Message:
+        message = _message(P.RELAY_TRAIN, config, **{P.ARRAYS: model})
+        told = {P.EPOCHS: 1, P.LEARNING_RATE: 0.05, P.PROXIMAL_MU: 1.0, P.SEED: 3}
+        if limit is not None:
+            told[P.MAX_SAMPLES] = limit
+        for key, value in told.items():
+            message.content[P.CONFIG][key] = value
+        return client_app.relay_train(message, context)
+
+    assert int(hop(None).content[P.METRICS][P.NUM_EXAMPLES]) == 300
+    first, again = hop(100), hop(100)
+    assert int(first.content[P.METRICS][P.NUM_EXAMPLES]) == 100
+    weights = first.content[P.ARRAYS].to_numpy_ndarrays()
+    assert all(
+        np.array_equal(a, b) for a, b in zip(weights, again.content[P.ARRAYS].to_numpy_ndarrays())
+    )
