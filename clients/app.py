@@ -141,7 +141,7 @@ def _train_reply(
         _keep_synthetic(context, node, distiller.synthetic_set())
         metrics[P.DISTIL_SECONDS] = distiller.seconds
     if auxiliary is not None and auxiliary.state() is not None:  # FedAU: W_a stays too
-        _keep_auxiliary(context, node, auxiliary.state())
+        _keep_arrays(context, node, "auxiliary", auxiliary.state())
         metrics[P.AUXILIARY_SECONDS] = auxiliary.total_seconds
     content = RecordDict({P.ARRAYS: ArrayRecord(model.state_dict())})
     if P.GAN in message.content:  # MuGAN: the generator learns alongside the classifier
@@ -170,22 +170,30 @@ def _quickdrop(config: SimulationConfig) -> QuickDropUnlearner:
     return unlearner
 
 
-def _synthetic_key(branch_key: str) -> str:
-    return f"{branch_key}:synthetic"
+def _kept_arrays(context: Context, node: LocalNode, name: str) -> State | None:
+    """Arrays this node keeps across messages under ``name`` (QuickDrop's synthetic set,
+    FedAU's head): its ``compare`` branch's, else the base run's (none kept: ``None``)."""
+    for key in dict.fromkeys((f"{node.state_key}:{name}", f"{STATE_KEY}:{name}")):
+        record = context.state.get(key)
+        if record is not None:
+            return {item: array.numpy() for item, array in record.items()}
+    return None
+
+
+def _keep_arrays(context: Context, node: LocalNode, name: str, arrays: State) -> None:
+    """Keep ``arrays`` under ``name`` in this node's (``compare`` branch's) slot."""
+    record = ArrayRecord(array_dict={item: Array(value) for item, value in arrays.items()})
+    context.state[f"{node.state_key}:{name}"] = record
 
 
 def _stored_synthetic(context: Context, node: LocalNode) -> ArrayDataset | None:
     """This node's synthetic set: its ``compare`` branch's, else the one the base run made."""
-    for key in dict.fromkeys((_synthetic_key(node.state_key), _synthetic_key(STATE_KEY))):
-        record = context.state.get(key)
-        if record is not None:
-            return ArrayDataset(x=record["x"].numpy(), y=record["y"].numpy())
-    return None
+    arrays = _kept_arrays(context, node, "synthetic")
+    return ArrayDataset(x=arrays["x"], y=arrays["y"]) if arrays is not None else None
 
 
 def _keep_synthetic(context: Context, node: LocalNode, synthetic: ArrayDataset) -> None:
-    arrays = ArrayRecord(array_dict={"x": Array(synthetic.x), "y": Array(synthetic.y)})
-    context.state[_synthetic_key(node.state_key)] = arrays
+    _keep_arrays(context, node, "synthetic", {"x": synthetic.x, "y": synthetic.y})
 
 
 def _distiller(message: Message, node: LocalNode, data: ArrayDataset) -> GradientMatchingDistiller:
@@ -200,23 +208,9 @@ def _distiller(message: Message, node: LocalNode, data: ArrayDataset) -> Gradien
     return GradientMatchingDistiller(stored, lr=quickdrop.settings.image_lr, device=device)
 
 
-def _auxiliary_key(branch_key: str) -> str:
-    return f"{branch_key}:auxiliary"
-
-
 def _stored_auxiliary(context: Context, node: LocalNode) -> State | None:
-    """This node's FedAU head: its ``compare`` branch's, else the base run's (none: ``None``)."""
-    for key in dict.fromkeys((_auxiliary_key(node.state_key), _auxiliary_key(STATE_KEY))):
-        record = context.state.get(key)
-        if record is not None:
-            return {name: array.numpy() for name, array in record.items()} or None
-    return None
-
-
-def _keep_auxiliary(context: Context, node: LocalNode, head: State) -> None:
-    """Keep W_a in this branch's slot (an empty head: dropped after the deletion)."""
-    record = ArrayRecord(array_dict={name: Array(value) for name, value in head.items()})
-    context.state[_auxiliary_key(node.state_key)] = record
+    """This node's FedAU head W_a (none, or dropped after the deletion: ``None``)."""
+    return _kept_arrays(context, node, "auxiliary") or None
 
 
 def _auxiliary_training(
@@ -378,7 +372,7 @@ def deletion_complete(message: Message, context: Context) -> Message:
     dropped = node.carry_out(_requests(message, node), server_round)
     _drop_deleted_synthetic(message, context, node)
     if _stored_auxiliary(context, node) is not None:  # FedAU's head was made from D_f
-        _keep_auxiliary(context, node, {})
+        _keep_arrays(context, node, "auxiliary", {})
     metrics = MetricRecord({P.NUM_FORGET: dropped, P.PARTITION_ID: node.partition_id})
     return Message(RecordDict({P.METRICS: metrics}), reply_to=message)
 

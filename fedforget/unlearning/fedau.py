@@ -56,7 +56,10 @@ Our choices where the setting differs or the code leaves room:
   :data:`~fedforget.training.StepHook` sees the main batch's images only), one step per local
   step, SGD at the run's local learning rate with the code's weight decay 5e-4.
 - W_a starts from zeros in class mode (the code: a fresh random layer) and from the received
-  head otherwise, then is kept on the client from round to round.
+  head otherwise (as it is after the round's first local step, when the hook first runs),
+  then is kept on the client from round to round.
+- Nodes with their own deletion requests (``requests`` mode) do not know ahead which mode
+  their deletion will take, so they train no W_a: FedAU then fails with one line.
 - Several forgotten classes: each sample's y_a is one of them, drawn at random.
 """
 
