@@ -32,7 +32,12 @@ from fedforget.registry import load_plugins
 from fedforget.strategies.registry import build_configured_unlearner
 from fedforget.training import StepHook, accuracy, train_local
 from fedforget.unlearning import UnlearningContext, UnlearningRequest
-from fedforget.unlearning.fedau import AuxiliaryTraining, FedAUUnlearner, auxiliary_labels
+from fedforget.unlearning.fedau import (
+    AuxiliaryHead,
+    AuxiliaryTraining,
+    FedAUUnlearner,
+    auxiliary_labels,
+)
 from fedforget.unlearning.quickdrop import (
     GradientMatchingDistiller,
     QuickDropUnlearner,
@@ -233,7 +238,7 @@ def _auxiliary_training(
     labels = auxiliary_labels(data.y, marked, mode, num_classes, classes, seed)
     device = _device(config)
 
-    def new_head(model: torch.nn.Module, kept: State | None):
+    def new_head(model: torch.nn.Module, kept: State | None) -> AuxiliaryHead:
         return fedau.new_head(model, kept, mode, lr, device, joint=joint)
 
     kept = _stored_auxiliary(node.context, node)
