@@ -18,8 +18,8 @@ its targets y_a differ from the real labels exactly where the deletion lies:
 (the second line is the code's ``ul_samples``/``ul_samples_backdoor``; for a backdoor, y is
 the attacker's target, so the random label is never the target.) We carry out the ``class``
 and ``client`` modes and refuse ``backdoor`` and ``random``: with the code's sample-level
-operation (the client-mode mix below) a 10 % backdoor on digits stayed at 45-86 % (from
-96-99 %): a linear head on a shared body does not tell chosen samples from their class. At the
+operation (the client-mode mix below) a 10 % backdoor on digits stayed at 50-86 % (from
+88-99 %): a linear head on a shared body does not tell chosen samples from their class. At the
 deletion the server receives the K deleting clients' heads W_a^k and changes the global head
 only, by one linear operation, without any training:
 
@@ -346,7 +346,7 @@ class FedAUUnlearner(Unlearner):
     modes = frozenset({"class", "client"})
     mode_reason = (
         "a new linear head forgets a class or a client; chosen samples share their class's "
-        "features (a sample-level backdoor on digits stayed at 45-86 %)"
+        "features (a sample-level backdoor on digits stayed at 50-86 %)"
     )
     model_needs = frozenset({"head", "embed"})
     Settings = FedAUSettings
