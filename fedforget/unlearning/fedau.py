@@ -130,7 +130,7 @@ def head_state(head: nn.Module) -> State:
 
 
 class AuxiliaryHead:
-    """A client's auxiliary head W_a and its training on the body's detached features.
+    """A client's auxiliary head W_a and its training on the body's embedding.
 
     Parameters
     ----------
@@ -138,6 +138,8 @@ class AuxiliaryHead:
         W_a's initial ``weight`` and ``bias``.
     lr, weight_decay : float
         SGD settings of W_a.
+    body_lr : float
+        Plain SGD step of the body on W_a's loss (0: the body's features are fixed for W_a).
     """
 
     def __init__(
