@@ -25,12 +25,19 @@ from fedforget.clients.nodes import STATE_KEY, LocalNode, node_for
 from fedforget.clients.policy import NodePolicy
 from fedforget.config import SimulationConfig
 from fedforget.data import ArrayDataset
+from fedforget.federated import State
 from fedforget.gan import ConditionalGan, GanTrainResult, build_conditional_gan, train_gan
 from fedforget.models import ClassifierModel, build_model
 from fedforget.registry import load_plugins
 from fedforget.strategies.registry import build_configured_unlearner
-from fedforget.training import accuracy, train_local
+from fedforget.training import StepHook, accuracy, train_local
 from fedforget.unlearning import UnlearningContext, UnlearningRequest
+from fedforget.unlearning.fedau import (
+    AuxiliaryHead,
+    AuxiliaryTraining,
+    FedAUUnlearner,
+    auxiliary_labels,
+)
 from fedforget.unlearning.quickdrop import (
     GradientMatchingDistiller,
     QuickDropUnlearner,
@@ -117,6 +124,12 @@ def _train_reply(
     model = _received_model(message, node)
     distiller = _distiller(message, node, data) if P.DISTIL in message.content[P.CONFIG] else None
     every = _quickdrop(config).settings.distil_every if distiller is not None else 1
+    hooks = [distillation_hook(distiller, every)] if distiller is not None else []
+    auxiliary = None
+    if P.AUXILIARY in message.content[P.CONFIG]:  # FedAU: only a node with data to delete
+        joint = bool(int(message.content[P.CONFIG][P.AUXILIARY]))  # 0: compare's shared model
+        auxiliary = _auxiliary_training(node, data, node.deleted_mask(ids), lr, joint)
+        hooks += [auxiliary] if auxiliary is not None else []
     result = train_local(
         model,
         data,
@@ -127,7 +140,7 @@ def _train_reply(
         seed=_seed(message, node),
         device=_device(config),
         proximal_mu=proximal_mu,
-        on_step=distillation_hook(distiller, every) if distiller is not None else None,
+        on_step=_chained(hooks),
     )
     deleted_passes = int(result.index_counts[node.deleted_mask(ids)].sum())
     metrics = {
@@ -136,10 +149,14 @@ def _train_reply(
         P.COMPUTE_SECONDS: result.seconds,
         P.GAN_SECONDS: 0.0,  # every reply of a round carries the same keys (FedAvg checks)
         P.DISTIL_SECONDS: 0.0,
+        P.AUXILIARY_SECONDS: 0.0,
     }
     if distiller is not None:  # QuickDrop: the synthetic set stays on the node
         _keep_synthetic(context, node, distiller.synthetic_set())
         metrics[P.DISTIL_SECONDS] = distiller.seconds
+    if auxiliary is not None and auxiliary.state() is not None:  # FedAU: W_a stays too
+        _keep_arrays(context, node, "auxiliary", auxiliary.state())
+        metrics[P.AUXILIARY_SECONDS] = auxiliary.total_seconds
     content = RecordDict({P.ARRAYS: ArrayRecord(model.state_dict())})
     if P.GAN in message.content:  # MuGAN: the generator learns alongside the classifier
         gan, gan_result = _trained_gan(message.content[P.GAN], node, data)
@@ -149,28 +166,48 @@ def _train_reply(
     return _round_reply(message, context, node, content, metrics, deleted_passes)
 
 
+def _chained(hooks: list[StepHook]) -> StepHook | None:
+    """One step hook that calls ``hooks`` in order (``None`` when there are none)."""
+    if len(hooks) <= 1:
+        return hooks[0] if hooks else None
+
+    def chained(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        for hook in hooks:
+            hook(model, x, y)
+
+    return chained
+
+
 def _quickdrop(config: SimulationConfig) -> QuickDropUnlearner:
     unlearner = build_configured_unlearner(config, QuickDropUnlearner.name)
     assert isinstance(unlearner, QuickDropUnlearner)
     return unlearner
 
 
-def _synthetic_key(branch_key: str) -> str:
-    return f"{branch_key}:synthetic"
+def _kept_arrays(context: Context, node: LocalNode, name: str) -> State | None:
+    """Arrays this node keeps across messages under ``name`` (QuickDrop's synthetic set,
+    FedAU's head): its ``compare`` branch's, else the base run's (none kept: ``None``)."""
+    for key in dict.fromkeys((f"{node.state_key}:{name}", f"{STATE_KEY}:{name}")):
+        record = context.state.get(key)
+        if record is not None:
+            return {item: array.numpy() for item, array in record.items()}
+    return None
+
+
+def _keep_arrays(context: Context, node: LocalNode, name: str, arrays: State) -> None:
+    """Keep ``arrays`` under ``name`` in this node's (``compare`` branch's) slot."""
+    record = ArrayRecord(array_dict={item: Array(value) for item, value in arrays.items()})
+    context.state[f"{node.state_key}:{name}"] = record
 
 
 def _stored_synthetic(context: Context, node: LocalNode) -> ArrayDataset | None:
     """This node's synthetic set: its ``compare`` branch's, else the one the base run made."""
-    for key in dict.fromkeys((_synthetic_key(node.state_key), _synthetic_key(STATE_KEY))):
-        record = context.state.get(key)
-        if record is not None:
-            return ArrayDataset(x=record["x"].numpy(), y=record["y"].numpy())
-    return None
+    arrays = _kept_arrays(context, node, "synthetic")
+    return ArrayDataset(x=arrays["x"], y=arrays["y"]) if arrays is not None else None
 
 
 def _keep_synthetic(context: Context, node: LocalNode, synthetic: ArrayDataset) -> None:
-    arrays = ArrayRecord(array_dict={"x": Array(synthetic.x), "y": Array(synthetic.y)})
-    context.state[_synthetic_key(node.state_key)] = arrays
+    _keep_arrays(context, node, "synthetic", {"x": synthetic.x, "y": synthetic.y})
 
 
 def _distiller(message: Message, node: LocalNode, data: ArrayDataset) -> GradientMatchingDistiller:
@@ -183,6 +220,41 @@ def _distiller(message: Message, node: LocalNode, data: ArrayDataset) -> Gradien
         seed = node.config.seed + node.partition_id
         return quickdrop.new_distiller(data, num_classes, seed, device)
     return GradientMatchingDistiller(stored, lr=quickdrop.settings.image_lr, device=device)
+
+
+def _stored_auxiliary(context: Context, node: LocalNode) -> State | None:
+    """This node's FedAU head W_a (none, or dropped after the deletion: ``None``)."""
+    return _kept_arrays(context, node, "auxiliary") or None
+
+
+def _auxiliary_training(
+    node: LocalNode, data: ArrayDataset, marked: np.ndarray, lr: float, joint: bool
+) -> AuxiliaryTraining | None:
+    """FedAU's W_a training on this node, when it holds samples it will delete.
+
+    Only the modes FedAU carries out train a head (the unlearner refuses the others);
+    ``joint`` False keeps the body out of W_a's training whatever the settings say.
+    """
+    config = node.config
+    fedau = build_configured_unlearner(config, FedAUUnlearner.name)
+    assert isinstance(fedau, FedAUUnlearner)
+    mode = config.deletion.mode
+    if mode not in fedau.modes or not marked.any():
+        return None
+    num_classes = int(node.message.content[P.CONFIG][P.NUM_CLASSES])
+    classes = tuple(config.deletion.forget_classes)
+    seed = config.seed + node.partition_id
+    labels = auxiliary_labels(data.y, marked, mode, num_classes, classes, seed)
+    device = _device(config)
+
+    def new_head(model: torch.nn.Module, kept: State | None) -> AuxiliaryHead:
+        return fedau.new_head(model, kept, mode, lr, device, joint=joint)
+
+    kept = _stored_auxiliary(node.context, node)
+    batch_size = config.train.batch_size
+    return AuxiliaryTraining(
+        data, labels, new_head, kept, batch_size=batch_size, seed=_seed(node.message, node)
+    )
 
 
 def _held_data(node: LocalNode) -> tuple[ArrayDataset, np.ndarray]:
@@ -315,6 +387,8 @@ def deletion_complete(message: Message, context: Context) -> Message:
     server_round = int(message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
     dropped = node.carry_out(_requests(message, node), server_round)
     _drop_deleted_synthetic(message, context, node)
+    if _stored_auxiliary(context, node) is not None:  # FedAU's head was made from D_f
+        _keep_arrays(context, node, "auxiliary", {})
     metrics = MetricRecord({P.NUM_FORGET: dropped, P.PARTITION_ID: node.partition_id})
     return Message(RecordDict({P.METRICS: metrics}), reply_to=message)
 
@@ -346,6 +420,16 @@ def synthetic_data(message: Message, context: Context) -> Message:
         data, _ = node.training_data()
         synthetic = data.subset(np.empty(0, dtype=np.int64))
     return _data_reply(message, node, synthetic)
+
+
+@app.query("auxiliary")
+def auxiliary_head(message: Message, context: Context) -> Message:
+    """FedAU: send the auxiliary head this node trained during learning (none: empty)."""
+    node = _node(message, context)
+    head = _stored_auxiliary(context, node) or {}
+    arrays = ArrayRecord(array_dict={name: Array(value) for name, value in head.items()})
+    metrics = MetricRecord({P.PARTITION_ID: node.partition_id})
+    return Message(RecordDict({P.ARRAYS: arrays, P.METRICS: metrics}), reply_to=message)
 
 
 @app.query("deletion_status")

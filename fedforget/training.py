@@ -36,7 +36,8 @@ def seeded_batches(n: int, batch_size: int, generator: torch.Generator) -> Itera
 
 StepHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], None]
 """``hook(model, x_batch, y_batch)``, called after each optimizer step of :func:`train_local`
-(QuickDrop distils the client's data at the model states its training visits)."""
+(QuickDrop distils the client's data at the model states its training visits; FedAU trains
+its auxiliary head, and the body with it, beside the client's training)."""
 
 BatchLoss = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 """``batch indices -> objective`` or ``(objective, {name: term to report})``."""
@@ -140,7 +141,8 @@ def train_local(
     2020, Eq. 2), ``w_start`` being the weights the call started from: it bounds how far one
     client's skewed data can pull the model, which the recovery relay needs when it trains on
     a few weak clients of a non-IID federation (:mod:`fedforget.recovery`). ``on_step`` is
-    called after every step with the model and the batch (it must leave the model as is).
+    called after every step with the model and the batch (it leaves the model as is, except
+    FedAU's joint step of the body on its auxiliary loss).
 
     Returns
     -------

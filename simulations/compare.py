@@ -267,6 +267,8 @@ class ClassifierBranches(BranchTask):
             "generator_bytes": record.generator_bytes,
             "distillation_client_seconds": record.distillation_client_seconds,
             "synthetic_bytes": record.synthetic_bytes,
+            "auxiliary_client_seconds": record.auxiliary_client_seconds,
+            "auxiliary_bytes": record.auxiliary_bytes,
         }
 
     def finish(self, rows: list[dict[str, Any]]) -> None:

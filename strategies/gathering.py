@@ -23,6 +23,7 @@ from flwr.serverapp import Grid
 
 from fedforget import protocol as P
 from fedforget.data.sources import ArrayDataset
+from fedforget.federated import State
 from fedforget.report import RunObserver
 from fedforget.strategies.generator import GeneratorCoTraining
 from fedforget.strategies.ledger import DeletionLedger
@@ -89,6 +90,7 @@ class Gathering:
         retain = self.retain_data(grid, per_client) if "retain" in needs else None
         self.ledger.record.history_bytes = sum(h.nbytes() for h in history)
         synthetic = self.synthetic_sets(grid) if "synthetic" in needs else {}
+        auxiliary = self.auxiliary_heads(grid, nodes) if "auxiliary" in needs else ()
         self.complete_deletion(grid, nodes)
         leaving = tuple(self.ledger.record.clients) if self.settings.client_leaves else ()
         mode = self.ledger.deletion_mode(nodes)
@@ -108,6 +110,7 @@ class Gathering:
             validation=self.validation,
             synthetic_forget=synthetic_forget,
             synthetic_retain=synthetic_retain,
+            auxiliary_heads=auxiliary,
         )
 
     def poll_deletion_requests(
@@ -176,6 +179,15 @@ class Gathering:
         }
         self.ledger.record.synthetic_bytes = sum(d.x.nbytes + d.y.nbytes for d in sets.values())
         return sets
+
+    def auxiliary_heads(self, grid: Grid, nodes: list[int]) -> tuple[State, ...]:
+        """The ``auxiliary`` need: the deleting ``nodes``' heads (FedAU), if they trained one."""
+        record = RecordDict({P.CONFIG: self.deletion_config(nodes)})
+        replies = self.messenger.query(grid, nodes, P.AUXILIARY_HEAD, record)
+        heads = tuple(numpy_state(r.content[P.ARRAYS]) for r in replies if r.content[P.ARRAYS])
+        self.ledger.record.auxiliary_bytes = sum(v.nbytes for h in heads for v in h.values())
+        log(INFO, "deletion: %d auxiliary heads from %d deleting nodes", len(heads), len(nodes))
+        return heads
 
     def complete_deletion(self, grid: Grid, nodes: list[int]) -> None:
         """The nodes drop D_f for good; in ``client`` mode they also leave the federation.

@@ -59,6 +59,8 @@ class DeletionRecord:
     generator_bytes: int = 0
     distillation_client_seconds: float = 0.0
     synthetic_bytes: int = 0
+    auxiliary_client_seconds: float = 0.0
+    auxiliary_bytes: int = 0
     bytes_to_clients: int = 0
     bytes_from_clients: int = 0
     client_compute_seconds: float = 0.0
@@ -91,8 +93,18 @@ class DeletionRecord:
         return DeletionSummary(**fields)
 
 
-KEPT_ACROSS_STEPS = frozenset({"requests", "faults", "generator_client_seconds", "generator_bytes"})
-"""Record fields a new deletion step does not reset: lists over every step, training costs."""
+KEPT_ACROSS_STEPS = frozenset(
+    {
+        "requests",
+        "faults",
+        "generator_client_seconds",
+        "generator_bytes",
+        "distillation_client_seconds",
+        "auxiliary_client_seconds",
+    }
+)
+"""Record fields a new deletion step does not reset: lists over every step, training costs
+(the clients' work during training happens before the step that opens the record)."""
 
 
 def _start_step(record: DeletionRecord) -> None:

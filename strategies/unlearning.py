@@ -56,6 +56,14 @@ from fedforget.strategies.settings import StrategySettings
 from fedforget.training import accuracy
 from fedforget.unlearning import HistoryRound, Unlearner, UnlearningContext
 
+TRAINING_EXTRAS: dict[str, tuple[str, str, str]] = {
+    "synthetic": (P.DISTIL, P.DISTIL_SECONDS, "distillation_client_seconds"),  # QuickDrop
+    "auxiliary": (P.AUXILIARY, P.AUXILIARY_SECONDS, "auxiliary_client_seconds"),  # FedAU
+}
+"""Needs met by extra client work during FedAvg training: need -> (the flag the training
+messages carry, the metric of the clients' seconds on it, the DeletionRecord field summing
+them)."""
+
 ModelFactory = Callable[[], ClassifierModel]
 
 
@@ -112,7 +120,11 @@ class FederatedUnlearning(FedAvg):
         needs = unlearner.needs if unlearner is not None else frozenset()
         self.keeps_history = "history" in needs
         self.trains_generator = "generator" in needs
-        self.distils = "synthetic" in needs  # QuickDrop: clients distil while they train
+        self.training_extras = frozenset(needs & TRAINING_EXTRAS.keys())
+        """The extra client work during training (QuickDrop's distillation, FedAU's heads)."""
+        self.auxiliary_moves_body = True
+        """Whether FedAU's heads may train the body too (not when ``compare`` branches share
+        the training: every branch must start from the same model)."""
         self.history: list[HistoryRound] = []
         self.round_seconds: list[float] = []
         self.initial_arrays: ArrayRecord | None = None
@@ -151,8 +163,10 @@ class FederatedUnlearning(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Sample among the nodes that have not left; attach the run's message config."""
-        distil = {P.DISTIL: 1} if self.distils else {}  # QuickDrop's need, to the clients
-        config = ConfigRecord({**dict(config), **self.configs.for_round(server_round), **distil})
+        extras = {TRAINING_EXTRAS[need][0]: 1 for need in sorted(self.training_extras)}
+        if P.AUXILIARY in extras:  # 1: W_a's loss may train the body too, 0: W_a alone
+            extras[P.AUXILIARY] = int(self.auxiliary_moves_body)
+        config = ConfigRecord({**dict(config), **self.configs.for_round(server_round), **extras})
         record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
         rng = self.configs.rng
         nodes = self.messenger.sample(grid, self.fraction_train, self.min_train_nodes, rng)
@@ -170,10 +184,10 @@ class FederatedUnlearning(FedAvg):
                 self.ledger.note_train_reply(reply)  # partition ids first: they order replies
         replies.sort(key=lambda r: self.messenger.order_key(r.metadata.src_node_id))
         good = [reply for reply in replies if not reply.has_error()]
-        if self.distils:
-            self.deletion.distillation_client_seconds += sum(
-                float(reply.content[P.METRICS].get(P.DISTIL_SECONDS, 0.0)) for reply in good
-            )
+        for need in self.training_extras:
+            _, metric, field = TRAINING_EXTRAS[need]
+            seconds = sum(float(reply.content[P.METRICS].get(metric, 0.0)) for reply in good)
+            setattr(self.deletion, field, getattr(self.deletion, field) + seconds)
         if self.trains_generator:
             self.generator.aggregate(good)
         return super().aggregate_train(server_round, replies)
@@ -209,7 +223,8 @@ class FederatedUnlearning(FedAvg):
         branches = list(branches)
         self.keeps_history = any(branch.keeps_history for branch in branches)
         self.trains_generator = any(branch.trains_generator for branch in branches)
-        self.distils = any(branch.distils for branch in branches)
+        self.training_extras = frozenset().union(*(b.training_extras for b in branches))
+        self.auxiliary_moves_body = False  # the branches share this training's model
 
     def take_over(self, parent: FederatedUnlearning) -> None:
         """Continue from ``parent``'s federation state (a ``compare`` branch from its base)."""
@@ -221,9 +236,9 @@ class FederatedUnlearning(FedAvg):
             self.history = list(parent.history)
         if self.trains_generator:
             self.generator.take_over(parent.generator)
-        if self.distils:
-            seconds = parent.deletion.distillation_client_seconds
-            self.deletion.distillation_client_seconds = seconds
+        for need in self.training_extras:
+            field = TRAINING_EXTRAS[need][2]
+            setattr(self.deletion, field, getattr(parent.deletion, field))
 
     def carry_out_deletion(self, grid: Grid, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
         """The deletion step now, for the pending requests; returns the new global weights."""
@@ -343,7 +358,7 @@ class FederatedUnlearning(FedAvg):
     def run_reference(self, grid: Grid, num_rounds: int) -> ArrayRecord:
         """The reference: FedAvg from w_0 without the deleted data (and no GAN alongside)."""
         self.trains_generator = False
-        self.distils = False
+        self.training_extras = frozenset()
         result = self.run_rounds(
             grid, self.initial_arrays, num_rounds, "reference", handle_deletions=False
         )

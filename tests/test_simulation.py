@@ -170,7 +170,32 @@ def test_quickdrop_unlearns_a_class_on_the_clients_distilled_sets(tmp_path, make
     # holds (digits' IID partition: all 10), 8x8 float32 images and int64 labels
     assert summary.deletion.distillation_client_seconds > 0
     assert summary.deletion.synthetic_bytes == config.clients * 10 * 10 * (64 * 4 + 8)
-    assert summary.deletion.forget_samples_received == 0  # no real sample reached the server
+    _forgot_the_class_without_its_samples(summary)
+
+
+def test_fedau_unlearns_a_class_with_the_clients_auxiliary_heads(tmp_path, make_config):
+    config = make_config(
+        out=tmp_path,
+        strategy="fedau",
+        reference="none",
+        clients=3,
+        train={"rounds": 3, "local_epochs": 3, "batch_size": 16},
+        deletion={"mode": "class", "forget_classes": [3], "round": 2},
+    )
+    summary = simulate(config)
+    # every client holds 3s, so each trained W_a while it trained and sent it at the deletion:
+    # a float32 weight and bias of LeNet-5's head
+    head = build_model("lenet5", 10, 1, 8).head
+    head_bytes = (head.weight.numel() + head.bias.numel()) * 4
+    assert summary.deletion.auxiliary_client_seconds > 0
+    assert summary.deletion.auxiliary_bytes == config.clients * head_bytes
+    _forgot_the_class_without_its_samples(summary)
+
+
+def _forgot_the_class_without_its_samples(summary) -> None:
+    """No real sample reached the server or was trained on after the deletion; the test 3s
+    were learned, then halved, and the rest kept within 15 points."""
+    assert summary.deletion.forget_samples_received == 0
     assert summary.bookkeeping.deleted_passes_after_deletion == 0
     before = summary.phases.before_deletion
     after = summary.phases.after_unlearning

@@ -5,6 +5,8 @@ The setting is a tiny federation (sklearn digits, 4 clients, in-process FedAvg f
 round history and training rounds on the clients (without their deleted samples), and a
 small class-conditional GAN trained on the federation's data (MuGAN's ``generator``), and
 the synthetic sets the clients distilled while they trained (QuickDrop's ``synthetic``).
+FedAU's ``auxiliary`` heads train jointly with the body, which changes the model: fedau gets
+its own run of the same federation, with the deleting clients' heads, and is scored on it.
 
 Three deletion modes: ``class`` (every client deletes its 3s), ``backdoor`` (triggered
 samples spread over the clients) and ``client`` (client 0 of 3, which holds every 3 and a
@@ -34,6 +36,7 @@ from fedforget.unlearning import (
     build_unlearner,
     unlearner_names,
 )
+from fedforget.unlearning.fedau import auxiliary_trainings
 from fedforget.unlearning.quickdrop import distillation_hook, split_synthetic
 
 FORGOTTEN_CLASS = 3
@@ -99,6 +102,38 @@ def federations(make_config, make_leaving_client_federation):
     return {mode: _setup(make_config, make_leaving_client_federation, mode) for mode in MODES}
 
 
+@pytest.fixture(scope="module")
+def fedau_runs(federations):
+    """``fedau_runs(mode)``: (trained weights, heads) of the federation trained with FedAU."""
+    cache: dict[str, tuple] = {}
+
+    def get(mode: str) -> tuple:
+        if mode not in cache:
+            config, federation, build, initial = federations[mode][:4]
+            clients = {}
+            for cid in range(federation.num_clients):
+                data, ids = federation.client_data(cid, False)
+                clients[cid] = (data, federation.is_deleted(ids))
+            classes = tuple(config.deletion.forget_classes) if mode == "class" else ()
+            trainings = auxiliary_trainings(
+                clients,
+                build_unlearner("fedau"),
+                mode,
+                federation.num_classes,
+                classes,
+                lr=config.train.lr,
+                batch_size=config.train.batch_size,
+            )
+            full = LocalFederation.from_federation(
+                federation, build, config.train, drop_deleted=False, step_hooks=trainings
+            )
+            trained = full.run(initial, ROUNDS)
+            cache[mode] = trained, tuple(t.state() for t in trainings.values())
+        return cache[mode]
+
+    return get
+
+
 def _forgotten_and_kept(evaluator: Evaluator, model, mode: str) -> tuple[float, float]:
     metrics = evaluator.evaluate(model)
     if mode in ("class", "client"):  # client 0 held every 3: the test 3s are its data
@@ -133,8 +168,11 @@ OVER_FORGETS = {
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", unlearner_names())
-def test_unlearner_forgets_and_keeps_the_rest(federations, name, mode):
+def test_unlearner_forgets_and_keeps_the_rest(federations, fedau_runs, name, mode):
     config, federation, build, initial, trained, history, kept, gan, synthetic = federations[mode]
+    auxiliary_heads: tuple = ()
+    if name == "fedau" and mode in build_unlearner(name).modes:
+        trained, auxiliary_heads = fedau_runs(mode)
     evaluator = Evaluator(federation)
     before_forgotten, before_kept = _forgotten_and_kept(
         evaluator, load_numpy_state(build(), trained), mode
@@ -162,6 +200,7 @@ def test_unlearner_forgets_and_keeps_the_rest(federations, name, mode):
         generator=gan,
         synthetic_forget=synthetic_forget,
         synthetic_retain=synthetic_retain,
+        auxiliary_heads=auxiliary_heads,
     )
     context = UnlearningContext(
         initial_state=initial,

@@ -89,6 +89,12 @@ class DeletionSummary(BaseModel):
     synthetic_bytes: int = Field(
         0, description="Synthetic sets the clients sent the server at the deletion (QuickDrop)."
     )
+    auxiliary_client_seconds: float = Field(
+        0.0, description="Client compute spent training auxiliary heads in training (FedAU)."
+    )
+    auxiliary_bytes: int = Field(
+        0, description="Auxiliary heads the clients sent the server at the deletion (FedAU)."
+    )
     requests: list[dict[str, Any]] = Field(
         default_factory=list, description="Node-side requests carried out, per deletion step."
     )

@@ -18,6 +18,7 @@ from fedforget.unlearning.base import (
 )
 from fedforget.unlearning.distillation import DistillationUnlearner
 from fedforget.unlearning.fast_fedul import FastFedULUnlearner
+from fedforget.unlearning.fedau import FedAUUnlearner
 from fedforget.unlearning.federaser import FedEraserUnlearner
 from fedforget.unlearning.fedosd import FedOsdUnlearner
 from fedforget.unlearning.fedquit import FedQuitUnlearner
@@ -43,6 +44,7 @@ __all__ = [
     "DistillationUnlearner",
     "ExactUnlearningK",
     "FastFedULUnlearner",
+    "FedAUUnlearner",
     "FedEraserUnlearner",
     "FedOsdUnlearner",
     "FedQuitUnlearner",

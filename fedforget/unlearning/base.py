@@ -20,6 +20,11 @@ that, the federated way; the core never reaches into a client:
     (QuickDrop): the server asks for them at the deletion (``query.synthetic``) and splits
     them into the part to forget and the rest; their size is recorded (``synthetic_bytes``),
     and the distillation's client compute during training (``distillation_client_seconds``).
+``auxiliary``
+    the auxiliary heads that the deleting clients trained during learning (FedAU): the server
+    asks for them at the deletion (``query.auxiliary``); their size is recorded
+    (``auxiliary_bytes``), and their client compute during training
+    (``auxiliary_client_seconds``).
 ``rounds``
     training run *on the clients* (:attr:`UnlearningContext.federated_train`): the server sends
     weights, every remaining client trains them on its retained data and sends them back.
@@ -50,7 +55,7 @@ from fedforget.gan.networks import ConditionalGan
 from fedforget.models import ClassifierModel, missing_parts
 from fedforget.registry import Registry, UnknownNameError
 
-DataNeed = Literal["forget", "retain", "history", "rounds", "generator", "synthetic"]
+DataNeed = Literal["forget", "retain", "history", "rounds", "generator", "synthetic", "auxiliary"]
 DeletionMode = Literal["backdoor", "random", "class", "client"]
 ALL_MODES: frozenset[str] = frozenset({"backdoor", "random", "class", "client"})
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
@@ -92,6 +97,9 @@ class UnlearningRequest:
     synthetic_forget, synthetic_retain : ArrayDataset | None
         The clients' distilled synthetic images, split into the part standing for the
         deleted data and the rest (the ``synthetic`` need, QuickDrop).
+    auxiliary_heads : tuple of State
+        The deleting clients' auxiliary heads (``weight``, ``bias``), trained during
+        learning (the ``auxiliary`` need, FedAU).
     """
 
     forget: ArrayDataset
@@ -105,6 +113,7 @@ class UnlearningRequest:
     validation: ArrayDataset | None = None
     synthetic_forget: ArrayDataset | None = None
     synthetic_retain: ArrayDataset | None = None
+    auxiliary_heads: tuple[State, ...] = ()
 
 
 @dataclass
