@@ -140,7 +140,5 @@ def test_a_relay_hop_trains_on_at_most_its_sample_limit(tmp_path: Path) -> None:
     assert int(hop(None).content[P.METRICS][P.NUM_EXAMPLES]) == 300
     first, again = hop(100), hop(100)
     assert int(first.content[P.METRICS][P.NUM_EXAMPLES]) == 100
-    weights = first.content[P.ARRAYS].to_numpy_ndarrays()
-    assert all(
-        np.array_equal(a, b) for a, b in zip(weights, again.content[P.ARRAYS].to_numpy_ndarrays())
-    )
+    weights, repeated = (m.content[P.ARRAYS].to_numpy_ndarrays() for m in (first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, repeated, strict=True))
