@@ -230,15 +230,23 @@ def cost(strategy: FederatedUnlearning) -> dict[str, Any]:
     ``bytes_to_clients`` / ``bytes_from_clients``: payload bytes of every message of the step
     each way (:func:`fedforget.strategies.messaging.payload_bytes`); ``history_bytes``: the
     stored client updates the server kept for the method; ``client_seconds``: the compute the
-    clients reported for the step; ``server_seconds``: the step's wall time less the time it
-    waited for replies; ``seconds``: the step's wall time (unlearning + recovery).
+    clients reported for the step; ``training_client_seconds``: the compute the method added to
+    the clients' training before the deletion (MuGAN's GAN, QuickDrop's distillation, FedAU's
+    auxiliary heads); ``server_seconds``: the step's wall time less the time it waited for
+    replies; ``seconds``: the step's wall time (unlearning + recovery).
     """
     record = strategy.deletion
+    training = (
+        record.generator_client_seconds
+        + record.distillation_client_seconds
+        + record.auxiliary_client_seconds
+    )
     return {
         "bytes_to_clients": record.bytes_to_clients,
         "bytes_from_clients": record.bytes_from_clients,
         "history_bytes": record.history_bytes,
         "client_seconds": record.client_compute_seconds,
+        "training_client_seconds": training,
         "server_seconds": record.server_seconds,
         "seconds": record.wall_seconds,
     }

@@ -150,4 +150,7 @@ def test_mugan_generator_is_trained_by_the_clients_alongside_the_model(mugan_com
     assert details["mugan"]["generator_bytes"] > 100_000
     assert details["mugan"]["forget_samples_received"] == 0  # no real sample reached the server
     assert details["distill"]["generator_client_seconds"] == 0
+    row = mugan_comparison.row("mugan")  # the compare.csv column sums the training-time parts
+    assert row["training_client_seconds"] == details["mugan"]["generator_client_seconds"]
+    assert mugan_comparison.row("distill")["training_client_seconds"] == 0
     assert mugan_comparison.row("mugan")["forget_test_accuracy"] < 0.5

@@ -19,6 +19,7 @@ COST_COLUMNS = (
     "bytes_from_clients",
     "history_bytes",
     "client_seconds",
+    "training_client_seconds",
     "server_seconds",
     "seconds",
     "speedup_vs_retrain",
@@ -73,6 +74,7 @@ TABLE_COLUMNS = (
     ("bytes_from_clients", "MB up"),
     ("history_bytes", "MB hist."),
     ("client_seconds", "client s"),
+    ("training_client_seconds", "train. client s"),
     ("server_seconds", "server s"),
     ("seconds", "s"),
     ("speedup_vs_retrain", "speedup"),
@@ -89,7 +91,7 @@ def format_cell(key: str, value: Any) -> str:
         return f"{value:.0f}"
     if key in BYTE_COLUMNS:
         return f"{value / 1e6:.2f}"
-    if key in ("seconds", "client_seconds", "server_seconds"):
+    if key in ("seconds", "client_seconds", "training_client_seconds", "server_seconds"):
         return f"{value:.1f}"
     if key in ("l2", "speedup_vs_retrain"):
         return f"{value:.2f}"
