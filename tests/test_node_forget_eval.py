@@ -1,4 +1,4 @@
-"""A real node scores the models it is sent on its own deleted samples (``query.forget_eval``).
+"""A real node scores the models it is sent on its own data (``query.forget_eval``, the relay).
 
 The ClientApp's handlers run in-process on a node directory: the user files a class deletion,
 the server's ``query.deletion_complete`` carries it out, and ``query.forget_eval`` must return
@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from fedforget import protocol as P
 from fedforget.clients import app as client_app
 from fedforget.config import SimulationConfig
-from fedforget.data import load_dataset
+from fedforget.data import ArrayDataset, load_dataset
 from fedforget.models import build_model
 from fedforget.node import file_request, write_node_data
 from fedforget.training import accuracy, train_local
@@ -38,12 +38,10 @@ def _message(kind: str, config: SimulationConfig, **models: ArrayRecord) -> Mess
     return Message(content, dst_node_id=1, message_type=kind)
 
 
-def test_a_node_scores_each_model_on_its_deleted_samples_only(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    train = load_dataset("digits").train
-    node_data = train.subset(np.arange(400))
+def _node(tmp_path: Path, samples: int) -> tuple[ArrayDataset, SimulationConfig, Context]:
+    """A node directory holding the first ``samples`` digits, a requests-mode run, its Context."""
+    node_data = load_dataset("digits").train.subset(np.arange(samples))
     write_node_data(tmp_path / "node", node_data)
-    file_request(tmp_path / "node", classes=[3])
     config = SimulationConfig(
         clients=2, data={"dataset": "digits"}, deletion={"mode": "requests"}, train={"rounds": 2}
     )
@@ -54,6 +52,13 @@ def test_a_node_scores_each_model_on_its_deleted_samples_only(tmp_path: Path) ->
         state=RecordDict(),
         run_config={},
     )
+    return node_data, config, context
+
+
+def test_a_node_scores_each_model_on_its_deleted_samples_only(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    node_data, config, context = _node(tmp_path, 400)
+    file_request(tmp_path / "node", classes=[3])
     untrained = build_model("lenet5", 10, 1, 8)
     learned = build_model("lenet5", 10, 1, 8)
     train_local(learned, node_data, epochs=20, lr=0.05, momentum=0.9, batch_size=16, seed=0)
@@ -85,19 +90,7 @@ def test_a_node_scores_each_model_on_its_deleted_samples_only(tmp_path: Path) ->
 def test_a_relay_evaluation_scores_every_model_it_carries(tmp_path: Path) -> None:
     """``query.local_eval`` with the models before and after unlearning: one reply, both scores."""
     torch.manual_seed(0)
-    train = load_dataset("digits").train
-    node_data = train.subset(np.arange(300))
-    write_node_data(tmp_path / "node", node_data)
-    config = SimulationConfig(
-        clients=2, data={"dataset": "digits"}, deletion={"mode": "requests"}, train={"rounds": 2}
-    )
-    context = Context(
-        run_id=1,
-        node_id=1,
-        node_config={"node-dir": str(tmp_path / "node"), "partition-id": 0},
-        state=RecordDict(),
-        run_config={},
-    )
+    node_data, config, context = _node(tmp_path, 300)
     untrained = build_model("lenet5", 10, 1, 8)
     learned = build_model("lenet5", 10, 1, 8)
     train_local(learned, node_data, epochs=10, lr=0.05, momentum=0.9, batch_size=16, seed=0)
@@ -114,18 +107,7 @@ def test_a_relay_evaluation_scores_every_model_it_carries(tmp_path: Path) -> Non
 
 def test_a_relay_hop_trains_on_at_most_its_sample_limit(tmp_path: Path) -> None:
     """``train.relay`` with ``max-samples``: a seeded subset, the same for the same seed."""
-    train = load_dataset("digits").train
-    write_node_data(tmp_path / "node", train.subset(np.arange(300)))
-    config = SimulationConfig(
-        clients=2, data={"dataset": "digits"}, deletion={"mode": "requests"}, train={"rounds": 2}
-    )
-    context = Context(
-        run_id=1,
-        node_id=1,
-        node_config={"node-dir": str(tmp_path / "node"), "partition-id": 0},
-        state=RecordDict(),
-        run_config={},
-    )
+    _, config, context = _node(tmp_path, 300)
     model = ArrayRecord(build_model("lenet5", 10, 1, 8).state_dict())
 
     def hop(limit: int | None) -> Message:
