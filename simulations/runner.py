@@ -54,6 +54,7 @@ T = TypeVar("T")
 
 RUN_FILE = "run.json"
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
 HEAD_NODE_TIMEOUT = 10.0  # seconds to wait for a Ray head node to accept a connection
 EARLIER_RUN_FILES = (
     RUN_FILE,
@@ -219,6 +220,16 @@ def ray_address(config: SimulationConfig) -> str | None:
     variable ``ray.init`` itself follows, so a shell set up for a cluster attaches the same way.
     """
     return config.resources.ray_address or os.environ.get(RAY_ADDRESS_ENV) or None
+
+
+def private_instance_environment() -> dict[str, str]:
+    """Ray's workers run at the user's priority, unless the user set Ray's own variable.
+
+    Ray starts its worker processes at nice 15, as background work; in a simulation the
+    client actors *are* the work, and at nice 15 any other job on the machine (a test suite's
+    neighbour on a shared CI runner) takes their cores while the server waits for them.
+    """
+    return {WORKER_NICENESS_ENV: os.environ.get(WORKER_NICENESS_ENV, "0")}
 
 
 def backend_config(config: SimulationConfig) -> dict[str, Any]:
@@ -409,7 +420,8 @@ def run_on_simulation_engine(config: SimulationConfig, server_main: Callable[[Gr
     clear_stop()
     environment = simulation_environment(config, config.out)
     address = ray_address(config)
-    with _environment(environment):
+    private = private_instance_environment() if address is None else {}
+    with _environment({**environment, **private}):
         if address is not None:
             attach_to_cluster(address, environment)
         try:

@@ -197,6 +197,33 @@ def test_without_an_address_the_run_starts_a_private_instance(monkeypatch):
     assert init_args["num_cpus"] >= 1
 
 
+@pytest.mark.parametrize(("user", "expected"), [(None, "0"), ("5", "5")])
+def test_a_private_instance_runs_its_actors_at_the_users_priority(monkeypatch, user, expected):
+    """Ray's workers default to nice 15: the client actors would yield to any other job."""
+    from fedforget.simulations import runner
+
+    if user is None:
+        monkeypatch.delenv(runner.WORKER_NICENESS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(runner.WORKER_NICENESS_ENV, user)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    seen = {}
+
+    class EngineCalledError(Exception):
+        pass
+
+    def engine(**kwargs):  # stands in for Flower's engine: what would Ray's raylet inherit?
+        seen["niceness"] = os.environ.get(runner.WORKER_NICENESS_ENV)
+        raise EngineCalledError
+
+    monkeypatch.setattr(runner, "run_simulation", engine)
+    config = validate_config({"data": {"dataset": "digits"}})
+    with pytest.raises(EngineCalledError):
+        runner.run_on_simulation_engine(config, lambda grid: None)
+    assert seen["niceness"] == expected
+    assert os.environ.get(runner.WORKER_NICENESS_ENV) == user  # restored afterwards
+
+
 def test_ray_address_variable_attaches_like_the_option(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     config = validate_config({})
