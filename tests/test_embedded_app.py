@@ -10,12 +10,18 @@ from flwr.simulation import run_simulation
 
 from fedforget.data import load_dataset
 from fedforget.simulations import embedded_app as example
+from fedforget.simulations.runner import WORKER_NICENESS_ENV
 from fedforget.training import accuracy
 
 pytestmark = pytest.mark.slow
 
 
-def test_the_example_strategy_forgets_class_3_in_someone_elses_server_app() -> None:
+def test_the_example_strategy_forgets_class_3_in_someone_elses_server_app(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Flower's own engine, not fedforget's runner: its Ray workers would start at nice 15 and
+    # yield their cores to any other job on a shared runner (docs/architecture.md)
+    monkeypatch.setenv(WORKER_NICENESS_ENV, "0")
     config = example.example_config(rounds=3)
     test = load_dataset("digits").test
     threes = test.subset(np.flatnonzero(test.y == 3))

@@ -30,7 +30,7 @@ import psutil
 import pytest
 
 from fedforget.config import ConfigError, validate_config
-from fedforget.simulations.runner import backend_config, ray_address
+from fedforget.simulations.runner import WORKER_NICENESS_ENV, backend_config, ray_address
 
 pytestmark = pytest.mark.slow
 
@@ -88,9 +88,15 @@ def ray_head(start_timeout: float) -> Iterator[tuple[str, Path]]:
         f"--temp-dir={temp_dir}",
         "--block",
     ]
+    # the cluster's workers at the test's priority, as fedforget's private instance does
+    environment = {**os.environ, WORKER_NICENESS_ENV: "0"}
     with log.open("w") as output:
         head = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=environment,
         )
     try:
         wait_for_head(head, log, start_timeout)
