@@ -118,8 +118,7 @@ def _train_reply(
     config = node.config
     data, ids = _held_data(node)
     if max_samples is not None and len(data) > max_samples:  # a relay hop: a seeded subset
-        rng = np.random.default_rng(_seed(message, node))
-        keep = np.sort(rng.choice(len(data), max_samples, replace=False))
+        keep = _seeded_positions(len(data), max_samples, _seed(message, node))
         data, ids = data.subset(keep), ids[keep]
     model = _received_model(message, node)
     distiller = _distiller(message, node, data) if P.DISTIL in message.content[P.CONFIG] else None
@@ -262,6 +261,12 @@ def _held_data(node: LocalNode) -> tuple[ArrayDataset, np.ndarray]:
     if len(data) == 0:
         raise RuntimeError("this client holds no data any more (it left the federation)")
     return data, ids
+
+
+def _seeded_positions(size: int, limit: int, seed: int) -> np.ndarray:
+    """``limit`` of ``size`` positions, drawn with ``seed``, in order."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(size, limit, replace=False))
 
 
 def _seed(message: Message, node: LocalNode) -> int:
@@ -454,8 +459,7 @@ def local_eval(message: Message, context: Context) -> Message:
     data, _ = node.training_data()
     limit = config.recovery.eval_samples
     if len(data) > limit:
-        rng = np.random.default_rng(config.seed + node.partition_id)
-        data = data.subset(np.sort(rng.choice(len(data), limit, replace=False)))
+        data = data.subset(_seeded_positions(len(data), limit, config.seed + node.partition_id))
     started = time.perf_counter()
     metrics: dict[str, float | int] = {P.NUM_EXAMPLES: len(data), P.PARTITION_ID: node.partition_id}
     for name, record in message.content.array_records.items():
