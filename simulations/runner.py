@@ -40,6 +40,7 @@ from fedforget.models import MODEL_REGISTRY, ClassifierModel, build_model, model
 from fedforget.report.recorder import Display
 from fedforget.report.summary import Summary
 from fedforget.server.app import default_out_dir, run_server
+from fedforget.simulations.linkstate import per_node_message_lookup
 from fedforget.stopping import RunStoppedError, clear_stop, request_stop
 from fedforget.strategies.registry import (
     RETRAIN,
@@ -425,12 +426,13 @@ def run_on_simulation_engine(config: SimulationConfig, server_main: Callable[[Gr
         if address is not None:
             attach_to_cluster(address, environment)
         try:
-            run_simulation(
-                server_app=server_app,
-                client_app=client_app,
-                num_supernodes=config.clients,
-                backend_config=backend_config(config),
-            )
+            with per_node_message_lookup():
+                run_simulation(
+                    server_app=server_app,
+                    client_app=client_app,
+                    num_supernodes=config.clients,
+                    backend_config=backend_config(config),
+                )
         except (KeyboardInterrupt, SystemExit):  # Ray's SIGTERM handler raises SystemExit
             request_stop()  # the ServerApp thread stops waiting for replies
             shutdown_ray()
