@@ -27,6 +27,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def load_optimizer_modules() -> None:
+    """Create a throwaway optimizer so that the modules torch loads on first use are loaded.
+
+    The first ``torch.optim`` optimizer of a process imports ``torch._dynamo`` (about a second
+    on a 2-core machine). A simulation's server creates its first optimizer in the unlearning
+    step, so without this the import is billed to the deletion instead of the start-up.
+    """
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
 def seeded_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Yield index tensors of a fresh seeded permutation of ``range(n)``."""
     order = torch.randperm(n, generator=generator)

@@ -53,7 +53,7 @@ from fedforget.strategies.messaging import (
 )
 from fedforget.strategies.relay import RecoveryRelay
 from fedforget.strategies.settings import StrategySettings
-from fedforget.training import accuracy
+from fedforget.training import accuracy, load_optimizer_modules
 from fedforget.unlearning import HistoryRound, Unlearner, UnlearningContext
 
 TRAINING_EXTRAS: dict[str, tuple[str, str, str]] = {
@@ -215,6 +215,7 @@ class FederatedUnlearning(FedAvg):
     def begin(self, initial_arrays: ArrayRecord, timeout: float | None = None) -> None:
         """Remember the initial weights w_0 (the retrain start, the incompetent teacher)."""
         self.initial_arrays = initial_arrays
+        load_optimizer_modules()
         if timeout is not None:
             self.messenger.timeout = timeout
 
