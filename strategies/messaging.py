@@ -29,6 +29,7 @@ from fedforget import protocol as P
 from fedforget.stopping import pause
 
 PULL_INTERVAL = 0.2  # seconds between polls for replies (Grid.send_and_receive sleeps 3 s)
+FIRST_PULL_INTERVAL = 0.01  # doubled after each empty-handed poll, up to PULL_INTERVAL
 
 Fault = dict[str, object]
 """``{"message", "node", "client", "error"}``: one node that gave no usable reply."""
@@ -38,19 +39,24 @@ def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Me
     """Push ``messages`` and collect their replies until all arrived or ``timeout`` passed.
 
     ``Grid.send_and_receive`` with a finer poll: on a deployment its fixed 3 s sleep between
-    pulls is most of a message's round trip. Pushing fills in each message's id, so callers
-    can match replies (``reply_to_message_id``) to what they sent afterwards.
+    pulls is most of a message's round trip. The wait between polls starts at
+    ``FIRST_PULL_INTERVAL`` and doubles up to ``PULL_INTERVAL``: the deletion step's short
+    exchanges (a query answered in a fraction of a second) are not kept waiting for a poll,
+    and a long round still polls five times a second. Pushing fills in each message's id, so
+    callers can match replies (``reply_to_message_id``) to what they sent afterwards.
     """
     waiting = set(grid.push_messages(messages))
     deadline = time.monotonic() + timeout
     replies: list[Message] = []
+    interval = FIRST_PULL_INTERVAL
     while waiting:
         arrived = list(grid.pull_messages(waiting))
         replies.extend(arrived)
         waiting.difference_update(reply.metadata.reply_to_message_id for reply in arrived)
         if not waiting or time.monotonic() >= deadline:
             break
-        pause(PULL_INTERVAL)  # returns at once when the run is being stopped
+        pause(interval)  # returns at once when the run is being stopped
+        interval = min(2 * interval, PULL_INTERVAL)
     return replies
 
 
