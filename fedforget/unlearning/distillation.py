@@ -69,6 +69,8 @@ learning rate constant, ``reg_weight=0`` drops the regulariser.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -402,7 +404,8 @@ def prune_forget_units(
     captured: dict[str, torch.Tensor] = {}
     hook = layer.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("a", inputs[0]))
     try:
-        logits = model(x)
+        with torch.no_grad():  # the stop check and the shortcut's reference: no graph needed
+            logits = model(x)
         if stop_accuracy is not None and (
             float((logits.argmax(dim=1) == y).float().mean()) <= stop_accuracy
         ):
@@ -436,7 +439,7 @@ def _attribution_pass(
     x: torch.Tensor,
     captured: dict[str, torch.Tensor],
     logits: torch.Tensor,
-):
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
     """A function returning ``(logits, layer inputs)`` with the inputs in the autograd graph.
 
     Zeroing the layer's weight columns leaves its inputs unchanged, so the pruning loop need
@@ -464,7 +467,5 @@ def _attribution_pass(
             replayed, _ = shortcut()
     except RuntimeError:  # shapes the later layers cannot take
         return full
-    same = replayed.shape == logits.shape and torch.allclose(
-        replayed, logits.detach(), rtol=1e-4, atol=1e-5
-    )
+    same = replayed.shape == logits.shape and torch.allclose(replayed, logits, rtol=1e-4, atol=1e-5)
     return shortcut if same else full
