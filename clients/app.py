@@ -394,8 +394,10 @@ def deletion_complete(message: Message, context: Context) -> Message:
     _drop_deleted_synthetic(message, context, node)
     if _stored_auxiliary(context, node) is not None:  # FedAU's head was made from D_f
         _keep_arrays(context, node, "auxiliary", {})
-    metrics = MetricRecord({P.NUM_FORGET: dropped, P.PARTITION_ID: node.partition_id})
-    return Message(RecordDict({P.METRICS: metrics}), reply_to=message)
+    metrics: dict[str, float | int] = {P.NUM_FORGET: dropped, P.PARTITION_ID: node.partition_id}
+    if message.content.array_records:  # a relay candidate: score the model, D_f now gone
+        metrics.update(_local_scores(message, node))
+    return Message(RecordDict({P.METRICS: MetricRecord(metrics)}), reply_to=message)
 
 
 def _drop_deleted_synthetic(message: Message, context: Context, node: LocalNode) -> None:
@@ -455,19 +457,25 @@ def local_eval(message: Message, context: Context) -> Message:
     ``accuracy:<i>`` (the relay sends the models before and after unlearning together).
     """
     node = _node(message, context)
+    metrics = {P.PARTITION_ID: node.partition_id, **_local_scores(message, node)}
+    return Message(RecordDict({P.METRICS: MetricRecord(metrics)}), reply_to=message)
+
+
+def _local_scores(message: Message, node: LocalNode) -> dict[str, float | int]:
+    """The accuracy of every model ``message`` carries on this node's seeded eval subset."""
     config = node.config
     data, _ = node.training_data()
     limit = config.recovery.eval_samples
     if len(data) > limit:
         data = data.subset(_seeded_positions(len(data), limit, config.seed + node.partition_id))
     started = time.perf_counter()
-    metrics: dict[str, float | int] = {P.NUM_EXAMPLES: len(data), P.PARTITION_ID: node.partition_id}
+    metrics: dict[str, float | int] = {P.NUM_EXAMPLES: len(data)}
     for name, record in message.content.array_records.items():
         key = P.ACCURACY + name.removeprefix(P.ARRAYS)
         model = _model_from(record.to_torch_state_dict(), node)
         metrics[key] = accuracy(model, data, _device(config)) if len(data) else 1.0
     metrics[P.COMPUTE_SECONDS] = time.perf_counter() - started  # the deletion step's cost
-    return Message(RecordDict({P.METRICS: MetricRecord(metrics)}), reply_to=message)
+    return metrics
 
 
 @app.query("verify")

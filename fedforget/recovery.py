@@ -154,6 +154,7 @@ def run_relay(
     known: Mapping[int, float] | None = None,
     seed: int = 0,
     before: State | None = None,
+    before_scores: Mapping[int, ClientScore] | None = None,
     budget_seconds: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> RelayResult:
@@ -184,6 +185,10 @@ def run_relay(
         ``objective of before - restore_margin`` instead of ``min_accuracy``: the relay
         repairs what unlearning broke (the candidates score it with the unlearned model, in
         the same request).
+    before_scores : Mapping[int, ClientScore], optional
+        The candidates' scores of ``before``, when the caller had them scored already (the
+        Flower strategy does it while the server unlearns); only the candidates that score
+        the unlearned model count, so both objectives are over the same clients.
     budget_seconds : float, optional
         Wall time the relay may spend: no hop starts once the time spent plus the mean hop
         so far would exceed it (the first hop starts if any time is left).
@@ -198,14 +203,20 @@ def run_relay(
     started = clock()
     candidates = choose_candidates(clients, settings.candidates, known, seed)
     restoring = before is not None and settings.restore
-    models = [state, before] if restoring else [state]
+    prescored = restoring and before_scores is not None
+    models = [state, before] if restoring and not prescored else [state]
     first = list(evaluate(models, candidates))
     scores = dict(first[0])
     result = RelayResult(state, 0.0, 0.0, tuple(candidates), evaluations=len(candidates))
     result.objective = result.start_objective = _objective(state, scores, validate)
     standard = settings.min_accuracy
     if restoring:
-        result.before_objective = _objective(before, first[1], validate)
+        found = (
+            first[1]
+            if not prescored
+            else {c: before_scores[c] for c in scores if c in before_scores}
+        )
+        result.before_objective = _objective(before, found, validate)
         if not math.isnan(result.before_objective):  # NaN: no candidate scored it
             standard = result.before_objective - settings.restore_margin
     hop_seconds: list[float] = []

@@ -1,7 +1,8 @@
 """Benchmark: fedforget on Flower against a plain-PyTorch floor of the same work (prints numbers).
 
-``python -m fedforget.simulations.benchmark --clients 20,100,1000 --rounds 2`` runs, for each
-client count, ``fedforget simulate`` (the deletion after the last round, no reference run) and
+``python -m fedforget.simulations.benchmark --clients 20,100,1000 --rounds 8`` runs, for each
+client count, ``fedforget simulate`` (the deletion after the CLI's default deletion round, or
+after the last round when there are fewer; ``--deletion-round`` sets it; no reference run) and
 right after it, in worker processes of this run, a plain-PyTorch FedAvg of the same work: the
 same model, federation split and training settings (:class:`~fedforget.federated.
 LocalFederation`, the loop the clients run), as many clients per round as the simulation
@@ -42,7 +43,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from fedforget.config import SimulationConfig, validate_config
+from fedforget.config import DeletionConfig, SimulationConfig, validate_config
 from fedforget.data import build_federation
 from fedforget.federated import ClientUpdate, LocalFederation, weighted_average
 from fedforget.report.recorder import Display
@@ -234,6 +235,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="20,100,1000", help="Comma-separated counts.")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--deletion-round",
+        type=int,
+        default=None,
+        help="Round after which the deletion runs (default: the CLI's, at most --rounds).",
+    )
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--fraction-train", type=float, default=1.0)
     parser.add_argument("--local-epochs", type=int, default=None, help="Default: the CLI's.")
@@ -244,7 +251,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_config(args: argparse.Namespace, clients: int) -> SimulationConfig:
-    """The simulate settings of one client count: defaults, deletion after the last round.
+    """The simulate settings of one client count: defaults but the rounds and deletion round.
 
     ``--local-epochs`` / ``--batch-size`` change the local training: with 1,000 clients a
     client holds 60 MNIST samples, one or two SGD steps an epoch at the defaults.
@@ -261,9 +268,22 @@ def run_config(args: argparse.Namespace, clients: int) -> SimulationConfig:
             "out": args.out / f"{clients}-clients",
             "data": {"dataset": args.dataset},
             "train": train,
-            "deletion": {"round": args.rounds},
+            "deletion": {"round": deletion_round(args)},
         }
     )
+
+
+def deletion_round(args: argparse.Namespace) -> int:
+    """``--deletion-round``, else the CLI's default deletion round, at most the last round.
+
+    The deletion step's cost depends on the model it starts from: after the default round the
+    model is trained; a model still learning loses accuracy to unlearning, which the relay's
+    hops then restore, so an early deletion measures a dearer step than the default run's.
+    """
+    if args.deletion_round is not None:
+        return args.deletion_round
+    default = DeletionConfig.model_fields["round"].default
+    return min(int(default), args.rounds)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from logging import INFO
 
 import numpy as np
@@ -24,15 +25,33 @@ from flwr.serverapp import Grid
 from fedforget import protocol as P
 from fedforget.data.sources import ArrayDataset
 from fedforget.federated import State
+from fedforget.recovery import ClientScore
 from fedforget.report import RunObserver
 from fedforget.strategies.generator import GeneratorCoTraining
 from fedforget.strategies.ledger import DeletionLedger
-from fedforget.strategies.messaging import NodeMessenger, arrays_from, numpy_state
+from fedforget.strategies.messaging import (
+    NodeMessenger,
+    PendingQuery,
+    arrays_from,
+    messages_to,
+    numpy_state,
+)
+from fedforget.strategies.relay import scores_in
 from fedforget.strategies.settings import StrategySettings
 from fedforget.unlearning import ClientUpdate, HistoryRound, UnlearningRequest
 from fedforget.unlearning.quickdrop import split_synthetic
 
 ConfigFactory = Callable[..., ConfigRecord]
+
+
+@dataclass
+class Completion:
+    """The order to drop D_f, sent to ``nodes``; its replies are collected later."""
+
+    pending: PendingQuery
+    nodes: list[int]
+
+
 """``make_config(**extra)``: a message config with the run's entries and ``extra``."""
 
 
@@ -77,11 +96,15 @@ class Gathering:
         nodes: list[int],
         history: tuple[HistoryRound, ...],
         generator: GeneratorCoTraining,
-    ) -> UnlearningRequest:
-        """Gather what the unlearner ``needs``, then have the clients drop D_f for good.
+        scoring: tuple[ArrayRecord, list[int]] | None = None,
+    ) -> tuple[UnlearningRequest, Completion]:
+        """Gather what the unlearner ``needs``, then send the clients the order to drop D_f.
 
         ``history`` (the kept client updates) and ``generator`` (the clients' GAN) are what the
         server already holds; only the ``history`` and ``generator`` needs hand them over.
+        The drop order is only sent (:meth:`send_completion`, with ``scoring``): the caller
+        unlearns while the clients carry it out, and collects it with
+        :meth:`finish_completion` before any client trains or scores again.
         """
         forget = None
         if "forget" in needs:
@@ -91,14 +114,14 @@ class Gathering:
         self.ledger.record.history_bytes = sum(h.nbytes() for h in history)
         synthetic = self.synthetic_sets(grid) if "synthetic" in needs else {}
         auxiliary = self.auxiliary_heads(grid, nodes) if "auxiliary" in needs else ()
-        self.complete_deletion(grid, nodes)
+        completion = self.send_completion(grid, nodes, scoring)
         leaving = tuple(self.ledger.record.clients) if self.settings.client_leaves else ()
         mode = self.ledger.deletion_mode(nodes)
         synthetic_forget = synthetic_retain = None
         if synthetic and mode in ("class", "client"):  # other modes: the unlearner refuses
             classes = self.ledger.deletion_classes(nodes)
             synthetic_forget, synthetic_retain = split_synthetic(synthetic, mode, classes, leaving)
-        return UnlearningRequest(
+        request = UnlearningRequest(
             forget=forget if forget is not None else empty_like(retain, self.settings.image_shape),
             num_classes=self.settings.num_classes,
             mode=self.ledger.deletion_mode(nodes),
@@ -112,6 +135,7 @@ class Gathering:
             synthetic_retain=synthetic_retain,
             auxiliary_heads=auxiliary,
         )
+        return request, completion
 
     def poll_deletion_requests(
         self,
@@ -190,17 +214,43 @@ class Gathering:
         return heads
 
     def complete_deletion(self, grid: Grid, nodes: list[int]) -> None:
-        """The nodes drop D_f for good; in ``client`` mode they also leave the federation.
+        """The nodes drop D_f for good; in ``client`` mode they also leave the federation."""
+        self.finish_completion(grid, self.send_completion(grid, nodes))
+
+    def send_completion(
+        self, grid: Grid, nodes: list[int], scoring: tuple[ArrayRecord, list[int]] | None = None
+    ) -> Completion:
+        """Send ``query.deletion_complete`` to ``nodes``; :meth:`finish_completion` collects.
 
         The message names the deletion's mode and classes: a node drops what was made from
-        the deleted data (QuickDrop's synthetic images) too.
+        the deleted data (QuickDrop's synthetic images) too. ``scoring`` (a model and the
+        relay's candidates) has the candidates score that model on their local data: a
+        deleting candidate in the same message, once D_f is gone, the others with
+        ``query.local_eval`` (one message per node in flight, never two).
         """
         classes = json.dumps(list(self.ledger.deletion_classes(nodes)))
         extra = {P.MODE: self.ledger.deletion_mode(nodes), P.CLASSES: classes}
-        record = RecordDict({P.CONFIG: self.deletion_config(nodes, **extra)})
-        self.messenger.query(grid, nodes, P.DELETION_COMPLETE, record)
+        config = self.deletion_config(nodes, **extra)
+        model, candidates = scoring if scoring is not None else (None, [])
+        scores = [n for n in nodes if n in candidates]
+        plain = [n for n in nodes if n not in scores]
+        messages = messages_to(RecordDict({P.CONFIG: config}), plain, P.DELETION_COMPLETE)
+        if model is not None:
+            with_model = RecordDict({P.ARRAYS: model, P.CONFIG: config})
+            messages += messages_to(with_model, scores, P.DELETION_COMPLETE)
+            others = [n for n in candidates if n not in nodes]
+            evaluation = RecordDict({P.ARRAYS: model, P.CONFIG: self.make_config()})
+            messages += messages_to(evaluation, others, P.LOCAL_EVAL)
+        return Completion(self.messenger.send_messages(grid, messages), list(nodes))
+
+    def finish_completion(self, grid: Grid, completion: Completion) -> dict[int, ClientScore]:
+        """Wait for the drop order's replies (faults recorded); in ``client`` mode the deleting
+        nodes leave the federation. Returns the candidates' scores (see :meth:`send_completion`).
+        """
+        replies = self.messenger.receive(grid, completion.pending)
         if self.settings.client_leaves:
-            self.messenger.exclude(nodes)
+            self.messenger.exclude(completion.nodes)
+        return scores_in(replies)
 
     def client_training(self, grid: Grid) -> Callable[..., list[ClientUpdate]]:
         """The ``rounds`` need: every remaining client trains the given weights locally."""

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from logging import WARN
+from time import monotonic
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -28,8 +29,9 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from fedforget import protocol as P
 from fedforget.stopping import pause
 
-PULL_INTERVAL = 0.2  # seconds between polls for replies (Grid.send_and_receive sleeps 3 s)
-FIRST_PULL_INTERVAL = 0.01  # doubled after each empty-handed poll, up to PULL_INTERVAL
+PULL_INTERVAL = 0.1  # longest wait between polls for replies (send_and_receive sleeps 3 s)
+FIRST_PULL_INTERVAL = 0.01  # shortest wait between polls
+LATE_SHARE = 0.1  # a wait is at most this share of the time waited so far
 
 Fault = dict[str, object]
 """``{"message", "node", "client", "error"}``: one node that gave no usable reply."""
@@ -38,26 +40,42 @@ Fault = dict[str, object]
 def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
     """Push ``messages`` and collect their replies until all arrived or ``timeout`` passed.
 
-    ``Grid.send_and_receive`` with a finer poll: on a deployment its fixed 3 s sleep between
-    pulls is most of a message's round trip. The wait between polls starts at
-    ``FIRST_PULL_INTERVAL`` and doubles up to ``PULL_INTERVAL``: the deletion step's short
-    exchanges (a query answered in a fraction of a second) are not kept waiting for a poll,
-    and a long round still polls five times a second. Pushing fills in each message's id, so
-    callers can match replies (``reply_to_message_id``) to what they sent afterwards.
+    ``Grid.send_and_receive`` with a finer poll (:func:`collect_replies`): on a deployment its
+    fixed 3 s sleep between pulls is most of a message's round trip. Pushing fills in each
+    message's id, so callers can match replies (``reply_to_message_id``) to what they sent.
     """
     waiting = set(grid.push_messages(messages))
-    deadline = time.monotonic() + timeout
+    return collect_replies(grid, waiting, monotonic(), timeout)
+
+
+def collect_replies(
+    grid: Grid, waiting: set[str], pushed_at: float, timeout: float
+) -> list[Message]:
+    """The replies to the pushed messages ``waiting``, polled until all came or ``timeout``.
+
+    The wait between polls is ``LATE_SHARE`` of the time since the push (``pushed_at``,
+    ``monotonic`` seconds), between ``FIRST_PULL_INTERVAL`` and ``PULL_INTERVAL``: the last
+    reply is collected at most about a tenth later than it arrived, whether the exchange is
+    a deletion step's query answered in 0.15 s or a 7 s round (a doubling wait had left a
+    reply that missed the 0.15 s poll waiting until 0.31 s). Messages pushed long before
+    (a query overlapped with the server's own work) are collected at the first poll.
+    """
+    waiting = set(waiting)
     replies: list[Message] = []
-    interval = FIRST_PULL_INTERVAL
     while waiting:
         arrived = list(grid.pull_messages(waiting))
         replies.extend(arrived)
         waiting.difference_update(reply.metadata.reply_to_message_id for reply in arrived)
-        if not waiting or time.monotonic() >= deadline:
+        waited = monotonic() - pushed_at
+        if not waiting or waited >= timeout:
             break
-        pause(interval)  # returns at once when the run is being stopped
-        interval = min(2 * interval, PULL_INTERVAL)
+        pause(poll_wait(waited))  # returns at once when the run is being stopped
     return replies
+
+
+def poll_wait(waited: float) -> float:
+    """The wait before the next poll, after ``waited`` seconds without every reply."""
+    return min(max(LATE_SHARE * waited, FIRST_PULL_INTERVAL), PULL_INTERVAL)
 
 
 def error_reasons(replies: Iterable[Message]) -> str:
@@ -161,6 +179,20 @@ def messages_to(record: RecordDict, nodes: Iterable[int], message_type: str) -> 
     return [Message(content=record, message_type=message_type, dst_node_id=n) for n in nodes]
 
 
+@dataclass
+class PendingQuery:
+    """Messages pushed to the nodes whose replies are collected later.
+
+    The server sends them, does its own work meanwhile (the unlearning), and collects with
+    :meth:`NodeMessenger.receive`: a node's round trip then costs no server time.
+    """
+
+    messages: list[Message]
+    waiting: set[str]
+    pushed_at: float
+    received: list[Message] | None = None
+
+
 class MessageConfigs:
     """Every message's config: the run's entries, the round, the classes and a fresh seed.
 
@@ -256,10 +288,18 @@ class NodeMessenger:
 
     def exchange(self, grid: Grid, messages: list[Message]) -> list[Message]:
         """Every reply (errors included) that arrived within the timeout; metered."""
-        started = time.perf_counter()
-        replies = exchange(grid, messages, self.timeout)
-        self.traffic.count(messages, replies, time.perf_counter() - started)
-        return replies
+        return self._collect(grid, self.send_messages(grid, messages))
+
+    def send_messages(self, grid: Grid, messages: list[Message]) -> PendingQuery:
+        """Push ``messages`` now; :meth:`receive` collects the replies."""
+        waiting = set(grid.push_messages(messages))
+        return PendingQuery(messages, waiting, monotonic())
+
+    def send(
+        self, grid: Grid, nodes: list[int], message_type: str, record: RecordDict
+    ) -> PendingQuery:
+        """Push ``record`` to ``nodes`` now; :meth:`receive` collects the replies."""
+        return self.send_messages(grid, messages_to(record, nodes, message_type))
 
     def query(
         self,
@@ -279,31 +319,45 @@ class NodeMessenger:
         RuntimeError
             With ``strict``, when a node gave no usable reply.
         """
-        messages = messages_to(record, nodes, message_type)
-        replies = self.exchange(grid, messages)
-        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        return self.receive(grid, self.send(grid, nodes, message_type, record), strict)
+
+    def receive(self, grid: Grid, pending: PendingQuery, strict: bool = False) -> list[Message]:
+        """The good replies to ``pending`` (sorted by client), its faults recorded, as
+        :meth:`query`; collected once: a second call returns the same replies."""
+        if pending.received is not None:
+            return pending.received
+        replies = self._collect(grid, pending)
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in pending.messages}
         good = [reply for reply in replies if not reply.has_error()]
         answered = {reply.metadata.src_node_id for reply in good}
         faults: list[Fault] = [
             {
-                "message": message_type,
-                "node": node,
-                "client": self.client_of(node),
-                "error": failure_reason(replies, sent, node),
+                "message": message.metadata.message_type,
+                "node": message.metadata.dst_node_id,
+                "client": self.client_of(message.metadata.dst_node_id),
+                "error": failure_reason(replies, sent, message.metadata.dst_node_id),
             }
-            for node in nodes
-            if node not in answered
+            for message in pending.messages
+            if message.metadata.dst_node_id not in answered
         ]
         if faults and strict:
             raise RuntimeError(
-                f"{message_type}: {len(faults)} of {len(nodes)} clients did not answer "
-                f"({faults[0]['error']})"
+                f"{faults[0]['message']}: {len(faults)} of {len(pending.messages)} clients did "
+                f"not answer ({faults[0]['error']})"
             )
         for fault in faults:
             self.suspects.add(int(fault["node"]))  # type: ignore[call-overload]
-            log(WARN, "%s: node %s skipped (%s)", message_type, fault["node"], fault["error"])
+            log(WARN, "%s: node %s skipped (%s)", fault["message"], fault["node"], fault["error"])
             self.on_fault(fault)
-        return sorted(good, key=lambda r: self.order_key(r.metadata.src_node_id))
+        pending.received = sorted(good, key=lambda r: self.order_key(r.metadata.src_node_id))
+        return pending.received
+
+    def _collect(self, grid: Grid, pending: PendingQuery) -> list[Message]:
+        """Every reply to ``pending`` within the timeout (errors included); metered."""
+        started = time.perf_counter()
+        replies = collect_replies(grid, pending.waiting, pending.pushed_at, self.timeout)
+        self.traffic.count(pending.messages, replies, time.perf_counter() - started)
+        return replies
 
     def order_key(self, node: int) -> tuple[int, int]:
         """Replies arrive in no fixed order, and node ids change from run to run: sorting by

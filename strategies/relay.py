@@ -5,22 +5,28 @@ per hop with a proximal term, a hop kept only when it raises the clients' sample
 local accuracy); this module supplies its two callbacks as messages: ``query.local_eval``
 (the candidates score the weights on their local data) and ``train.relay`` (the hop's clients
 train them, in parallel, with the FedProx term). A node that fails is skipped and recorded.
+
+When the relay restores the model before unlearning, the strategy picks the candidates
+(:meth:`RecoveryRelay.candidates`) before it unlearns and has them score that model while the
+server unlearns (the deleting ones in their ``query.deletion_complete``, after dropping D_f);
+the relay then starts from those scores (``before_scores``) instead of asking again, so its
+first hop costs one query of the unlearned model only.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from logging import INFO
 
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fedforget import protocol as P
 from fedforget.config import RecoveryConfig
 from fedforget.federated import ClientUpdate, State
-from fedforget.recovery import ClientScore, RelayResult, run_relay
+from fedforget.recovery import ClientScore, RelayResult, choose_candidates, run_relay
 from fedforget.report import RunObserver
 from fedforget.strategies.ledger import DeletionLedger
 from fedforget.strategies.messaging import NodeMessenger, arrays_from, numpy_state
@@ -62,6 +68,18 @@ class RecoveryRelay:
         self.make_config = make_config
         self.observer = observer
 
+    @property
+    def restores(self) -> bool:
+        """Whether the relay's standard is the model before unlearning (``restore``)."""
+        return self.settings.enabled and self.settings.restore
+
+    def candidates(self, grid: Grid, seed: int, leaving: Iterable[int] = ()) -> list[int]:
+        """The clients the relay will ask (:func:`choose_candidates`), known before it runs:
+        the strategy has them score the model before unlearning while it unlearns."""
+        gone = set(leaving)
+        nodes = [n for n in self.messenger.active_nodes(grid) if n not in gone]
+        return choose_candidates(nodes, self.settings.candidates, seed=seed)
+
     def run(
         self,
         grid: Grid,
@@ -69,13 +87,17 @@ class RecoveryRelay:
         seed: int = 0,
         before: ArrayRecord | None = None,
         budget_seconds: float | None = None,
+        candidates: list[int] | None = None,
+        before_scores: Mapping[int, ClientScore] | None = None,
     ) -> ArrayRecord:
         """The relayed model (``arrays`` itself when no hop improved it).
 
         ``before`` (the model before unlearning) sets the standard the relay restores when
-        ``settings.restore`` is on; ``budget_seconds`` is the wall time it may spend.
+        ``settings.restore`` is on; ``budget_seconds`` is the wall time it may spend;
+        ``candidates`` and ``before_scores`` are what :meth:`candidates` chose and their
+        scores of ``before``, when the caller had them scored already.
         """
-        nodes = self.messenger.active_nodes(grid)
+        nodes = candidates if candidates is not None else self.messenger.active_nodes(grid)
         start = numpy_state(arrays)
         self.observer.progress("recovery", 0, self.settings.max_hops, {})
         result = run_relay(
@@ -87,6 +109,7 @@ class RecoveryRelay:
             self.lr,
             seed=seed,
             before=None if before is None else numpy_state(before),
+            before_scores=before_scores,
             budget_seconds=budget_seconds,
         )
         record = self.ledger.record
@@ -146,15 +169,7 @@ class RecoveryRelay:
         record = RecordDict({**models, P.CONFIG: self.make_config()})
         asked = [n for n in nodes if n not in self.messenger.suspects]  # failed: not again
         replies = self.messenger.query(grid, asked, P.LOCAL_EVAL, record)
-        scores: list[dict[int, ClientScore]] = [{} for _ in states]
-        for reply in replies:
-            metrics = reply.content[P.METRICS]
-            count = int(metrics[P.NUM_EXAMPLES])
-            for i, found in enumerate(scores):
-                key = P.extra_model(i, P.ACCURACY) if i else P.ACCURACY
-                if count > 0 and key in metrics:
-                    found[reply.metadata.src_node_id] = ClientScore(float(metrics[key]), count)
-        return scores
+        return [scores_in(replies, i) for i in range(len(states))]
 
     def train(
         self, grid: Grid, state: State, nodes: Sequence[int], lr: float, mu: float
@@ -177,6 +192,19 @@ class RecoveryRelay:
             count = int(reply.content[P.METRICS][P.NUM_EXAMPLES])
             updates.append(ClientUpdate(numpy_state(reply.content[P.ARRAYS]), count))
         return updates
+
+
+def scores_in(replies: Iterable[Message], model: int = 0) -> dict[int, ClientScore]:
+    """Node id -> its score of the ``model``-th model of a ``query.local_eval`` (or of a
+    ``query.deletion_complete`` that carried a model); replies without one are left out."""
+    key = P.extra_model(model, P.ACCURACY) if model else P.ACCURACY
+    scores = {}
+    for reply in replies:
+        metrics = reply.content[P.METRICS]
+        count = int(metrics.get(P.NUM_EXAMPLES, 0))
+        if count > 0 and key in metrics:
+            scores[reply.metadata.src_node_id] = ClientScore(float(metrics[key]), count)
+    return scores
 
 
 def _finite(value: float) -> float | None:

@@ -7,7 +7,11 @@ replies, runs the deletion step between two rounds:
 1. what the unlearner needs, gathered the federated way (:mod:`.gathering`): D_f from the
    requesting clients, a sample of retained data from every client, the per-round client
    updates kept during training, the clients' GAN (:mod:`.generator`);
-2. ``query.deletion_complete``: the clients drop D_f for good (before any further training);
+2. ``query.deletion_complete``: the clients drop D_f for good. The order is sent, not waited
+   for: the server unlearns while the clients carry it out, and collects the replies before
+   any client trains or scores again (at once for methods that train on the clients). The
+   relay's candidates score the model before unlearning in the same exchange, so the
+   relay's first request only scores the unlearned one;
 3. the unlearner (any :class:`fedforget.unlearning.Unlearner`) on the server's device; methods
    that train on the clients do so with ``train.local`` messages (on retained data only);
 4. if the method includes it (paper 000's), the recovery relay (:mod:`.relay`);
@@ -39,6 +43,7 @@ from fedforget.data.sources import ArrayDataset
 from fedforget.federated import as_history
 from fedforget.gan import ConditionalGan
 from fedforget.models import ClassifierModel
+from fedforget.recovery import ClientScore
 from fedforget.report import RunObserver
 from fedforget.strategies.gathering import Gathering, client_update
 from fedforget.strategies.generator import GeneratorCoTraining
@@ -139,6 +144,10 @@ class FederatedUnlearning(FedAvg):
         self.relay = RecoveryRelay(settings.recovery, settings.relay_lr, *parts)
         self.generator = GeneratorCoTraining(build_gan, settings.generator_clients, self.deletion)
         self.gathered_forget: ArrayDataset | None = None  # D_f of the last server-side step
+        self._relay_scoring: tuple[ArrayRecord, list[int]] | None = None
+        """The model before unlearning and the relay's candidates, which score it while the
+        server unlearns (sent with the order to drop D_f)."""
+        self._before_scores: dict[int, ClientScore] | None = None  # what they reported
         self.nodes_measure_forget = settings.mode == "requests"
         """Whether the deleting nodes score the models on their own D_f (``query.forget_eval``):
         on by default for node-side requests, whose D_f the server cannot measure."""
@@ -248,6 +257,12 @@ class FederatedUnlearning(FedAvg):
         self.observer.checkpoint("before_deletion", numpy_state(arrays))
         traffic = self.messenger.traffic.snapshot()
         started = time.perf_counter()
+        seed = self.settings.seed + server_round
+        self._relay_scoring = None
+        if self.uses_relay and self.relay.restores:
+            leaving = nodes if self.settings.client_leaves else ()
+            self._relay_scoring = (arrays, self.relay.candidates(grid, seed, leaving))
+        self._before_scores = None
         unlearned = self.unlearn_step(grid, server_round, arrays, nodes)
         self.deletion.unlearning_seconds = time.perf_counter() - started
         log(
@@ -261,9 +276,17 @@ class FederatedUnlearning(FedAvg):
         started = time.perf_counter()
         recovered = unlearned
         if self.uses_relay:
-            seed = self.settings.seed + server_round
             budget = self._relay_budget(self.deletion.unlearning_seconds)
-            recovered = self.relay.run(grid, unlearned, seed, before=arrays, budget_seconds=budget)
+            prescored = self._relay_scoring is not None and self._before_scores is not None
+            recovered = self.relay.run(
+                grid,
+                unlearned,
+                seed,
+                before=arrays,
+                budget_seconds=budget,
+                candidates=self._relay_scoring[1] if prescored else None,
+                before_scores=self._before_scores if prescored else None,
+            )
         self.deletion.recovery_seconds = time.perf_counter() - started
         self.ledger.close_deletion(self.messenger.traffic.since(traffic))
         self.observer.checkpoint("after_recovery", numpy_state(recovered))
@@ -422,7 +445,12 @@ class FederatedUnlearning(FedAvg):
             return arrays
         needs = self.unlearner.needs
         history = tuple(self.history) if "history" in needs else ()
-        request = self.gathering.prepare(grid, needs, nodes, history, self.generator)
+        scoring = self._relay_scoring
+        request, completion = self.gathering.prepare(
+            grid, needs, nodes, history, self.generator, scoring
+        )
+        if "rounds" in needs:  # the clients train during unlearning: D_f must be gone first
+            self.gathering.finish_completion(grid, completion)
         context = UnlearningContext(
             initial_state=numpy_state(self.initial_arrays),
             build_model=self.build_model,
@@ -436,6 +464,8 @@ class FederatedUnlearning(FedAvg):
         model = self.model_from(arrays)
         self.unlearner.check_model(model)
         unlearned = self.unlearner.unlearn(model, request, context)
+        before_scores = self.gathering.finish_completion(grid, completion)  # arrived meanwhile
+        self._before_scores = before_scores if scoring is not None else None
         self.gathered_forget = request.forget
         return ArrayRecord(unlearned.cpu().state_dict())
 

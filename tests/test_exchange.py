@@ -27,15 +27,44 @@ class _SlowGrid:
         return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)) for i in ids]
 
 
-@pytest.mark.parametrize("answer_at", [1, 2, 8])
-def test_the_wait_between_polls_doubles_up_to_the_steady_interval(monkeypatch, answer_at):
-    waits: list[float] = []
-    monkeypatch.setattr(messaging, "pause", waits.append)
+class _Clock:
+    """A fake ``monotonic`` that a fake ``pause`` advances."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.waits: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def pause(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds + 0.001  # a poll takes a millisecond
+
+
+@pytest.mark.parametrize("answer_at", [1, 2, 8, 60])
+def test_a_wait_between_polls_is_a_tenth_of_the_time_waited(monkeypatch, answer_at):
+    clock = _Clock()
+    monkeypatch.setattr(messaging, "pause", clock.pause)
+    monkeypatch.setattr(messaging, "monotonic", clock.monotonic)
     grid = _SlowGrid(answer_at)
     replies = exchange(grid, [], timeout=3600)
     assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m-1", "m-2"]
-    expected = [min(FIRST_PULL_INTERVAL * 2**k, PULL_INTERVAL) for k in range(answer_at - 1)]
-    assert waits == pytest.approx(expected)
     assert grid.pulls == answer_at
-    if answer_at == 8:
-        assert waits[-2:] == [PULL_INTERVAL, PULL_INTERVAL]
+    assert len(clock.waits) == answer_at - 1
+    waited = 0.0
+    for wait in clock.waits:
+        assert FIRST_PULL_INTERVAL <= wait <= PULL_INTERVAL
+        assert wait == pytest.approx(max(FIRST_PULL_INTERVAL, min(waited / 10, PULL_INTERVAL)))
+        waited += wait + 0.001
+    if answer_at == 60:  # long exchanges settle at the steady interval
+        assert clock.waits[-1] == PULL_INTERVAL
+
+
+def test_the_exchange_stops_polling_at_its_timeout(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(messaging, "pause", clock.pause)
+    monkeypatch.setattr(messaging, "monotonic", clock.monotonic)
+    grid = _SlowGrid(answer_at=10**9)
+    assert exchange(grid, [], timeout=5.0) == []
+    assert 5.0 <= clock.now - 100.0 <= 5.0 + PULL_INTERVAL + 0.002

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import threading
+from queue import Queue
 from types import SimpleNamespace
 
 import pytest
 from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
 
+from fedforget.simulations import linkstate
 from fedforget.simulations.linkstate import (
+    dispatch_on_arrival,
     get_message_ins_per_node,
     indexed_store,
     per_node_message_lookup,
@@ -18,6 +21,7 @@ from fedforget.simulations.linkstate import (
 
 FLOWER_LOOKUP = InMemoryLinkState.get_message_ins
 FLOWER_STORE = InMemoryLinkState.store_message_ins
+FLOWER_SWEEP = linkstate.vce_api.add_messages_to_queue
 
 
 class FakeState:
@@ -122,6 +126,8 @@ def test_the_lookup_is_swapped_in_for_the_block_only():
         assert swapped
         assert InMemoryLinkState.get_message_ins is get_message_ins_per_node
         assert InMemoryLinkState.store_message_ins is not FLOWER_STORE
+        assert linkstate.vce_api.add_messages_to_queue is dispatch_on_arrival
+    assert linkstate.vce_api.add_messages_to_queue is FLOWER_SWEEP
     assert InMemoryLinkState.get_message_ins is FLOWER_LOOKUP
     assert InMemoryLinkState.store_message_ins is FLOWER_STORE
 
@@ -129,3 +135,23 @@ def test_the_lookup_is_swapped_in_for_the_block_only():
 def test_other_flower_versions_keep_flowers_lookup():
     assert supported("1.42.0") and supported("1.41.3")
     assert not supported("1.43.0") and not supported("2.0.0")
+
+
+def test_a_stored_message_is_dispatched_without_waiting_for_the_next_sweep(monkeypatch):
+    monkeypatch.setattr(linkstate, "SWEEP_INTERVAL", 3600.0)  # only an arrival can wake it
+    state = FakeState({}, set())
+    store = indexed_store(FakeState.store_message_ins)
+    monkeypatch.setattr(FakeState, "get_message_ins", get_message_ins_per_node, raising=False)
+    queue: Queue = Queue()
+    stop = threading.Event()
+    sweeper = threading.Thread(target=dispatch_on_arrival, args=(state, queue, {1: 0, 2: 1}, stop))
+    sweeper.start()
+    try:
+        for key, node in (("a", 2), ("b", 1)):
+            store(state, _message(node, key=key))
+            assert queue.get(timeout=60).metadata.message_id == key
+    finally:
+        stop.set()
+        store(state, _message(1, key="wake"))  # the arrival ends the wait; the loop sees stop
+        sweeper.join(timeout=60)
+    assert not sweeper.is_alive()

@@ -195,3 +195,30 @@ def test_the_time_budget_stops_before_a_hop_that_would_not_fit():
     assert len(result.hops) == 2 and result.stopped == "budget"
     unbounded = run_relay(start, range(3), evaluate, train, settings, lr=0.05, clock=clock)
     assert len(unbounded.hops) == 5 and unbounded.stopped == "max_hops"
+
+
+def test_scores_of_the_model_before_taken_in_advance_replace_its_evaluation():
+    """The strategy has ``before`` scored while it unlearns: the relay asks only for the rest,
+    and compares the two models over the candidates that scored both."""
+    asked: list[int] = []
+
+    def evaluate(states, clients):
+        asked.append(len(states))
+        return [{c: ClientScore(float(s["w"][0]), 10) for c in clients if c != 2} for s in states]
+
+    _, train = _climbing(0.02)
+    settings = RecoveryConfig(max_hops=5, candidates=3, clients_per_hop=1, restore_margin=0.0)
+    before_scores = {0: ClientScore(0.93, 10), 1: ClientScore(0.93, 10), 2: ClientScore(0.1, 90)}
+    result = run_relay(
+        _toy_state(0.9),
+        range(3),
+        evaluate,
+        train,
+        settings,
+        lr=0.05,
+        before=_toy_state(0.99),
+        before_scores=before_scores,
+    )
+    assert asked[0] == 1  # the unlearned model only
+    assert result.before_objective == pytest.approx(0.93)  # client 2 did not score: left out
+    assert len(result.hops) == 2 and result.stopped == "standard"  # 0.90 -> 0.92 -> 0.94

@@ -135,7 +135,10 @@ class FakeClient:
             return RecordDict({P.DATA: data, P.METRICS: MetricRecord({P.NUM_EXAMPLES: count})})
         if kind == P.DELETION_COMPLETE:
             self.deleted = True
-            return RecordDict({P.METRICS: MetricRecord({P.NUM_EXAMPLES: self.forget})})
+            metrics = {P.NUM_FORGET: self.forget}
+            if message.content.array_records:  # a relay candidate scores the model sent
+                metrics.update({P.ACCURACY: self.accuracy, P.NUM_EXAMPLES: 10})
+            return RecordDict({P.METRICS: MetricRecord(metrics)})
         if kind == P.LOCAL_EVAL:
             metrics = {P.ACCURACY: self.accuracy, P.NUM_EXAMPLES: 10}
             return RecordDict({P.METRICS: MetricRecord(metrics)})
@@ -247,6 +250,39 @@ def test_the_deletion_step_gathers_d_f_drops_it_unlearns_then_relays() -> None:
     assert all(np.all(a.numpy() == 0) for a in result.arrays.values())
     assert strategy.bookkeeping.deleted_passes_before == 5
     assert strategy.bookkeeping.deleted_passes_after == 0
+
+
+def test_the_relay_candidates_score_the_model_before_unlearning_with_the_drop_order() -> None:
+    grid, nodes = _federation(
+        a=FakeClient(0), b=FakeClient(1, forget=5, accuracy=0.5), c=FakeClient(2, forget=2)
+    )
+    config = _config()
+    config.recovery = config.recovery.model_copy(update={"restore": True})
+    strategy = _strategy(config, ZeroingUnlearner())
+    strategy.start(grid, _initial(), num_rounds=2)
+
+    def learned(record: ArrayRecord) -> bool:
+        return any(np.any(a.numpy() != 0) for a in record.values())
+
+    # the deleting candidates were sent the model before unlearning with the drop order,
+    # the other one in a query of its own; the relay's first query carried the unlearned one
+    sent = [(kind, node) for kind, node in grid.sent if kind != P.TRAIN]
+    contents = [
+        c for (kind, _), (c, _) in zip(grid.sent, grid.contents, strict=True) if kind != P.TRAIN
+    ]
+    firsts = {node: sent.index((P.LOCAL_EVAL, node)) for node in nodes}
+    for node in (101, 102):
+        drop = sent.index((P.DELETION_COMPLETE, node))
+        assert learned(contents[drop][P.ARRAYS]) and drop < firsts[node]
+    prescore = firsts[100]
+    assert learned(contents[prescore][P.ARRAYS])
+    relay_first = sent.index((P.LOCAL_EVAL, 100), prescore + 1)
+    assert len(contents[relay_first].array_records) == 1
+    assert not learned(contents[relay_first][P.ARRAYS])
+    record = strategy.deletion
+    assert record.relay_objective_before == pytest.approx((0.99 + 0.5 + 0.99) / 3)
+    assert record.relay_hops == 0 and record.relay_stop == "standard"
+    assert all(client.deleted for client in (nodes[101], nodes[102]))
 
 
 def test_a_class_deletions_requests_name_the_forgotten_classes() -> None:
@@ -618,7 +654,7 @@ def test_a_method_that_sends_no_model_pays_only_the_deletion_notice() -> None:
     # one message: the requesting client drops D_f; no arrays either way
     assert [P.ARRAYS in content for content, _ in step] == [False]
     assert record.bytes_to_clients == _config_bytes(step[0][0]) > 0
-    assert record.bytes_from_clients == len(P.NUM_EXAMPLES) + 8  # its one metric
+    assert record.bytes_from_clients == len(P.NUM_FORGET) + 8  # its one metric
     assert record.client_compute_seconds == 0.0
     assert 0.0 <= record.server_seconds <= record.wall_seconds
 
