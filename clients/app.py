@@ -100,10 +100,13 @@ def _model_from(state: dict, node: LocalNode) -> ClassifierModel:
     return model
 
 
+def _data_record(data: ArrayDataset) -> ArrayRecord:
+    return ArrayRecord(array_dict={"x": Array(data.x), "y": Array(data.y)})
+
+
 def _data_reply(message: Message, node: LocalNode, data: ArrayDataset) -> Message:
-    arrays = ArrayRecord(array_dict={"x": Array(data.x), "y": Array(data.y)})
     metrics = MetricRecord({P.NUM_EXAMPLES: len(data), P.PARTITION_ID: node.partition_id})
-    return Message(RecordDict({P.DATA: arrays, P.METRICS: metrics}), reply_to=message)
+    return Message(RecordDict({P.DATA: _data_record(data), P.METRICS: metrics}), reply_to=message)
 
 
 def _train_reply(
@@ -301,7 +304,12 @@ def _round_reply(
     metrics: dict[str, float | int],
     deleted_passes: int,
 ) -> Message:
-    """A training reply: the trained arrays, metrics and this node's pending deletion."""
+    """A training reply: the trained arrays, metrics and this node's pending deletion.
+
+    When the round's config sets ``attach-forget`` (the server's unlearner needs D_f), a
+    pending deletion's D_f travels in the same reply, as paper 000's client sends it with its
+    request: the deletion step then needs no ``query.forget_data`` round trip.
+    """
     server_round = int(message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
     pending = node.pending(server_round)
     if pending.count:  # the last global model before the deletion: the verification reference
@@ -320,6 +328,8 @@ def _round_reply(
         content[P.DELETION] = ConfigRecord(
             {P.REQUESTS: list(pending.requests), P.CLASSES: list(pending.classes)}
         )
+    if pending.count and int(message.content[P.CONFIG].get(P.ATTACH_FORGET, 0)):
+        content[P.DATA] = _data_record(node.forget_data(list(pending.requests)))
     return Message(content, reply_to=message)
 
 

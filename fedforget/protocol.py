@@ -44,6 +44,7 @@ MODE = "mode"
 INITIAL_ARRAYS = "initial-arrays"
 DISTIL = "distil"
 AUXILIARY = "auxiliary"
+ATTACH_FORGET = "attach-forget"
 
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"

@@ -165,20 +165,33 @@ class Gathering:
     def forget_data(self, grid: Grid, nodes: list[int]) -> tuple[ArrayDataset, list[int]]:
         """D_f from the requesting nodes, and the nodes that sent it.
 
-        A node that fails here keeps its request: it reports it again in the next round.
+        A node that sent its D_f with its request (in its training or status reply) is not
+        asked again; the others are asked with ``query.forget_data``. A node that fails here
+        keeps its request: it reports it again in the next round.
 
         Raises
         ------
         RuntimeError
             When no requesting node sent its data.
         """
-        record = RecordDict({P.CONFIG: self.deletion_config(nodes)})
-        replies = self.messenger.query(grid, nodes, P.FORGET_DATA, record)
-        if not replies:
+        sent = {n: self.ledger.forget_sent.pop(n) for n in nodes if n in self.ledger.forget_sent}
+        self.ledger.record.forget_bytes_with_requests = sum(
+            d.x.nbytes + d.y.nbytes for d in sent.values()
+        )
+        asked = [n for n in nodes if n not in sent]
+        if asked:
+            record = RecordDict({P.CONFIG: self.deletion_config(asked)})
+            for reply in self.messenger.query(grid, asked, P.FORGET_DATA, record):
+                sent[reply.metadata.src_node_id] = concatenate_data([reply])
+        if not sent:
             raise RuntimeError("no requesting client sent its data for unlearning")
-        forget = concatenate_data(replies)
+        senders = sorted(sent, key=self.messenger.order_key)
+        forget = ArrayDataset(
+            x=np.concatenate([sent[n].x for n in senders]),
+            y=np.concatenate([sent[n].y for n in senders]),
+        )
         self.ledger.record.forget_samples_received = len(forget)
-        senders = sorted(reply.metadata.src_node_id for reply in replies)
+        senders = sorted(senders)
         clients = sorted(self.ledger.client_of(n) for n in senders)
         log(INFO, "deletion: D_f gathered, %d samples from clients %s", len(forget), clients)
         return forget, senders

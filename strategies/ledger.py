@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from flwr.app import Message
 
 from fedforget import protocol as P
+from fedforget.data.sources import ArrayDataset
 from fedforget.report.summary import Bookkeeping as BookkeepingSummary
 from fedforget.report.summary import DeletionSummary
 from fedforget.strategies.messaging import Traffic
@@ -63,6 +64,8 @@ class DeletionRecord:
     auxiliary_bytes: int = 0
     bytes_to_clients: int = 0
     bytes_from_clients: int = 0
+    forget_bytes_with_requests: int = 0
+    """D_f that came with the requests (in training replies): part of the step's traffic."""
     client_compute_seconds: float = 0.0
     server_seconds: float = 0.0
 
@@ -75,7 +78,7 @@ class DeletionRecord:
         """The deletion step's messages: bytes each way, client compute, and the server's own
         time (the step's wall time less the time it waited for replies)."""
         self.bytes_to_clients = traffic.bytes_to_clients
-        self.bytes_from_clients = traffic.bytes_from_clients
+        self.bytes_from_clients = traffic.bytes_from_clients + self.forget_bytes_with_requests
         self.client_compute_seconds = traffic.client_seconds
         self.server_seconds = max(0.0, self.wall_seconds - traffic.waiting_seconds)
 
@@ -155,6 +158,8 @@ class DeletionLedger:
         self.partition_of: dict[int, int] = {}
         self.pending: dict[int, int] = {}  # node id -> samples to delete
         self.filed: dict[int, RequestsFiled] = {}  # node-side requests (``requests`` mode)
+        self.forget_sent: dict[int, ArrayDataset] = {}
+        """D_f that nodes sent with their request (``attach-forget``), until it is used."""
         self.compute_seconds = 0.0  # client compute since the last reset (one FedAvg round)
         self.steps: list[DeletionRecord] = []  # each finished deletion step, in order
         self._faults_before_step = 0
@@ -171,11 +176,16 @@ class DeletionLedger:
         """Continue from ``parent``'s requests and node ids (a ``compare`` branch)."""
         self.pending = dict(parent.pending)
         self.filed = dict(parent.filed)
+        self.forget_sent = dict(parent.forget_sent)
         self.partition_of = dict(parent.partition_of)
 
     # ------------------------------------------------------------------ client replies
     def note_train_reply(self, reply: Message) -> None:
-        """A training (or status) reply: partition id, compute, deleted passes, requests."""
+        """A training (or status) reply: partition id, compute, deleted passes, requests.
+
+        A D_f sent with the request is taken out of the reply (FedAvg expects the model as
+        its only arrays) and kept in :attr:`forget_sent`.
+        """
         metrics = reply.content[P.METRICS]
         node = reply.metadata.src_node_id
         self.partition_of[node] = int(metrics[P.PARTITION_ID])
@@ -185,11 +195,17 @@ class DeletionLedger:
             self.bookkeeping.deleted_passes_after += passes
         else:
             self.bookkeeping.deleted_passes_before += passes
+        self.forget_sent.pop(node, None)
+        sent = reply.content.get(P.DATA)
+        if sent is not None:
+            del reply.content[P.DATA]
         if int(metrics[P.DELETION_PENDING]):
             self.pending[node] = int(metrics[P.NUM_FORGET])
             if P.DELETION in reply.content:
                 filed = reply.content[P.DELETION]
                 self.filed[node] = (list(filed[P.REQUESTS]), list(filed[P.CLASSES]))
+            if sent is not None:
+                self.forget_sent[node] = ArrayDataset(x=sent["x"].numpy(), y=sent["y"].numpy())
 
     # ------------------------------------------------------------------ the deletion step
     def open_deletion(self, server_round: int) -> list[int]:

@@ -127,6 +127,9 @@ class FederatedUnlearning(FedAvg):
         self.trains_generator = "generator" in needs
         self.training_extras = frozenset(needs & TRAINING_EXTRAS.keys())
         """The extra client work during training (QuickDrop's distillation, FedAU's heads)."""
+        self.forget_with_request = "forget" in needs and not settings.unlearn_on_client
+        """Whether a client sends D_f with its deletion request (in the reply that reports
+        it), saving the deletion step a round trip: only when the server unlearns on D_f."""
         self.auxiliary_moves_body = True
         """Whether FedAU's heads may train the body too (not when ``compare`` branches share
         the training: every branch must start from the same model)."""
@@ -175,7 +178,7 @@ class FederatedUnlearning(FedAvg):
         extras = {TRAINING_EXTRAS[need][0]: 1 for need in sorted(self.training_extras)}
         if P.AUXILIARY in extras:  # 1: W_a's loss may train the body too, 0: W_a alone
             extras[P.AUXILIARY] = int(self.auxiliary_moves_body)
-        config = ConfigRecord({**dict(config), **self.configs.for_round(server_round), **extras})
+        config = ConfigRecord({**dict(config), **self._round_entries(server_round), **extras})
         record = RecordDict({P.ARRAYS: arrays, P.CONFIG: config})
         rng = self.configs.rng
         nodes = self.messenger.sample(grid, self.fraction_train, self.min_train_nodes, rng)
@@ -200,6 +203,13 @@ class FederatedUnlearning(FedAvg):
         if self.trains_generator:
             self.generator.aggregate(good)
         return super().aggregate_train(server_round, replies)
+
+    def _round_entries(self, server_round: int) -> dict:
+        """A FedAvg round's config entries, and whether a request should carry its D_f."""
+        return {
+            **self.configs.for_round(server_round),
+            P.ATTACH_FORGET: int(self.forget_with_request),
+        }
 
     # ------------------------------------------------------------------ main loop
     def start(
@@ -234,6 +244,7 @@ class FederatedUnlearning(FedAvg):
         self.keeps_history = any(branch.keeps_history for branch in branches)
         self.trains_generator = any(branch.trains_generator for branch in branches)
         self.training_extras = frozenset().union(*(b.training_extras for b in branches))
+        self.forget_with_request = any(branch.forget_with_request for branch in branches)
         self.auxiliary_moves_body = False  # the branches share this training's model
 
     def take_over(self, parent: FederatedUnlearning) -> None:
@@ -383,6 +394,7 @@ class FederatedUnlearning(FedAvg):
         """The reference: FedAvg from w_0 without the deleted data (and no GAN alongside)."""
         self.trains_generator = False
         self.training_extras = frozenset()
+        self.forget_with_request = False
         result = self.run_rounds(
             grid, self.initial_arrays, num_rounds, "reference", handle_deletions=False
         )
@@ -409,7 +421,7 @@ class FederatedUnlearning(FedAvg):
             new_arrays = self._post_deletion(arrays, new_arrays)
         sampled = {m.metadata.dst_node_id for m in messages}
         self.gathering.poll_deletion_requests(
-            grid, new_arrays, lambda: ConfigRecord(self.configs.for_round(server_round)), sampled
+            grid, new_arrays, lambda: ConfigRecord(self._round_entries(server_round)), sampled
         )
         if phase == "federated" and self.keeps_history:
             trained = [client_update(r) for r in replies if not r.has_error()]

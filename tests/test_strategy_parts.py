@@ -112,6 +112,7 @@ class FakeClient:
         self.fail: dict[str, str | None] = {}  # message type -> error reason (None: silent)
         self.configs: list[ConfigRecord] = []
         self.asks_from = 0  # the round from which it reports its deletion request
+        self.attaches = True  # whether it sends D_f with its request when asked to
         self.round = 0
 
     def __call__(self, message: Message) -> Reply:
@@ -125,13 +126,12 @@ class FakeClient:
             arrays = message.content[P.ARRAYS]
             if kind == P.RELAY_TRAIN and self.improves:
                 self.accuracy = 1.0
-            return RecordDict({P.ARRAYS: arrays, P.METRICS: self._train_metrics()})
+            return self._round_reply(message, {P.ARRAYS: arrays})
         if kind == P.DELETION_STATUS:
-            return RecordDict({P.METRICS: self._train_metrics()})
+            return self._round_reply(message, {})
         if kind in (P.FORGET_DATA, P.RETAIN_DATA):
             count = self.forget if kind == P.FORGET_DATA else 4
-            x = np.full((count, 1, 2, 2), self.partition, np.float32)
-            data = ArrayRecord({"x": Array(x), "y": Array(np.full(count, 3, np.int64))})
+            data = self._data(count)
             return RecordDict({P.DATA: data, P.METRICS: MetricRecord({P.NUM_EXAMPLES: count})})
         if kind == P.DELETION_COMPLETE:
             self.deleted = True
@@ -154,8 +154,23 @@ class FakeClient:
             scores[f"{P.ACCURACY}:{phase}"] = self.forget_accuracy if learned else 0.0
         return scores
 
+    def _data(self, count: int) -> ArrayRecord:
+        x = np.full((count, 1, 2, 2), self.partition, np.float32)
+        return ArrayRecord({"x": Array(x), "y": Array(np.full(count, 3, np.int64))})
+
+    def _round_reply(self, message: Message, content: dict) -> RecordDict:
+        """Metrics and the pending request; its D_f too when the config asks for it."""
+        metrics = self._train_metrics()
+        asked = int(message.content[P.CONFIG].get(P.ATTACH_FORGET, 0))
+        if asked and self.attaches and metrics[P.NUM_FORGET]:
+            content[P.DATA] = self._data(self.forget)
+        return RecordDict({**content, P.METRICS: metrics})
+
+    def _pending(self) -> int:
+        return self.forget if not self.deleted and self.round >= self.asks_from else 0
+
     def _train_metrics(self) -> MetricRecord:
-        pending = self.forget if not self.deleted and self.round >= self.asks_from else 0
+        pending = self._pending()
         return MetricRecord(
             {
                 P.NUM_EXAMPLES: 20,
@@ -250,6 +265,32 @@ def test_the_deletion_step_gathers_d_f_drops_it_unlearns_then_relays() -> None:
     assert all(np.all(a.numpy() == 0) for a in result.arrays.values())
     assert strategy.bookkeeping.deleted_passes_before == 5
     assert strategy.bookkeeping.deleted_passes_after == 0
+
+
+def test_d_f_sent_with_the_request_is_not_asked_for_again() -> None:
+    fetched = FakeClient(2, forget=3)
+    fetched.attaches = False
+    grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, forget=2), c=fetched)
+    unlearner = ZeroingUnlearner()
+    unlearner.seen = []
+    _strategy(_config(), unlearner).start(grid, _initial(), num_rounds=1)
+    assert grid.types_sent(101).count(P.FORGET_DATA) == 0  # it came with the training reply
+    assert grid.types_sent(102).count(P.FORGET_DATA) == 1
+    (request,) = unlearner.seen
+    assert request.forget.x[:, 0, 0, 0].tolist() == [1, 1, 2, 2, 2]  # in partition order
+
+
+def test_only_a_server_that_unlearns_on_d_f_asks_for_it_with_the_request() -> None:
+    def asked(unlearner: Unlearner | None, **settings: object) -> set[int]:
+        client = FakeClient(1, forget=2)
+        grid, _ = _federation(a=FakeClient(0), b=client)
+        config = _config(clients=2).model_copy(update=settings)
+        _strategy(config, unlearner).start(grid, _initial(), num_rounds=1)
+        train = [c for c in client.configs if P.ATTACH_FORGET in c]
+        return {int(c[P.ATTACH_FORGET]) for c in train}
+
+    assert asked(ZeroingUnlearner()) == {1}
+    assert asked(None) == {0}  # retraining never looks at D_f
 
 
 def test_the_relay_candidates_score_the_model_before_unlearning_with_the_drop_order() -> None:
@@ -502,6 +543,7 @@ def test_a_round_where_every_client_fails_stops_with_their_reasons() -> None:
 def test_a_client_that_fails_to_send_d_f_keeps_its_data() -> None:
     sender, failing = FakeClient(0, forget=2), FakeClient(1, forget=3)
     failing.fail[P.FORGET_DATA] = "OSError: disk"
+    failing.attaches = False  # its D_f must be fetched with query.forget_data
     grid, nodes = _federation(a=sender, b=failing)
     strategy = _strategy(_config(clients=2), ZeroingUnlearner())
     strategy.start(grid, _initial(), num_rounds=1)
