@@ -33,6 +33,7 @@ from fedforget.strategies.messaging import (
     NodeMessenger,
     PendingQuery,
     arrays_from,
+    data_in,
     messages_to,
     numpy_state,
 )
@@ -182,16 +183,14 @@ class Gathering:
         if asked:
             record = RecordDict({P.CONFIG: self.deletion_config(asked)})
             for reply in self.messenger.query(grid, asked, P.FORGET_DATA, record):
-                sent[reply.metadata.src_node_id] = concatenate_data([reply])
+                sent[reply.metadata.src_node_id] = data_in(reply.content[P.DATA])
         if not sent:
             raise RuntimeError("no requesting client sent its data for unlearning")
-        senders = sorted(sent, key=self.messenger.order_key)
-        forget = ArrayDataset(
-            x=np.concatenate([sent[n].x for n in senders]),
-            y=np.concatenate([sent[n].y for n in senders]),
+        forget = ArrayDataset.concatenate(
+            [sent[n] for n in sorted(sent, key=self.messenger.order_key)]
         )
         self.ledger.record.forget_samples_received = len(forget)
-        senders = sorted(senders)
+        senders = sorted(sent)
         clients = sorted(self.ledger.client_of(n) for n in senders)
         log(INFO, "deletion: D_f gathered, %d samples from clients %s", len(forget), clients)
         return forget, senders
@@ -211,7 +210,7 @@ class Gathering:
         nodes = self.messenger.active_nodes(grid)
         replies = self.messenger.query(grid, nodes, P.SYNTHETIC_DATA, record)
         sets = {
-            int(reply.content[P.METRICS][P.PARTITION_ID]): concatenate_data([reply])
+            int(reply.content[P.METRICS][P.PARTITION_ID]): data_in(reply.content[P.DATA])
             for reply in replies
         }
         self.ledger.record.synthetic_bytes = sum(d.x.nbytes + d.y.nbytes for d in sets.values())
@@ -409,11 +408,7 @@ def client_update(reply: Message) -> ClientUpdate:
 
 def concatenate_data(replies: Iterable[Message]) -> ArrayDataset:
     """The samples of several data replies as one dataset."""
-    records = [reply.content[P.DATA] for reply in replies]
-    return ArrayDataset(
-        x=np.concatenate([r["x"].numpy() for r in records]),
-        y=np.concatenate([r["y"].numpy() for r in records]),
-    )
+    return ArrayDataset.concatenate([data_in(reply.content[P.DATA]) for reply in replies])
 
 
 def empty_like(data: ArrayDataset | None, image_shape: tuple[int, ...]) -> ArrayDataset:

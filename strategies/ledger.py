@@ -24,7 +24,7 @@ from fedforget import protocol as P
 from fedforget.data.sources import ArrayDataset
 from fedforget.report.summary import Bookkeeping as BookkeepingSummary
 from fedforget.report.summary import DeletionSummary
-from fedforget.strategies.messaging import Traffic
+from fedforget.strategies.messaging import Traffic, data_in
 
 RequestsFiled = tuple[list[str], list[int]]
 """A node's filed request ids and the classes they name."""
@@ -65,7 +65,8 @@ class DeletionRecord:
     bytes_to_clients: int = 0
     bytes_from_clients: int = 0
     forget_bytes_with_requests: int = 0
-    """D_f that came with the requests (in training replies): part of the step's traffic."""
+    """D_f that came with the requests (in training or status replies): part of the step's
+    traffic."""
     client_compute_seconds: float = 0.0
     server_seconds: float = 0.0
 
@@ -205,7 +206,7 @@ class DeletionLedger:
                 filed = reply.content[P.DELETION]
                 self.filed[node] = (list(filed[P.REQUESTS]), list(filed[P.CLASSES]))
             if sent is not None:
-                self.forget_sent[node] = ArrayDataset(x=sent["x"].numpy(), y=sent["y"].numpy())
+                self.forget_sent[node] = data_in(sent)
 
     # ------------------------------------------------------------------ the deletion step
     def open_deletion(self, server_round: int) -> list[int]:

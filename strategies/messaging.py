@@ -27,6 +27,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from fedforget import protocol as P
+from fedforget.data.sources import ArrayDataset
 from fedforget.stopping import pause
 
 PULL_INTERVAL = 0.1  # longest wait between polls for replies (send_and_receive sleeps 3 s)
@@ -373,3 +374,8 @@ def numpy_state(arrays: ArrayRecord) -> dict[str, np.ndarray]:
 def arrays_from(state: dict[str, np.ndarray]) -> ArrayRecord:
     """A NumPy state dict as an ArrayRecord (the form messages carry)."""
     return ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in state.items()})
+
+
+def data_in(record: ArrayRecord) -> ArrayDataset:
+    """The samples an ``x``/``y`` record carries (a data reply, a D_f sent with a request)."""
+    return ArrayDataset(x=record["x"].numpy(), y=record["y"].numpy())

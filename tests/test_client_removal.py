@@ -134,8 +134,17 @@ def trained(make_config, make_leaving_client_federation):
 
 
 def _forgets_and_keeps(
-    setup: Trained, name: str, keep_margin: float, **options: object
+    setup: Trained,
+    name: str,
+    keep_margin: float,
+    falls_short: str | None = None,
+    **options: object,
 ) -> tuple[float, float]:
+    """Unlearn with ``name``: the rest kept within ``keep_margin``, the forgotten data halved.
+
+    ``falls_short``: the known reason why the forgetting may stop short of half; it must
+    still move, and the test is then an expected failure.
+    """
     before_forgotten, before_kept = setup.scores()
     learned = f"seed {setup.seed}: the setup did not learn ({before_forgotten:.3f})"
     assert before_forgotten > 0.6, learned
@@ -144,8 +153,11 @@ def _forgets_and_keeps(
         f"{name} seed {setup.seed}: forgotten {before_forgotten:.3f} -> {after_forgotten:.3f}, "
         f"kept {before_kept:.3f} -> {after_kept:.3f}"
     )
-    assert after_forgotten < 0.5 * before_forgotten, message
     assert after_kept > before_kept - keep_margin, message
+    if falls_short is not None and after_forgotten >= 0.5 * before_forgotten:
+        assert after_forgotten < before_forgotten, message
+        pytest.xfail(falls_short)
+    assert after_forgotten < 0.5 * before_forgotten, message
     return after_forgotten, after_kept
 
 
@@ -200,13 +212,7 @@ QUICKDROP_CLIENT_CLIFF = (
 @pytest.mark.parametrize("seed", SEEDS)
 def test_quickdrop_removes_the_client_holding_a_class(trained, seed):
     setup = trained("threes", seed)
-    before_forgotten, before_kept = setup.scores()
-    assert before_forgotten > 0.6, f"seed {seed}: the setup did not learn ({before_forgotten:.3f})"
-    after_forgotten, after_kept = setup.scores(setup.unlearn("quickdrop"))
-    assert after_kept > before_kept - 0.15, f"kept {before_kept:.3f} -> {after_kept:.3f}"
-    assert after_forgotten < before_forgotten, "the ascent must at least lower the 3s"
-    if after_forgotten >= 0.5 * before_forgotten:
-        pytest.xfail(QUICKDROP_CLIENT_CLIFF)
+    _forgets_and_keeps(setup, "quickdrop", keep_margin=0.15, falls_short=QUICKDROP_CLIENT_CLIFF)
 
 
 # -- the pieces ---------------------------------------------------------------------------

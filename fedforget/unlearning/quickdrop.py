@@ -173,9 +173,7 @@ def concatenated(parts: Iterable[ArrayDataset], like: ArrayDataset) -> ArrayData
     parts = [part for part in parts if len(part)]
     if not parts:
         return like.subset(np.empty(0, dtype=np.int64))
-    return ArrayDataset(
-        x=np.concatenate([p.x for p in parts]), y=np.concatenate([p.y for p in parts])
-    )
+    return ArrayDataset.concatenate(parts)
 
 
 def split_synthetic(

@@ -76,6 +76,14 @@ class ArrayDataset:
             raise DataError(f"subset indices must be 1-D; got shape {idx.shape}")
         return ArrayDataset(self.x[idx], self.y[idx])
 
+    @staticmethod
+    def concatenate(parts: Sequence[ArrayDataset]) -> ArrayDataset:
+        """The samples of ``parts`` (at least one), in their order, as one dataset."""
+        return ArrayDataset(
+            x=np.concatenate([part.x for part in parts]),
+            y=np.concatenate([part.y for part in parts]),
+        )
+
 
 @dataclass(frozen=True)
 class DatasetBundle:
