@@ -185,19 +185,31 @@ class DistillConfig(_Section):
     natural_target: Literal["validation", "teacher"] = Field(
         "validation",
         description=(
-            "Random and client deletions with a declared validation set: push only the D_f"
-            " samples fitted better than unseen data, and stop once D_f's accuracy is down to"
-            " the validation set's (class-matched); 'teacher' = as for backdoor."
+            "Random and client deletions with a declared validation set: lower each D_f"
+            " sample's logit margin to a class-matched margin of unseen data while the"
+            " validation set's margins are held; 'teacher' = as for backdoor."
         ),
     )
-    natural_tolerance: float = Field(
-        0.01,
+    natural_keep: float = Field(
+        0.1,
         ge=0,
-        le=1,
-        description="Natural deletions stop once D_f accuracy <= the unseen level + this.",
+        description="Weight of the validation anchor: mean squared change of the validation"
+        " samples' margins (natural deletions).",
+    )
+    natural_keep_samples: int = Field(
+        50, ge=1, description="Validation samples the anchor draws per step."
+    )
+    natural_lr: float = Field(
+        0.01, gt=0, description="Constant learning rate of the natural-deletion target."
+    )
+    natural_tolerance: float = Field(
+        0.1,
+        ge=0,
+        description="Natural deletions stop once D_f's mean margin excess over its targets"
+        " (logits) is at most this.",
     )
     natural_max_steps: int = Field(
-        300, ge=1, description="Step cap of the natural-deletion target (checked every step)."
+        400, ge=1, description="Step cap of the natural-deletion target (checked every step)."
     )
     natural_check_samples: int = Field(
         512, ge=1, description="D_f samples scored after every step for the natural stop."

@@ -41,24 +41,31 @@ Deletion-aware target (``natural_target = "validation"``, random and client dele
 the request carries the server's declared validation set): natural data deleted from a
 federation is, after retraining, *unseen data of the same distribution*, not data the model
 cannot classify (retraining keeps ~98.8 % on a random MNIST D_f). Pushing it to the incompetent
-teacher's uniform output until D_f accuracy is <= ``stop_accuracy`` overshoots that target and
-drags the clean accuracy with it. In this mode the loss keeps its terms but:
+teacher's uniform output overshoots that target and drags the clean accuracy with it; and any
+loss that lowers D_f's confidence through weights shared with everything else lowers the
+retained data's confidence with it, so that a membership attack (which compares D_f with the
+members and non-members of the *same* model) still finds D_f among the members (measured in
+docs/methods-quality.md, section 3). In this mode:
 
-- the target is unseen data's loss distribution, class-matched: under the model before
-  unlearning, D_f's samples of class c are ranked by cross-entropy and sample i of rank r
-  (of m) gets ``b_i`` = the ``(r + 0.5) / m`` quantile of the validation set's
-  cross-entropies of class c (:func:`unseen_targets`), the least movement that makes D_f's
-  losses look unseen;
-- the hard loss of Eq. 12 is bounded per sample at ``b_i`` instead of BND, and the
-  distillation and attention terms weigh sample i by ``1[CE_i < b_i]``: only samples fitted
-  better than their unseen counterpart are pushed;
-- the stopping rule is checked after every step (at the constant learning rate ``lr``, for
-  at most ``natural_max_steps`` steps whatever |D_f|: a per-epoch budget gives a small D_f
-  a handful of steps): stop once D_f's accuracy (on at most
-  ``natural_check_samples`` of its samples) is at most the validation accuracy per class
-  weighted by D_f's class shares, plus ``natural_tolerance`` (1 pt: flipping D_f's last
-  hard samples costs clean accuracy out of proportion, measured); nothing runs (no pruning
-  either) when D_f is not fitted better than that to begin with.
+- the target is a *logit margin* per sample, ``m = z_y - logsumexp_{j != y} z_j`` (= LiRA's
+  ``log p_y - log(1 - p_y)``), which, unlike the cross-entropy, does not saturate on the
+  samples a model has memorised: under the model before unlearning, D_f's samples of class
+  c are ranked by margin and sample i of rank r (of m) gets ``t_i`` = the ``(r + 0.5) / m``
+  quantile of the validation set's margins of class c (:func:`unseen_margins`), the least
+  movement that gives D_f the margins of unseen data;
+- the loss keeps the shape of Eq. 12, a hinge at a bound, on the margin scale:
+  ``(mu_D + mu_AMA + mu_H) mean_i relu(m_i - t_i)`` (samples already at or below their
+  target are left alone; the hinge takes the weight of the three forgetting terms), plus the
+  paper's regulariser ``lambda ||w - w_o||^2``, plus a function-space anchor
+  ``natural_keep * mean_v (m_v - m_v^o)^2`` on ``natural_keep_samples`` validation samples
+  per step (``m^o``: margins before unlearning): the anchor makes the optimiser lower D_f's
+  margins along directions that leave unseen data alone, i.e. remove what is specific to D_f.
+  The incompetent teacher's distillation and attention terms are off: their target is the
+  wrong one for natural data;
+- the stopping rule is checked after every step (constant learning rate ``natural_lr``, at most
+  ``natural_max_steps`` steps whatever |D_f|): stop once the mean excess ``relu(m_i - t_i)``
+  over at most ``natural_check_samples`` of D_f's samples is at most ``natural_tolerance``
+  (logits); nothing runs (no pruning either) when it is to begin with.
 
 Backdoor and class deletions are unchanged (their D_f is *not* like unseen data: retraining
 does not predict the trigger's label or the forgotten class).
@@ -77,7 +84,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedforget.config import DistillConfig
-from fedforget.data.sources import ArrayDataset
 from fedforget.models import ClassifierModel, classifier_head, logits_and_features
 from fedforget.training import load_numpy_state, seeded_batches, to_tensors
 from fedforget.unlearning.base import (
@@ -89,7 +95,6 @@ from fedforget.unlearning.base import (
 )
 from fedforget.unlearning.losses import (
     attention_loss,
-    attention_map,
     distillation_loss,
     hard_loss,
     weight_regulariser,
@@ -121,10 +126,10 @@ class DistillationUnlearner(Unlearner):
         cfg = self.settings
         device = context.device
         student = model.to(device).train()
-        teacher = load_numpy_state(context.build_model(), context.initial_state).to(device).eval()
         x, y = to_tensors(request.forget, device)
         if self._natural(request):
-            return self._unlearn_natural(student, teacher, x, y, request, context)
+            return self._unlearn_natural(student, x, y, request, context)
+        teacher = load_numpy_state(context.build_model(), context.initial_state).to(device).eval()
         keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(context.seed))
         sample = keep[:PRUNE_SAMPLES]
         if cfg.reset_class_outputs and request.forget_classes:
@@ -163,37 +168,70 @@ class DistillationUnlearner(Unlearner):
     def _unlearn_natural(
         self,
         student: ClassifierModel,
-        teacher: ClassifierModel,
         x: torch.Tensor,
         y: torch.Tensor,
         request: UnlearningRequest,
         context: UnlearningContext,
     ) -> ClassifierModel:
-        """Push D_f only as far as the validation set's level (module docstring)."""
+        """Lower D_f's margins to unseen data's, holding the validation set (module docstring)."""
         cfg = self.settings
-        device = context.device
-        bounds, unseen = unseen_targets(student, x, y, request.validation, device)
-        target = unseen + cfg.natural_tolerance
+        vx, vy = to_tensors(request.validation, context.device)
+        targets = unseen_margins(student, x, y, vx, vy)
+        held = logit_margins(student, vx, vy)
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(context.seed))
         check = order[: cfg.natural_check_samples]
-        start = batch_accuracy(student, x[check], y[check])
-        context.report("unlearning", 0, cfg.epochs, forget_accuracy=start, target=target)
-        if start <= target:
+        excess = _excess(student, x[check], y[check], targets[check])
+        context.report("unlearning", 0, cfg.natural_max_steps, excess=excess)
+        if excess <= cfg.natural_tolerance:
             return student.eval()
         anchor = [p.detach().clone() for p in student.parameters()]
-        optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr)
+        optimizer = torch.optim.SGD(student.parameters(), lr=cfg.natural_lr)
         generator = torch.Generator().manual_seed(context.seed)
         steps = cfg.natural_max_steps
         for step, batch in enumerate(_endless(len(x), cfg.batch_size, generator), start=1):
+            kept = torch.randint(len(vx), (cfg.natural_keep_samples,), generator=generator)
             optimizer.zero_grad(set_to_none=True)
-            loss, _ = self.loss(student, teacher, anchor, x[batch], y[batch], bounds[batch])
+            loss = self.natural_loss(
+                student,
+                anchor,
+                (x[batch], y[batch], targets[batch]),
+                (vx[kept], vy[kept], held[kept]),
+            )
             loss.backward()
             optimizer.step()
-            reached = batch_accuracy(student, x[check], y[check])
-            if reached <= target or step >= steps:
-                context.report("unlearning", step, steps, forget_accuracy=reached)
+            excess = _excess(student, x[check], y[check], targets[check])
+            if excess <= cfg.natural_tolerance or step >= steps:
+                context.report("unlearning", step, steps, excess=excess)
                 break
         return student.eval()
+
+    def natural_loss(
+        self,
+        student: ClassifierModel,
+        anchor: list[torch.Tensor],
+        forget: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        keep: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """Eq. 12's hinge on the margin scale + the validation anchor + the regulariser.
+
+        ``forget`` and ``keep`` are ``(x, y, margin)`` triples: D_f's samples with their
+        target margins, validation samples with their margins before unlearning.
+        """
+        cfg = self.settings
+        fx, fy, targets = forget
+        kx, ky, held = keep
+        # the teacher's terms are off: the hinge takes the weight of all three forgetting terms
+        forgetting = cfg.mu_hard + cfg.mu_distill + cfg.mu_attention
+        if not cfg.natural_keep:
+            kx, ky, held = kx[:0], ky[:0], held[:0]
+        margins = logit_margin(student(torch.cat([fx, kx])), torch.cat([fy, ky]))  # one pass
+        total = forgetting * F.relu(margins[: len(fx)] - targets).mean()
+        if cfg.natural_keep:
+            moved = margins[len(fx) :] - held
+            total = total + cfg.natural_keep * moved.pow(2).mean()
+        if cfg.reg_weight:
+            total = total + cfg.reg_weight * weight_regulariser(student, anchor, cfg.reg_reduction)
+        return total
 
     def _run_epoch(
         self,
@@ -224,28 +262,12 @@ class DistillationUnlearner(Unlearner):
         anchor: list[torch.Tensor],
         x: torch.Tensor,
         y: torch.Tensor,
-        bounds: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The total unlearning loss on one batch and its hard-loss term.
-
-        ``bounds`` (natural deletions) replaces BND by a per-sample bound and weighs the
-        distillation and attention terms by ``1[CE_i < bound_i]``.
-        """
+        """The total unlearning loss on one batch and its hard-loss term."""
         cfg = self.settings
         student_logits, student_maps = logits_and_features(student, x)
         with torch.no_grad():
             teacher_logits, teacher_maps = logits_and_features(teacher, x)
-        if bounds is not None:
-            return self._masked_loss(
-                student,
-                anchor,
-                student_logits,
-                student_maps,
-                teacher_logits,
-                teacher_maps,
-                y,
-                bounds,
-            )
         hard = hard_loss(student_logits, y, cfg.bound)
         total = cfg.mu_hard * hard
         if cfg.mu_distill:
@@ -260,99 +282,58 @@ class DistillationUnlearner(Unlearner):
             total = total + cfg.reg_weight * weight_regulariser(student, anchor, cfg.reg_reduction)
         return total, hard
 
-    def _masked_loss(
-        self,
-        student: ClassifierModel,
-        anchor: list[torch.Tensor],
-        student_logits: torch.Tensor,
-        student_maps: dict[str, torch.Tensor],
-        teacher_logits: torch.Tensor,
-        teacher_maps: dict[str, torch.Tensor],
-        y: torch.Tensor,
-        bounds: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.settings
-        ce = F.cross_entropy(student_logits, y, reduction="none")
-        weight = (ce.detach() < bounds).float()
-        active = weight.sum().clamp(min=1.0)  # means over the samples still to push
-        hard = F.relu(bounds - ce).sum() / active
-        total = cfg.mu_hard * hard
-        if cfg.mu_distill:
-            teacher = F.softmax(teacher_logits / cfg.temperature, dim=1)
-            per_sample = -(teacher * F.log_softmax(student_logits / cfg.temperature, dim=1)).sum(1)
-            total = total + cfg.mu_distill * (weight * per_sample).sum() / active
-        if cfg.mu_attention and student_maps:
-            per_sample = torch.stack(
-                [
-                    (attention_map(t, cfg.attention_q) - attention_map(s, cfg.attention_q)).norm(
-                        p=2, dim=1
-                    )
-                    for t, s in zip(teacher_maps.values(), student_maps.values(), strict=True)
-                ]
-            ).mean(dim=0)
-            total = total + cfg.mu_attention * (weight * per_sample).sum() / active
-        if cfg.reg_weight:
-            total = total + cfg.reg_weight * weight_regulariser(student, anchor, cfg.reg_reduction)
-        return total, hard
+
+def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``z_y - logsumexp_{j != y} z_j`` per row: ``log p_y - log(1 - p_y)`` without saturation."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return true - torch.logsumexp(others, dim=1)
 
 
 @torch.no_grad()
-def _losses(model: ClassifierModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def logit_margins(model: ClassifierModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The logit margins of ``model`` (in eval mode) on ``(x, y)``, in chunks."""
     was_training = model.training
     model.eval()
-    ce = torch.cat(
-        [
-            F.cross_entropy(model(x[i : i + 1000]), y[i : i + 1000], reduction="none")
-            for i in range(0, len(x), 1000)
-        ]
+    margins = torch.cat(
+        [logit_margin(model(x[i : i + 1000]), y[i : i + 1000]) for i in range(0, len(x), 1000)]
     )
     model.train(was_training)
-    return ce
+    return margins
 
 
-@torch.no_grad()
-def unseen_targets(
+def _excess(model: ClassifierModel, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor):
+    """Mean margin excess ``relu(m_i - t_i)`` of D_f over its targets (the stopping rule)."""
+    return float(F.relu(logit_margins(model, x, y) - targets).mean())
+
+
+def unseen_margins(
     model: ClassifierModel,
     x: torch.Tensor,
     y: torch.Tensor,
-    validation: ArrayDataset,
-    device: torch.device,
-) -> tuple[torch.Tensor, float]:
-    """Per-sample loss targets for D_f ``(x, y)`` and the accuracy it should end at.
+    vx: torch.Tensor,
+    vy: torch.Tensor,
+) -> torch.Tensor:
+    """Per-sample target margins for D_f ``(x, y)``, from validation data ``(vx, vy)``.
 
-    Within each class, D_f's samples are ranked by their current cross-entropy and the
-    sample of rank ``r`` (of ``m``) gets the ``(r + 0.5) / m`` quantile of the validation
-    set's cross-entropies of that class: the least movement (a 1-D transport) that gives D_f
-    the loss distribution of unseen data. Its easiest samples keep tiny targets, its hardest
-    get the loss of unseen samples the model gets wrong. The accuracy target is the validation
-    accuracy per class, weighted by D_f's class shares. A class the validation set lacks uses
-    all its samples.
+    Within each class, D_f's samples are ranked by their current margin and the sample of
+    rank ``r`` (of ``m``) gets the ``(r + 0.5) / m`` quantile of the validation set's margins
+    of that class: the least movement (a 1-D transport) that gives D_f the margin
+    distribution of unseen data. Its easiest samples keep high targets, its hardest get the
+    (negative) margins of unseen samples the model gets wrong. A class the validation set
+    lacks uses all its samples.
     """
-    vx, vy = to_tensors(validation, device)
-    val_losses = _losses(model, vx, vy)
-    with torch.no_grad():
-        model_was = model.training
-        model.eval()
-        val_right = torch.cat(
-            [
-                (model(vx[i : i + 1000]).argmax(dim=1) == vy[i : i + 1000]).float()
-                for i in range(0, len(vx), 1000)
-            ]
-        )
-        model.train(model_was)
-    losses = _losses(model, x, y)
-    bounds = torch.empty_like(losses)
-    right = 0.0
+    val_margins = logit_margins(model, vx, vy)
+    margins = logit_margins(model, x, y)
+    targets = torch.empty_like(margins)
     for label in torch.unique(y):
         members = torch.nonzero(y == label).flatten()
         of_class = vy == label
-        reference = val_losses[of_class] if bool(of_class.any()) else val_losses
-        accuracy = val_right[of_class] if bool(of_class.any()) else val_right
-        ranks = torch.argsort(torch.argsort(losses[members]))
+        reference = val_margins[of_class] if bool(of_class.any()) else val_margins
+        ranks = torch.argsort(torch.argsort(margins[members]))
         levels = (ranks.double() + 0.5) / len(members)
-        bounds[members] = torch.quantile(reference.double(), levels).to(bounds.dtype)
-        right += float(accuracy.mean()) * len(members)
-    return bounds, right / len(y)
+        targets[members] = torch.quantile(reference.double(), levels).to(targets.dtype)
+    return targets
 
 
 @torch.no_grad()
