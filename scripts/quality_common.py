@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedforget.config import SimulationConfig
+from fedforget.config import RecoveryConfig, SimulationConfig
 from fedforget.data import build_federation
 from fedforget.data.deletion import Federation
 from fedforget.data.sources import ArrayDataset
 from fedforget.federated import LocalFederation, State
 from fedforget.models import build_model
+from fedforget.recovery import in_process_callbacks, run_relay
 from fedforget.training import accuracy, load_numpy_state, state_to_numpy
 
 VALIDATION_SAMPLES = 2000  # the server's declared validation set: the first test samples
@@ -53,6 +54,18 @@ class Run:
             "test": accuracy(model, self.test),
             "forget": accuracy(model, self.federation.forget_set()),
         }
+
+
+def default_relay(
+    state: State, remaining: LocalFederation, lr: float, seed: int, eval_samples: int = 1000, **kw
+):
+    """The default relay (:class:`RecoveryConfig`) over an in-process federation's clients.
+
+    ``kw`` goes to :func:`fedforget.recovery.run_relay` (e.g. ``before=``).
+    """
+    evaluate, train = in_process_callbacks(remaining, eval_samples, 1, seed=seed)
+    clients = sorted(remaining.clients)
+    return run_relay(state, clients, evaluate, train, RecoveryConfig(), lr, seed=seed, **kw)
 
 
 CACHE = Path(

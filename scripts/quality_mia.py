@@ -26,14 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from quality_common import default_relay
+
 from fedforget.attacks import ModelOutputs, attack_names, build_attack, reference_confidences
-from fedforget.config import RecoveryConfig, validate_config
+from fedforget.config import validate_config
 from fedforget.data import build_federation
 from fedforget.data.deletion import kept_train_indices
 from fedforget.data.sources import build_source
 from fedforget.federated import LocalFederation
 from fedforget.models import build_model
-from fedforget.recovery import in_process_callbacks, run_relay
 from fedforget.training import accuracy, load_numpy_state, predict_proba, state_to_numpy
 from fedforget.unlearning import UnlearningContext, UnlearningRequest, build_unlearner
 
@@ -158,16 +159,7 @@ def _unlearn(args, config, federation, build, initial, trained, remaining) -> di
     unlearned = state_to_numpy(
         unlearner.unlearn(load_numpy_state(build(), trained), request, context)
     )
-    evaluate, train = in_process_callbacks(remaining, 1000, 1, seed=args.seed)
-    recovered = run_relay(
-        unlearned,
-        sorted(remaining.clients),
-        evaluate,
-        train,
-        RecoveryConfig(),
-        config.train.lr,
-        seed=args.seed,
-    ).state
+    recovered = default_relay(unlearned, remaining, config.train.lr, args.seed).state
     return {"distill": unlearned, "distill+relay": recovered}
 
 

@@ -18,11 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from quality_common import make_run
+from quality_common import default_relay, make_run
 
 from fedforget.config import RecoveryConfig, validate_config
 from fedforget.federated import LocalFederation
-from fedforget.recovery import in_process_callbacks, run_relay
 from fedforget.training import state_to_numpy
 from fedforget.unlearning import UnlearningContext, UnlearningRequest, build_unlearner
 
@@ -67,7 +66,6 @@ def main() -> None:
     )
     if args.mode == "client":
         remaining.clients = {c: d for c, d in remaining.clients.items() if c != 5}
-    evaluate, train = in_process_callbacks(remaining, 1000, 1, seed=config.seed)
     for target in args.targets.split(","):
         unlearner = build_unlearner("distill", natural_target=target)
         request = UnlearningRequest(
@@ -81,15 +79,7 @@ def main() -> None:
         unlearned = state_to_numpy(unlearner.unlearn(run.model(run.trained), request, context))
         unlearn_s = time.perf_counter() - started
         started = time.perf_counter()
-        relay = run_relay(
-            unlearned,
-            sorted(remaining.clients),
-            evaluate,
-            train,
-            RecoveryConfig(),
-            config.train.lr,
-            seed=config.seed,
-        )
+        relay = default_relay(unlearned, remaining, config.train.lr, config.seed)
         relay_s = time.perf_counter() - started
         out[target] = {
             "unlearned": run.scores(unlearned),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,15 +27,17 @@ import torch
 
 from fedforget.attacks import ModelOutputs, build_attack
 from fedforget.attacks_reference import attach_references
-from fedforget.config import RecoveryConfig, validate_config
+from fedforget.config import validate_config
 from fedforget.data import build_federation
 from fedforget.federated import LocalFederation
 from fedforget.metrics import Evaluator
 from fedforget.models import build_model
-from fedforget.recovery import in_process_callbacks, run_relay
 from fedforget.simulations.sweep import Cell, cell_config
 from fedforget.training import load_numpy_state, predict_proba, state_to_numpy
 from fedforget.unlearning import UnlearningContext, UnlearningRequest, build_unlearner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from quality_common import default_relay
 
 
 def main() -> None:
@@ -81,16 +84,8 @@ def main() -> None:
     unlearned = state_to_numpy(model)
     steps = events[-1][1] if events else 0
     report("distill", unlearned, seconds=round(seconds, 1), steps=steps)
-    evaluate, train = in_process_callbacks(remaining, 500, 1, seed=args.seed)
-    relay = run_relay(
-        unlearned,
-        sorted(remaining.clients),
-        evaluate,
-        train,
-        RecoveryConfig(),
-        config.train.lr,
-        seed=args.seed,
-        before=trained,
+    relay = default_relay(
+        unlearned, remaining, config.train.lr, args.seed, eval_samples=500, before=trained
     )
     report("distill+relay", relay.state, hops=len(relay.hops))
 
