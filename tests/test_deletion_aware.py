@@ -67,7 +67,8 @@ def test_natural_deletion_forgets_what_is_specific_to_the_forget_set(make_config
     assert accuracy(original, forget) > accuracy(original, validation) + 0.01  # work to do
     # D_f's margins fall by more than unseen data's (held-out test samples, not the
     # validation set the targets come from): the model loses what it learnt of D_f itself,
-    # not only confidence everywhere. Measured: 0.40-1.01 logit over seeds 0-2 (scripts/quality_tolerance.py).
+    # not only confidence everywhere. Measured: 0.40-1.01 logit over seeds 0-2
+    # (scripts/quality_tolerance.py).
     forget_drop = _mean_margin(original, forget) - _mean_margin(aware, forget)
     unseen_drop = _mean_margin(original, test) - _mean_margin(aware, test)
     assert forget_drop > unseen_drop + 0.2
