@@ -176,8 +176,8 @@ class DistillationUnlearner(Unlearner):
         """Lower D_f's margins to unseen data's, holding the validation set (module docstring)."""
         cfg = self.settings
         vx, vy = to_tensors(request.validation, context.device)
-        targets = unseen_margins(student, x, y, vx, vy)
         held = logit_margins(student, vx, vy)
+        targets = unseen_margins(logit_margins(student, x, y), y, held, vy)
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(context.seed))
         check = order[: cfg.natural_check_samples]
         excess = _excess(student, x[check], y[check], targets[check])
@@ -308,13 +308,13 @@ def _excess(model: ClassifierModel, x: torch.Tensor, y: torch.Tensor, targets: t
 
 
 def unseen_margins(
-    model: ClassifierModel,
-    x: torch.Tensor,
+    margins: torch.Tensor,
     y: torch.Tensor,
-    vx: torch.Tensor,
+    val_margins: torch.Tensor,
     vy: torch.Tensor,
 ) -> torch.Tensor:
-    """Per-sample target margins for D_f ``(x, y)``, from validation data ``(vx, vy)``.
+    """Per-sample target margins for D_f (current ``margins``, labels ``y``), from the
+    validation set's margins ``val_margins`` (labels ``vy``) under the same model.
 
     Within each class, D_f's samples are ranked by their current margin and the sample of
     rank ``r`` (of ``m``) gets the ``(r + 0.5) / m`` quantile of the validation set's margins
@@ -323,8 +323,6 @@ def unseen_margins(
     (negative) margins of unseen samples the model gets wrong. A class the validation set
     lacks uses all its samples.
     """
-    val_margins = logit_margins(model, vx, vy)
-    margins = logit_margins(model, x, y)
     targets = torch.empty_like(margins)
     for label in torch.unique(y):
         members = torch.nonzero(y == label).flatten()
