@@ -232,6 +232,12 @@ class RecoveryConfig(_Section):
     """
 
     enabled: bool = True
+    objective: Literal["validation", "clients"] = Field(
+        "validation",
+        description="What a hop must raise: 'validation' = accuracy on the declared validation "
+        "set when the run has one (its forgotten classes left out), else the candidates' "
+        "accuracies; 'clients' = always the candidates' sample-weighted local accuracies.",
+    )
     min_accuracy: float = Field(
         0.97, ge=0, le=1, description="Paper 000's absolute standard (used without restore)."
     )

@@ -42,8 +42,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from fedforget.config import RecoveryConfig
+from fedforget.data import ArrayDataset
 from fedforget.federated import ClientUpdate, LocalFederation, State, weighted_average
 from fedforget.training import accuracy, load_numpy_state
 
@@ -261,6 +263,32 @@ def _hop_fits(spent: float, hop_seconds: Sequence[float], budget: float | None) 
 
 def _objective(state: State, scores: Mapping[int, ClientScore], validate: ValidateFn | None):
     return validate(state) if validate is not None else weighted_accuracy(scores)
+
+
+def validation_objective(
+    settings: RecoveryConfig,
+    validation: ArrayDataset | None,
+    build_model: Callable[[], torch.nn.Module],
+    forget_classes: Sequence[int] = (),
+    device: torch.device | None = None,
+) -> ValidateFn | None:
+    """The relay's objective on the declared validation set, or ``None`` for the clients'.
+
+    On a skewed federation the candidates' local accuracies are a skewed view of the model:
+    each holds a few classes, and a loss on the classes they hardly hold escapes them. A
+    validation set of the test distribution sees what the test set will. A class deletion's
+    forgotten classes are left out of it: the relay must not try to restore them.
+    """
+    if settings.objective != "validation" or validation is None:
+        return None
+    kept = validation.subset(np.flatnonzero(~np.isin(validation.y, list(forget_classes))))
+    if not len(kept):
+        return None
+
+    def validate(state: State) -> float:
+        return accuracy(load_numpy_state(build_model(), state), kept, device)
+
+    return validate
 
 
 def in_process_callbacks(

@@ -22,7 +22,7 @@ from fedforget.data.deletion import Federation
 from fedforget.data.sources import ArrayDataset
 from fedforget.federated import LocalFederation, State
 from fedforget.models import build_model
-from fedforget.recovery import in_process_callbacks, run_relay
+from fedforget.recovery import in_process_callbacks, run_relay, validation_objective
 from fedforget.training import accuracy, load_numpy_state, state_to_numpy
 
 VALIDATION_SAMPLES = 2000  # the server's declared validation set: the first test samples
@@ -57,15 +57,29 @@ class Run:
 
 
 def default_relay(
-    state: State, remaining: LocalFederation, lr: float, seed: int, eval_samples: int = 1000, **kw
+    state: State,
+    remaining: LocalFederation,
+    lr: float,
+    seed: int,
+    eval_samples: int = 1000,
+    validation: ArrayDataset | None = None,
+    **kw,
 ):
     """The default relay (:class:`RecoveryConfig`) over an in-process federation's clients.
 
-    ``kw`` goes to :func:`fedforget.recovery.run_relay` (e.g. ``before=``).
+    With ``validation`` its objective is that set's accuracy, as in the Flower strategy when
+    the run declares one; ``kw`` goes to :func:`fedforget.recovery.run_relay` (e.g.
+    ``before=``).
     """
+    settings = RecoveryConfig()
     evaluate, train = in_process_callbacks(remaining, eval_samples, 1, seed=seed)
+    validate = validation_objective(
+        settings, validation, remaining.build_model, device=remaining.device
+    )
     clients = sorted(remaining.clients)
-    return run_relay(state, clients, evaluate, train, RecoveryConfig(), lr, seed=seed, **kw)
+    return run_relay(
+        state, clients, evaluate, train, settings, lr, seed=seed, validate=validate, **kw
+    )
 
 
 CACHE = Path(

@@ -159,7 +159,9 @@ def _unlearn(args, config, federation, build, initial, trained, remaining) -> di
     unlearned = state_to_numpy(
         unlearner.unlearn(load_numpy_state(build(), trained), request, context)
     )
-    recovered = default_relay(unlearned, remaining, config.train.lr, args.seed).state
+    recovered = default_relay(
+        unlearned, remaining, config.train.lr, args.seed, validation=validation, before=trained
+    ).state
     return {"distill": unlearned, "distill+relay": recovered}
 
 

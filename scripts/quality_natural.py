@@ -79,7 +79,14 @@ def main() -> None:
         unlearned = state_to_numpy(unlearner.unlearn(run.model(run.trained), request, context))
         unlearn_s = time.perf_counter() - started
         started = time.perf_counter()
-        relay = default_relay(unlearned, remaining, config.train.lr, config.seed)
+        relay = default_relay(
+            unlearned,
+            remaining,
+            config.train.lr,
+            config.seed,
+            validation=run.validation,
+            before=run.trained,
+        )
         relay_s = time.perf_counter() - started
         out[target] = {
             "unlearned": run.scores(unlearned),

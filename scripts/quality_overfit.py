@@ -85,7 +85,13 @@ def main() -> None:
     steps = events[-1][1] if events else 0
     report("distill", unlearned, seconds=round(seconds, 1), steps=steps)
     relay = default_relay(
-        unlearned, remaining, config.train.lr, args.seed, eval_samples=500, before=trained
+        unlearned,
+        remaining,
+        config.train.lr,
+        args.seed,
+        eval_samples=500,
+        validation=federation.validation,
+        before=trained,
     )
     report("distill+relay", relay.state, hops=len(relay.hops))
 

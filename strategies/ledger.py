@@ -46,6 +46,7 @@ class DeletionRecord:
     relay_objective_start: float | None = None
     relay_objective_before: float | None = None
     relay_objective: float | None = None
+    relay_objective_source: str | None = None
     relay_client_calls: int = 0
     forget_samples_received: int = 0
     retain_samples: int = 0

@@ -1,10 +1,11 @@
 """The recovery relay of paper 000 (IV.C.3) on Flower messages.
 
 The policy is :func:`fedforget.recovery.run_relay` (bounded cost, several weakest clients
-per hop with a proximal term, a hop kept only when it raises the clients' sample-weighted
-local accuracy); this module supplies its two callbacks as messages: ``query.local_eval``
-(the candidates score the weights on their local data) and ``train.relay`` (the hop's clients
-train them, in parallel, with the FedProx term). A node that fails is skipped and recorded.
+per hop with a proximal term, a hop kept only when it raises the objective: the declared
+validation set's accuracy, else the clients' sample-weighted local accuracy); this module
+supplies its two callbacks as messages: ``query.local_eval`` (the candidates score the
+weights on their local data) and ``train.relay`` (the hop's clients train them, in
+parallel, with the FedProx term). A node that fails is skipped and recorded.
 
 When the relay restores the model before unlearning, the strategy picks the candidates
 (:meth:`RecoveryRelay.candidates`) before it unlearns and has them score that model while the
@@ -26,7 +27,13 @@ from flwr.serverapp import Grid
 from fedforget import protocol as P
 from fedforget.config import RecoveryConfig
 from fedforget.federated import ClientUpdate, State
-from fedforget.recovery import ClientScore, RelayResult, choose_candidates, run_relay
+from fedforget.recovery import (
+    ClientScore,
+    RelayResult,
+    ValidateFn,
+    choose_candidates,
+    run_relay,
+)
 from fedforget.report import RunObserver
 from fedforget.strategies.ledger import DeletionLedger
 from fedforget.strategies.messaging import NodeMessenger, arrays_from, numpy_state
@@ -50,6 +57,10 @@ class RecoveryRelay:
         Builds each message's config.
     observer : RunObserver
         Receives the relay's progress.
+    objective : Callable[[Sequence[int]], ValidateFn | None], optional
+        ``forgotten classes -> validate``: the objective on the declared validation set
+        without those classes (:func:`fedforget.recovery.validation_objective`); where it
+        gives ``None``, the candidates' sample-weighted local accuracies.
     """
 
     def __init__(
@@ -60,8 +71,11 @@ class RecoveryRelay:
         ledger: DeletionLedger,
         make_config: Callable[..., ConfigRecord],
         observer: RunObserver,
+        *,
+        objective: Callable[[Sequence[int]], ValidateFn | None] | None = None,
     ) -> None:
         self.settings = settings
+        self.objective = objective
         self.lr = lr
         self.messenger = messenger
         self.ledger = ledger
@@ -89,14 +103,17 @@ class RecoveryRelay:
         budget_seconds: float | None = None,
         candidates: list[int] | None = None,
         before_scores: Mapping[int, ClientScore] | None = None,
+        forget_classes: Sequence[int] = (),
     ) -> ArrayRecord:
         """The relayed model (``arrays`` itself when no hop improved it).
 
         ``before`` (the model before unlearning) sets the standard the relay restores when
         ``settings.restore`` is on; ``budget_seconds`` is the wall time it may spend;
         ``candidates`` and ``before_scores`` are what :meth:`candidates` chose and their
-        scores of ``before``, when the caller had them scored already.
+        scores of ``before``, when the caller had them scored already; ``forget_classes``
+        (a class deletion's) are left out of the validation objective.
         """
+        validate = self.objective(forget_classes) if self.objective is not None else None
         nodes = candidates if candidates is not None else self.messenger.active_nodes(grid)
         start = numpy_state(arrays)
         self.observer.progress("recovery", 0, self.settings.max_hops, {})
@@ -107,6 +124,7 @@ class RecoveryRelay:
             lambda state, chosen, lr, mu: self.train(grid, state, chosen, lr, mu),
             self.settings,
             self.lr,
+            validate=validate,
             seed=seed,
             before=None if before is None else numpy_state(before),
             before_scores=before_scores,
@@ -118,6 +136,7 @@ class RecoveryRelay:
         record.relay_objective_start = _finite(result.start_objective)
         record.relay_objective = _finite(result.objective)
         record.relay_objective_before = _finite(result.before_objective)
+        record.relay_objective_source = "clients" if validate is None else "validation"
         record.relay_min_accuracy = _finite(result.objective)
         record.relay_client_calls = result.evaluations + result.trainings
         record.relay_stop = result.stopped

@@ -26,6 +26,7 @@ The class only sequences these steps; its parts each own one concern: settings
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -43,7 +44,7 @@ from fedforget.data.sources import ArrayDataset
 from fedforget.federated import as_history
 from fedforget.gan import ConditionalGan
 from fedforget.models import ClassifierModel
-from fedforget.recovery import ClientScore
+from fedforget.recovery import ClientScore, validation_objective
 from fedforget.report import RunObserver
 from fedforget.strategies.gathering import Gathering, client_update
 from fedforget.strategies.generator import GeneratorCoTraining
@@ -93,7 +94,8 @@ class FederatedUnlearning(FedAvg):
         Makes the federation's conditional GAN, which the clients then train next to the
         classifier, for unlearners that need it (the ``generator`` need, MuGAN).
     validation : ArrayDataset, optional
-        The experimenter's declared validation set (never client data; distill reads it).
+        The experimenter's declared validation set (never client data): distill's natural
+        target reads it, and it is the relay's objective (``recovery.objective``).
     """
 
     train_message: ClassVar[str] = P.TRAIN
@@ -144,7 +146,12 @@ class FederatedUnlearning(FedAvg):
         )
         parts = (self.messenger, self.ledger, self.configs, self.observer)
         self.gathering = Gathering(settings, *parts, validation=validation)
-        self.relay = RecoveryRelay(settings.recovery, settings.relay_lr, *parts)
+        on_validation = functools.partial(
+            validation_objective, settings.recovery, validation, build_model, device=self.device
+        )
+        self.relay = RecoveryRelay(
+            settings.recovery, settings.relay_lr, *parts, objective=on_validation
+        )
         self.generator = GeneratorCoTraining(build_gan, settings.generator_clients, self.deletion)
         self.gathered_forget: ArrayDataset | None = None  # D_f of the last server-side step
         self._relay_scoring: tuple[ArrayRecord, list[int]] | None = None
@@ -261,6 +268,12 @@ class FederatedUnlearning(FedAvg):
             field = TRAINING_EXTRAS[need][2]
             setattr(self.deletion, field, getattr(parent.deletion, field))
 
+    def _forgotten_classes(self, nodes: list[int]) -> tuple[int, ...]:
+        """The classes a class deletion (configured, or named by node-side requests) forgets."""
+        if self.ledger.deletion_mode(nodes) != "class":
+            return ()
+        return self.ledger.deletion_classes(nodes)
+
     def carry_out_deletion(self, grid: Grid, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
         """The deletion step now, for the pending requests; returns the new global weights."""
         nodes = self.ledger.open_deletion(server_round)
@@ -297,6 +310,7 @@ class FederatedUnlearning(FedAvg):
                 budget_seconds=budget,
                 candidates=self._relay_scoring[1] if prescored else None,
                 before_scores=self._before_scores if prescored else None,
+                forget_classes=self._forgotten_classes(nodes),
             )
         self.deletion.recovery_seconds = time.perf_counter() - started
         self.ledger.close_deletion(self.messenger.traffic.since(traffic))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fedforget.attacks import (
+    FORGET_FALSE_POSITIVE_RATE,
     ModelOutputs,
     UnknownAttackError,
     attack_names,
@@ -161,3 +162,25 @@ def test_evaluator_reports_the_attack_and_its_power(make_config):
         median._probs(model, median.forget),
         median.seed,
     )
+
+
+def noisy_outputs(rng, n, gain):
+    """Outputs whose loss is the sample's difficulty less ``gain``, off by noise: a model's
+    confidence on an unseen sample is the references' only on average."""
+    difficulty = rng.exponential(2.0, n) + 0.01
+    labels = rng.integers(0, CLASSES, n)
+    loss = np.maximum(difficulty - gain + rng.normal(0, 0.2, n), 0.001)
+    reference = scaled_confidence(softmax_with_loss(difficulty, labels), labels)
+    return ModelOutputs(softmax_with_loss(loss, labels), labels, reference)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_calibrated_scores_an_unseen_forget_set_at_its_false_positive_rate(seed):
+    """An unseen D_f scores about the fixed false-positive rate, a member D_f far above it."""
+    rng = np.random.default_rng(seed)
+    members, non_members = noisy_outputs(rng, 4000, 0.3), noisy_outputs(rng, 4000, 0.0)
+    attack = build_attack("calibrated")
+    unseen = attack.run(members, non_members, noisy_outputs(rng, 4000, 0.0), seed)
+    remembered = attack.run(members, non_members, noisy_outputs(rng, 4000, 0.3), seed)
+    assert abs(unseen.forget_score - FORGET_FALSE_POSITIVE_RATE) < 0.03
+    assert remembered.forget_score > FORGET_FALSE_POSITIVE_RATE + 0.2

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedforget.config import RecoveryConfig
-from fedforget.data import build_federation
+from fedforget.data import ArrayDataset, build_federation
 from fedforget.federated import ClientUpdate, LocalFederation
 from fedforget.models import build_model
 from fedforget.recovery import (
@@ -15,6 +15,7 @@ from fedforget.recovery import (
     choose_candidates,
     in_process_callbacks,
     run_relay,
+    validation_objective,
     weighted_accuracy,
 )
 from fedforget.training import state_to_numpy
@@ -222,3 +223,56 @@ def test_scores_of_the_model_before_taken_in_advance_replace_its_evaluation():
     assert asked[0] == 1  # the unlearned model only
     assert result.before_objective == pytest.approx(0.93)  # client 2 did not score: left out
     assert len(result.hops) == 2 and result.stopped == "standard"  # 0.90 -> 0.92 -> 0.94
+
+
+def test_a_declared_validation_set_makes_the_relay_hop_where_the_clients_see_no_loss():
+    """After a client leaves a skewed federation the candidates' own accuracies can sit at the
+    level before unlearning while the global model lost points: only the validation set
+    shows it, and the relay repairs it."""
+
+    def evaluate(states, clients):  # the candidates' view: no loss at all
+        return [{c: ClientScore(0.99, 10) for c in clients} for _ in states]
+
+    def train(state, clients, lr, mu):
+        return [ClientUpdate(_toy_state(float(state["w"][0]) + 0.125), 10, c) for c in clients]
+
+    def validate(state):
+        return float(state["w"][0])
+
+    settings = RecoveryConfig(max_hops=5, candidates=3, restore_margin=0.0)
+    start, before = _toy_state(0.5), _toy_state(0.875)  # exact in binary: 3 hops exactly
+    blind = run_relay(start, range(3), evaluate, train, settings, lr=0.05, before=before)
+    assert blind.state is start and blind.stopped == "standard"
+    seen = run_relay(
+        start, range(3), evaluate, train, settings, lr=0.05, before=before, validate=validate
+    )
+    assert [h.kept for h in seen.hops] == [True, True, True] and seen.stopped == "standard"
+    assert seen.objective == pytest.approx(0.875)
+
+
+class _PredictsItsInput(torch.nn.Module):
+    """Predicts class ``x[0]``: its accuracy on a set is the share of samples with x[0] == y."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(x[:, 0, 0, 0].long(), 4).float() * self.scale
+
+
+def test_the_validation_objective_leaves_the_forgotten_classes_out():
+    y = np.array([0, 1, 2, 3, 3, 3])
+    x = np.array([0, 1, 0, 0, 0, 0], dtype=np.float32).reshape(6, 1, 1, 1)  # right on 0 and 1
+    validation = ArrayDataset(x, y)
+    state = state_to_numpy(_PredictsItsInput())
+    every_class = validation_objective(RecoveryConfig(), validation, _PredictsItsInput)
+    assert every_class(state) == pytest.approx(2 / 6)
+    class_3_forgotten = validation_objective(RecoveryConfig(), validation, _PredictsItsInput, [3])
+    assert class_3_forgotten(state) == pytest.approx(2 / 3)
+    clients = RecoveryConfig(objective="clients")
+    assert validation_objective(clients, validation, _PredictsItsInput) is None
+    assert validation_objective(RecoveryConfig(), None, _PredictsItsInput) is None
+    assert (
+        validation_objective(RecoveryConfig(), validation, _PredictsItsInput, [0, 1, 2, 3]) is None
+    )

@@ -22,6 +22,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedforget import protocol as P
 from fedforget.config import ConfigError, SimulationConfig
+from fedforget.data import ArrayDataset
 from fedforget.report.summary import DeletionSummary
 from fedforget.strategies import FederatedUnlearning, Retrain, StrategySettings
 from fedforget.strategies.ledger import DeletionLedger, DeletionRecord
@@ -324,6 +325,34 @@ def test_the_relay_candidates_score_the_model_before_unlearning_with_the_drop_or
     assert record.relay_objective_before == pytest.approx((0.99 + 0.5 + 0.99) / 3)
     assert record.relay_hops == 0 and record.relay_stop == "standard"
     assert all(client.deleted for client in (nodes[101], nodes[102]))
+
+
+@pytest.mark.parametrize(
+    ("declared", "source", "start"), [(True, "validation", 1.0), (False, "clients", None)]
+)
+def test_the_relay_measures_the_declared_validation_set_without_the_forgotten_class(
+    declared: bool, source: str, start: float | None
+) -> None:
+    """The zeroed model predicts class 0 everywhere: on a validation set of classes 0 and 1
+    it scores 1.0 once class 1, the forgotten one, is left out (0.5 if it were not)."""
+    grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, forget=2), c=FakeClient(2))
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    validation = ArrayDataset(np.ones((8, 1, 2, 2), dtype=np.float32), labels)
+    settings = StrategySettings.from_config(
+        _config(forget_classes=[1]), num_classes=2, image_shape=(1, 2, 2)
+    )
+    strategy = FederatedUnlearning(
+        settings,
+        unlearner=ZeroingUnlearner(),
+        build_model=_model,
+        validation=validation if declared else None,
+    )
+    strategy.start(grid, _initial(), num_rounds=2)
+    record = strategy.deletion
+    assert record.relay_objective_source == source
+    if start is not None:
+        assert record.relay_objective_start == pytest.approx(start)
+        assert record.relay_hops == 0 and record.relay_stop == "standard"
 
 
 def test_a_class_deletions_requests_name_the_forgotten_classes() -> None:

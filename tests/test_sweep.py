@@ -37,6 +37,14 @@ def test_cell_config_applies_scenario_partition_and_seed(tmp_path: Path):
     assert config.data.dataset == "digits"
 
 
+def test_the_overfit_scenario_uses_the_calibrated_attack_unless_told_otherwise(tmp_path: Path):
+    cell = Cell("overfit-random", "iid", 0)
+    config = cell_config(_base(deletion={"round": 2}), cell, tmp_path)
+    assert config.mia == "calibrated" and config.deletion.round < config.train.rounds
+    told = _base(deletion={"round": 2}, mia="loss")
+    assert cell_config(told, cell, tmp_path).mia == "loss"
+
+
 def test_a_cell_that_cannot_run_is_one_clear_error(tmp_path: Path):
     base = SimulationConfig.model_validate({"clients": 4, "data": {"dataset": "digits"}})
     with pytest.raises(ConfigError, match=r"scenario client-5 on iid: .*deleting clients"):

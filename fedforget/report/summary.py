@@ -56,11 +56,17 @@ class DeletionSummary(BaseModel):
         "no_training (no candidate could train).",
     )
     relay_objective_start: float | None = Field(
-        None, description="Sample-weighted local accuracy of the relay's candidates, before."
+        None,
+        description="The relay's objective before its hops: accuracy on the declared "
+        "validation set, or the candidates' sample-weighted local accuracy (see "
+        "relay_objective_source).",
     )
     relay_objective: float | None = Field(None, description="The same after the relay.")
     relay_objective_before: float | None = Field(
         None, description="The same for the model before unlearning (the standard to restore)."
+    )
+    relay_objective_source: str | None = Field(
+        None, description="What the relay's objective measured: validation or clients."
     )
     relay_client_calls: int = Field(0, description="Client evaluations + trainings of the relay.")
     forget_samples_received: int = Field(0, description="D_f samples the server received.")
