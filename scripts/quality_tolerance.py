@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -22,15 +21,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import test_deletion_aware as setup  # noqa: E402
 from conftest import digits_config  # noqa: E402
 
-from fedforget.training import accuracy, load_numpy_state, to_tensors  # noqa: E402
+from fedforget.training import accuracy, load_numpy_state  # noqa: E402
 from fedforget.unlearning import UnlearningContext, UnlearningRequest, build_unlearner  # noqa: E402
-from fedforget.unlearning.distillation import logit_margins  # noqa: E402
-
-
-def mean_margin(model, data) -> float:
-    x, y = to_tensors(data, torch.device("cpu"))
-    return float(logit_margins(model, x, y).mean())
-
 
 for seed in (0, 1, 2):
     federation, build, initial, state = setup._trained(digits_config, "random", seed)
@@ -41,14 +33,16 @@ for seed in (0, 1, 2):
     original = load_numpy_state(build(), state)
     before = f"test {accuracy(original, test):.4f} D_f {accuracy(original, forget):.4f}"
     print(f"seed {seed}: original {before}")
+    forget_margin = setup._mean_margin(original, forget)
+    test_margin = setup._mean_margin(original, test)
     for tolerance in (0.02, 0.1, 0.5):
         unlearner = build_unlearner("distill", batch_size=16, natural_tolerance=tolerance)
         request = UnlearningRequest(forget, 10, "random", validation=validation)
         model = unlearner.unlearn(
             load_numpy_state(build(), state), request, UnlearningContext(initial, build, seed=0)
         )
-        drop = (mean_margin(original, forget) - mean_margin(model, forget)) - (
-            mean_margin(original, test) - mean_margin(model, test)
+        drop = (forget_margin - setup._mean_margin(model, forget)) - (
+            test_margin - setup._mean_margin(model, test)
         )
         print(
             f"  tolerance {tolerance}: test {accuracy(model, test):.4f} "
