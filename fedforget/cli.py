@@ -598,6 +598,13 @@ def sweep(
     strategies: Annotated[
         str, typer.Option(help="Strategies besides retrain (comma-separated, or 'all').")
     ] = "distill",
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue an earlier sweep in --out: cells it finished with the same "
+            "configuration and strategies are read back, the rest run."
+        ),
+    ] = False,
 ) -> None:
     """Run a matrix of scenarios x partitions x seeds, each against a retrain of the same seed.
 
@@ -637,7 +644,8 @@ def sweep(
     ]
     names = [n for n in parse_strategies(strategies) if n != "retrain"] or ["distill"]
     base = _with_out_dir(base, "sweep")
-    check_run_folder(base.out, params["overwrite"])
+    reuse_folder = params["overwrite"] or resume
+    check_run_folder(base.out, reuse_folder)
     for cell in cells:
         check_strategies(cell_config(base, cell, base.out), ["retrain", *names])
     console = Console()
@@ -649,8 +657,8 @@ def sweep(
         with display:
             return run_compare(config, branch_names, display, after)
 
-    with run_folder(base.out, params["overwrite"]):
-        payload = run_sweep(base, cells, names, base.out, run_cell, console.print)
+    with run_folder(base.out, reuse_folder):
+        payload = run_sweep(base, cells, names, base.out, run_cell, console.print, resume)
     failed = sum(not check["passed"] for check in payload["checks"])
     console.print(
         f"sweep: {len(cells)} cells in {payload['seconds']:.0f} s; "

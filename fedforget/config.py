@@ -223,11 +223,12 @@ class RecoveryConfig(_Section):
     clients (drawn once; each on at most ``hop_samples`` of its samples: a hop repairs, it
     need not cost a round), with FedProx's proximal term ``proximal_mu``, and is kept only if it
     raises the objective (the candidates' sample-weighted accuracy, or a declared validation
-    set) by more than ``min_gain``; a rejected hop halves the learning rate. Paper 000 stops at
-    an absolute standard (``min_accuracy``); with ``restore`` the standard is the objective of
-    the model before unlearning instead: the relay repairs what unlearning broke, no more
-    (an absolute 0.97 is too low for a federation at 99 % and unreachable for one at 95 %,
-    where it only made the relay train on). ``budget_rounds`` caps the wall time of
+    set) by more than ``min_gain`` (on a validation set, also significantly: a sign test at
+    ``significance`` on the samples the hop changed); a rejected hop halves the learning
+    rate. Paper 000 stops at an absolute standard (``min_accuracy``); with ``restore`` the
+    standard is the objective of the model before unlearning instead: the relay repairs
+    what unlearning broke, no more (an absolute 0.97 is too low for a federation at 99 % and
+    unreachable for one at 95 %, where it only made the relay train on). ``budget_rounds`` caps the wall time of
     unlearning + relay at that many FedAvg rounds of the same run.
     """
 
@@ -269,6 +270,13 @@ class RecoveryConfig(_Section):
         le=1,
         description="A hop is kept only if it raises the objective by more than this (a "
         "smaller rise is within the objective's noise).",
+    )
+    significance: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="On a validation set a hop is kept only if a one-sided exact sign test "
+        "(McNemar's) on the samples it changed says it fixed more than it broke, at this level.",
     )
     budget_rounds: float | None = Field(
         1.0,

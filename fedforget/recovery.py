@@ -11,7 +11,12 @@ federation. This policy keeps the relay's idea and bounds both risks:
    accuracies, or the accuracy on a validation set the experimenter declares
    (``validate``). A hop whose result does not raise the objective by more than
    ``min_gain`` is discarded, its learning rate halved for the next try; the relay
-   therefore never returns a model worse (by that objective) than its input.
+   therefore never returns a model worse (by that objective) than its input. On a
+   validation set the rise must also exceed the set's noise: the hop is kept only if it
+   fixes significantly more of its samples than it breaks (a one-sided exact sign test,
+   McNemar's, on the samples whose correctness the hop changed, at level
+   ``significance``). A 1,000-sample set moves by 0.1 pt per sample, and a hop that
+   fixed 6 samples and broke 4 is as likely to cost test accuracy as to add it.
 2. **Several weakest clients per hop, with a proximal term.** The ``clients_per_hop``
    weakest candidates train the model (FedProx's ``mu / 2 ||w - w_hop||^2``, Li et al.
    2020), and their results are averaged by sample count (FedAvg, Eq. 1 of paper 000): one
@@ -43,11 +48,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 
 from fedforget.config import RecoveryConfig
 from fedforget.data import ArrayDataset
 from fedforget.federated import ClientUpdate, LocalFederation, State, weighted_average
-from fedforget.training import accuracy, load_numpy_state
+from fedforget.training import accuracy, load_numpy_state, predict_proba
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,9 @@ EvaluateFn = Callable[[Sequence[State], Sequence[int]], Sequence[Mapping[int, Cl
 """``(models, clients) -> [{client: ClientScore}]``: the clients score each model locally."""
 TrainFn = Callable[[State, Sequence[int], float, float], Sequence[ClientUpdate]]
 """``(weights, clients, lr, proximal_mu) -> their locally trained weights``."""
-ValidateFn = Callable[[State], float]
-"""``weights -> accuracy`` on a validation set the experimenter declared to the server."""
+ValidateFn = Callable[[State], np.ndarray]
+"""``weights -> correct`` (one bool per sample) on a validation set the experimenter declared
+to the server; the objective is its mean, and a hop is judged on the samples it changed."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,10 @@ class Hop:
     before, after : float
         The objective before the hop and of its result.
     kept : bool
-        Whether the result replaced the model (``after > before``).
+        Whether the result replaced the model.
+    p_value : float
+        On a validation set, the sign test's p-value that the hop fixed more samples than it
+        broke (NaN on the clients' objective).
     """
 
     trained_on: tuple[int, ...]
@@ -87,6 +97,7 @@ class Hop:
     before: float
     after: float
     kept: bool
+    p_value: float = float("nan")
 
 
 @dataclass
@@ -176,7 +187,8 @@ def run_relay(
     lr : float
         The first hop's learning rate; halved after every rejected hop.
     validate : ValidateFn, optional
-        The declared validation set's accuracy; when given it is the objective, and the
+        The declared validation set's per-sample correctness; when given its mean is the
+        objective (a hop must also pass the sign test at ``settings.significance``), and the
         candidates' scores only pick the weakest.
     known : Mapping[int, float], optional
         Accuracies the server already has (client -> accuracy) to pick candidates.
@@ -210,7 +222,8 @@ def run_relay(
     first = list(evaluate(models, candidates))
     scores = dict(first[0])
     result = RelayResult(state, 0.0, 0.0, tuple(candidates), evaluations=len(candidates))
-    result.objective = result.start_objective = _objective(state, scores, validate)
+    result.objective, correct = _measure(state, scores, validate)
+    result.start_objective = result.objective
     standard = settings.min_accuracy
     if restoring:
         found = (
@@ -218,7 +231,7 @@ def run_relay(
             if not prescored
             else {c: before_scores[c] for c in scores if c in before_scores}
         )
-        result.before_objective = _objective(before, found, validate)
+        result.before_objective = _measure(before, found, validate)[0]
         if not math.isnan(result.before_objective):  # NaN: no candidate scored it
             standard = result.before_objective - settings.restore_margin
     hop_seconds: list[float] = []
@@ -239,11 +252,14 @@ def run_relay(
         proposal = weighted_average(updates)
         proposal_scores = dict(evaluate([proposal], candidates)[0])
         result.evaluations += len(candidates)
-        after = _objective(proposal, proposal_scores, validate)
-        kept = after > result.objective + settings.min_gain
-        result.hops.append(Hop(tuple(weakest), lr, result.objective, after, kept))
+        after, proposal_correct = _measure(proposal, proposal_scores, validate)
+        p_value = float("nan") if correct is None else sign_test(correct, proposal_correct)
+        significant = correct is None or p_value < settings.significance
+        kept = after > result.objective + settings.min_gain and significant
+        result.hops.append(Hop(tuple(weakest), lr, result.objective, after, kept, p_value))
         if kept:
             result.state, result.objective, scores = proposal, after, proposal_scores
+            correct = proposal_correct
         else:
             lr /= 2
         hop_seconds.append(clock() - hop_started)
@@ -261,8 +277,27 @@ def _hop_fits(spent: float, hop_seconds: Sequence[float], budget: float | None) 
     return spent + expected <= budget and spent < budget
 
 
-def _objective(state: State, scores: Mapping[int, ClientScore], validate: ValidateFn | None):
-    return validate(state) if validate is not None else weighted_accuracy(scores)
+def _measure(
+    state: State, scores: Mapping[int, ClientScore], validate: ValidateFn | None
+) -> tuple[float, np.ndarray | None]:
+    """The objective of ``state`` and, on a validation set, its per-sample correctness."""
+    if validate is None:
+        return weighted_accuracy(scores), None
+    correct = np.asarray(validate(state), dtype=bool)
+    return (float(correct.mean()) if correct.size else float("nan")), correct
+
+
+def sign_test(before: np.ndarray, after: np.ndarray) -> float:
+    """One-sided exact sign test (McNemar's) that ``after`` fixes more samples than it breaks.
+
+    Only the samples whose correctness changed carry information; under "no better" each is
+    a fix or a break with probability 1/2. Returns the p-value (1 when nothing changed).
+    """
+    fixed = int(np.count_nonzero(after & ~before))
+    broken = int(np.count_nonzero(before & ~after))
+    if fixed + broken == 0:
+        return 1.0
+    return float(binomtest(fixed, fixed + broken, 0.5, alternative="greater").pvalue)
 
 
 def validation_objective(
@@ -285,8 +320,9 @@ def validation_objective(
     if not len(kept):
         return None
 
-    def validate(state: State) -> float:
-        return accuracy(load_numpy_state(build_model(), state), kept, device)
+    def validate(state: State) -> np.ndarray:
+        model = load_numpy_state(build_model(), state)
+        return predict_proba(model, kept.x, device).argmax(axis=1) == kept.y
 
     return validate
 

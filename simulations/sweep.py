@@ -170,6 +170,32 @@ def sweep_rows(cell: Cell, config: SimulationConfig, result: Comparison) -> list
 CellRunner = Callable[[SimulationConfig, list[str], int], Comparison]
 
 
+def finished_cell(config: SimulationConfig, names: list[str]) -> Comparison | None:
+    """The comparison an earlier sweep left in the cell's folder, if it is this cell's.
+
+    It is reused only if it ran exactly this configuration (same code defaults included)
+    and every strategy in ``names``; a cell that was interrupted has no ``compare.json``.
+    """
+    out = Path(config.out)
+    try:
+        saved = json.loads((out / "compare.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("config") != json.loads(config.to_json()):
+        return None
+    rows = saved.get("rows", [])
+    if not set(names) <= {row.get("strategy") for row in rows}:
+        return None
+    return Comparison(
+        rows,
+        out,
+        saved["config"],
+        saved.get("base_seconds", 0.0),
+        saved.get("details", {}),
+        saved.get("after_rounds", 0),
+    )
+
+
 def run_sweep(
     base: SimulationConfig,
     cells: list[Cell],
@@ -177,10 +203,13 @@ def run_sweep(
     out_dir: Path,
     run_cell: CellRunner,
     report: Callable[[str], None] = lambda _line: None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run every cell (``run_cell(config, strategies, after_rounds)``); write the tables.
 
-    Every cell's configuration is validated before the first one runs.
+    Every cell's configuration is validated before the first one runs. With ``resume`` a
+    cell that an earlier sweep into ``out_dir`` finished (:func:`finished_cell`) is read
+    back instead of run: a matrix of hours can be stopped and continued.
     """
     configs = [(cell, cell_config(base, cell, out_dir)) for cell in cells]
     names = ["retrain", *(s for s in strategies if s != "retrain")]
@@ -190,10 +219,14 @@ def run_sweep(
     for index, (cell, config) in enumerate(configs, start=1):
         cell_started = time.perf_counter()
         after_rounds = config.train.rounds - config.deletion.rounds[0]
-        result = run_cell(config, names, after_rounds)
+        result = finished_cell(config, names) if resume else None
+        reused = result is not None
+        if result is None:
+            result = run_cell(config, names, after_rounds)
         rows += sweep_rows(cell, config, result)
         seconds = time.perf_counter() - cell_started
-        report(f"cell {index}/{len(configs)} {cell.name}: {seconds:.0f} s")
+        done = "read from an earlier sweep" if reused else f"{seconds:.0f} s"
+        report(f"cell {index}/{len(configs)} {cell.name}: {done}")
         payload = _write(out_dir, rows, strategies, time.perf_counter() - started)
     return payload
 

@@ -155,15 +155,17 @@ class RecoveryRelay:
         """Flower's log: each hop (clients, kept or not, objective) and where the relay ended."""
         for number, hop in enumerate(result.hops, start=1):
             clients = sorted(self.ledger.client_of(n) for n in hop.trained_on)
+            test = "" if math.isnan(hop.p_value) else f" (sign test p = {hop.p_value:.3g})"
             log(
                 INFO,
-                "deletion: relay hop %d on clients %s (lr %.3g): objective %.4f -> %.4f, %s",
+                "deletion: relay hop %d on clients %s (lr %.3g): objective %.4f -> %.4f, %s%s",
                 number,
                 clients,
                 hop.lr,
                 hop.before,
                 hop.after,
                 "kept" if hop.kept else "discarded",
+                test,
             )
         log(
             INFO,

@@ -114,6 +114,42 @@ def test_run_sweep_writes_rows_gaps_and_checks(tmp_path: Path):
     assert len(saved["rows"]) == 4 and saved["checks"]
 
 
+def test_resume_reads_back_only_the_cells_an_earlier_sweep_finished_with_this_config(
+    tmp_path: Path,
+):
+    ran: list[tuple[str, tuple[str, ...]]] = []
+
+    def saving_cell(config: SimulationConfig, strategies: list[str], after: int) -> Comparison:
+        ran.append((Path(config.out).name, tuple(strategies)))
+        result = _fake_cell(config, strategies, after)
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        saved = {"rows": result.rows, "details": result.details, "base_seconds": 1.0}
+        saved["config"] = json.loads(config.to_json())
+        (Path(config.out) / "compare.json").write_text(json.dumps(saved))
+        return result
+
+    base = _base(deletion={"round": 2})
+    cells = [Cell("random-4%", "iid", seed) for seed in (0, 1)]
+    first = run_sweep(base, cells[:1], ["distill"], tmp_path, saving_cell)
+    (tmp_path / "cells" / cells[1].name).mkdir()  # an interrupted cell: no compare.json
+    ran.clear()
+    lines: list[str] = []
+    resumed = run_sweep(base, cells, ["distill"], tmp_path, saving_cell, lines.append, True)
+    assert ran == [(cells[1].name, ("retrain", "distill"))]
+    assert "read from an earlier sweep" in lines[0]
+    assert resumed["rows"][:2] == first["rows"]
+    ran.clear()
+    run_sweep(base, cells, ["distill", "fedrecovery"], tmp_path, saving_cell, resume=True)
+    assert len(ran) == 2  # a strategy the earlier cells did not run
+    ran.clear()
+    changed = _base(deletion={"round": 2}, train={"rounds": 4})
+    run_sweep(changed, cells, ["distill"], tmp_path, saving_cell, resume=True)
+    assert len(ran) == 2  # another configuration
+    ran.clear()
+    run_sweep(changed, cells, ["distill"], tmp_path, saving_cell)
+    assert len(ran) == 2  # without resume every cell runs
+
+
 def test_every_cell_is_validated_before_the_first_runs(tmp_path: Path):
     base = SimulationConfig.model_validate({"clients": 4, "data": {"dataset": "digits"}})
     calls = []
@@ -152,3 +188,9 @@ def test_a_tiny_sweep_runs_end_to_end(tmp_path: Path, make_config):
     )
     assert (tmp_path / "cells" / "class-3__iid__seed0" / "compare.json").is_file()
     assert "| class-3 | iid | distill |" in (tmp_path / "sweep.md").read_text()
+
+    def must_not_run(*_args):
+        raise AssertionError("resume ran a finished cell again")
+
+    resumed = run_sweep(base, cells, ["distill"], tmp_path, must_not_run, resume=True)
+    assert resumed["rows"] == payload["rows"]
