@@ -228,8 +228,8 @@ class RecoveryConfig(_Section):
     rate. Paper 000 stops at an absolute standard (``min_accuracy``); with ``restore`` the
     standard is the objective of the model before unlearning instead: the relay repairs
     what unlearning broke, no more (an absolute 0.97 is too low for a federation at 99 % and
-    unreachable for one at 95 %, where it only made the relay train on). ``budget_rounds`` caps the wall time of
-    unlearning + relay at that many FedAvg rounds of the same run.
+    unreachable for one at 95 %, where it only made the relay train on). ``budget_rounds``
+    caps the wall time of unlearning + relay at that many FedAvg rounds of the same run.
     """
 
     enabled: bool = True

@@ -314,7 +314,8 @@ def test_on_a_validation_set_a_hop_is_kept_only_if_its_gain_beats_the_sets_noise
         return proposed if state["w"][0] == 1.0 else start
 
     settings = RecoveryConfig(max_hops=1, candidates=3, min_gain=0.001)
-    result = run_relay(_toy_state(0.0), range(3), evaluate, train, settings, 0.05, validate=validate)
+    start_state = _toy_state(0.0)
+    result = run_relay(start_state, range(3), evaluate, train, settings, 0.05, validate=validate)
     (hop,) = result.hops
     assert hop.after - hop.before == pytest.approx((fixed - broken) / 1000)
     assert hop.kept is kept and (hop.p_value < 0.05) is kept
