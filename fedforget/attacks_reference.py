@@ -32,8 +32,8 @@ from fedforget.metrics import Evaluator
 from fedforget.models import ClassifierModel
 from fedforget.training import load_numpy_state, predict_proba, state_to_numpy
 
-REFERENCE_MODELS = 4
-"""Reference federations per run: the offset's noise falls as 1/sqrt(K); K = 4 costs 4 trainings
+REFERENCE_MODELS = 8
+"""Reference federations per run: the offset's noise falls as 1/sqrt(K); K = 8 costs 8 trainings
 of the federation up to the deletion round (LiRA's per-example variances would need tens)."""
 
 SEED_OFFSET = 10_000  # reference k uses seed SEED_OFFSET * (run seed + 1) + k: never the run's
