@@ -258,6 +258,8 @@ class ClassifierBranches(BranchTask):
             "recovery_seconds": record.recovery_seconds,
             "relay_hops": record.relay_hops,
             "relay_stop": record.relay_stop,
+            "relay_hops_kept": record.relay_hops_kept,
+            "relay_trace": record.relay_trace,
             "forget_samples": record.forget_samples,
             "forget_samples_received": record.forget_samples_received,
             "retain_samples": record.retain_samples,

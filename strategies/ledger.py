@@ -43,6 +43,7 @@ class DeletionRecord:
     relay_min_accuracy: float | None = None
     relay_hops_kept: int = 0
     relay_stop: str | None = None
+    relay_trace: list[dict] = field(default_factory=list)
     relay_objective_start: float | None = None
     relay_objective_before: float | None = None
     relay_objective: float | None = None

@@ -29,6 +29,7 @@ from fedforget.config import RecoveryConfig
 from fedforget.federated import ClientUpdate, State
 from fedforget.recovery import (
     ClientScore,
+    Hop,
     RelayResult,
     ValidateFn,
     choose_candidates,
@@ -140,6 +141,7 @@ class RecoveryRelay:
         record.relay_min_accuracy = _finite(result.objective)
         record.relay_client_calls = result.evaluations + result.trainings
         record.relay_stop = result.stopped
+        record.relay_trace = [self._trace(hop) for hop in result.hops]
         self._log(result)
         self.observer.progress(
             "recovery",
@@ -150,6 +152,17 @@ class RecoveryRelay:
         if result.state is start:
             return arrays
         return arrays_from(result.state)
+
+    def _trace(self, hop: Hop) -> dict:
+        """A hop as the run summary records it (client ids, not Flower node ids)."""
+        return {
+            "clients": sorted(self.ledger.client_of(n) for n in hop.trained_on),
+            "lr": hop.lr,
+            "before": hop.before,
+            "after": hop.after,
+            "kept": hop.kept,
+            "p_value": _finite(hop.p_value),
+        }
 
     def _log(self, result: RelayResult) -> None:
         """Flower's log: each hop (clients, kept or not, objective) and where the relay ended."""

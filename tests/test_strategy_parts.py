@@ -511,6 +511,11 @@ def test_a_hop_that_does_not_help_is_discarded_and_the_input_returned() -> None:
     assert record.relay_objective == record.relay_objective_start == pytest.approx(0.545)
     lrs = [float(c[P.LEARNING_RATE]) for c in grid.handlers[100].configs if P.LEARNING_RATE in c]
     assert lrs == [0.01, 0.005]  # halved after the rejected hop
+    trace = record.relay_trace
+    assert [(hop["clients"], hop["kept"], hop["p_value"]) for hop in trace] == [
+        ([0], False, None)
+    ] * 2
+    assert [hop["lr"] for hop in trace] == lrs
 
 
 def test_a_failing_client_is_recorded_and_the_others_carry_the_hop() -> None:

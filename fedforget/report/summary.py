@@ -55,6 +55,11 @@ class DeletionSummary(BaseModel):
         description="Why the relay ended: standard (met), max_hops, budget (time) or "
         "no_training (no candidate could train).",
     )
+    relay_trace: list[dict] = Field(
+        default_factory=list,
+        description="Each hop: clients (ids), lr, before and after (the objective), kept, "
+        "p_value (the sign test on a validation set, else null).",
+    )
     relay_objective_start: float | None = Field(
         None,
         description="The relay's objective before its hops: accuracy on the declared "
