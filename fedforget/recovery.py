@@ -138,8 +138,11 @@ def choose_candidates(
 
     Known accuracies (e.g. reported in the last train replies) point at the clients that most
     need the relay; the random half keeps the objective representative of the federation.
+    ``clients`` come in the caller's order and the choice keeps it: the seeded draw picks
+    positions in it, so the order must be reproducible (the strategy orders Flower's nodes by
+    client id; sorted by node id, which changes from run to run, the draw did too).
     """
-    pool = sorted(clients)
+    pool = list(dict.fromkeys(clients))
     if len(pool) <= limit:
         return pool
     chosen: list[int] = []
@@ -152,7 +155,7 @@ def choose_candidates(
     # of them can turn to float64 and lose digits (a node that does not exist).
     picked = rng.choice(len(rest), limit - len(chosen), replace=False)
     chosen += [rest[int(i)] for i in picked]
-    return sorted(chosen)
+    return [c for c in pool if c in set(chosen)]
 
 
 def run_relay(

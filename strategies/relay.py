@@ -92,8 +92,12 @@ class RecoveryRelay:
         """The clients the relay will ask (:func:`choose_candidates`), known before it runs:
         the strategy has them score the model before unlearning while it unlearns."""
         gone = set(leaving)
-        nodes = [n for n in self.messenger.active_nodes(grid) if n not in gone]
+        nodes = [n for n in self._by_client(self.messenger.active_nodes(grid)) if n not in gone]
         return choose_candidates(nodes, self.settings.candidates, seed=seed)
+
+    def _by_client(self, nodes: Iterable[int]) -> list[int]:
+        """Nodes in client order: node ids change from run to run, client ids do not."""
+        return sorted(nodes, key=self.messenger.order_key)
 
     def run(
         self,
@@ -115,7 +119,9 @@ class RecoveryRelay:
         (a class deletion's) are left out of the validation objective.
         """
         validate = self.objective(forget_classes) if self.objective is not None else None
-        nodes = candidates if candidates is not None else self.messenger.active_nodes(grid)
+        nodes = self._by_client(
+            candidates if candidates is not None else self.messenger.active_nodes(grid)
+        )
         start = numpy_state(arrays)
         self.observer.progress("recovery", 0, self.settings.max_hops, {})
         result = run_relay(

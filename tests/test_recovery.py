@@ -35,6 +35,16 @@ def test_candidates_are_bounded_and_include_the_weakest_known():
     assert choose_candidates(range(4), 10) == [0, 1, 2, 3]
 
 
+def test_candidates_depend_on_the_clients_order_not_on_their_ids() -> None:
+    """Flower's node ids change from run to run; the same clients in the same order (by
+    client id) must give the same candidates, whatever ids they carry."""
+    node_ids = [10**18 - 7 * position for position in range(100)]  # falling ids
+    known = {node_ids[40]: 0.2, node_ids[3]: 0.1}
+    chosen = choose_candidates(node_ids, 10, known, seed=3)
+    positions = [node_ids.index(node) for node in chosen]
+    assert positions == choose_candidates(range(100), 10, {40: 0.2, 3: 0.1}, seed=3)
+
+
 def _toy_state(value: float):
     return {"w": np.array([value], dtype=np.float32)}
 
