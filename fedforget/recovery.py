@@ -155,7 +155,8 @@ def choose_candidates(
     # of them can turn to float64 and lose digits (a node that does not exist).
     picked = rng.choice(len(rest), limit - len(chosen), replace=False)
     chosen += [rest[int(i)] for i in picked]
-    return [c for c in pool if c in set(chosen)]
+    kept = set(chosen)
+    return [c for c in pool if c in kept]
 
 
 def run_relay(
