@@ -193,7 +193,8 @@ def run_relay(
     validate : ValidateFn, optional
         The declared validation set's per-sample correctness; when given its mean is the
         objective (a hop must also pass the sign test at ``settings.significance``), and the
-        candidates' scores only pick the weakest.
+        candidates' scores only pick the weakest: they are asked only before a hop, and again
+        only after a kept one.
     known : Mapping[int, float], optional
         Accuracies the server already has (client -> accuracy) to pick candidates.
     seed : int
@@ -206,7 +207,8 @@ def run_relay(
     before_scores : Mapping[int, ClientScore], optional
         The candidates' scores of ``before``, when the caller had them scored already (the
         Flower strategy does it while the server unlearns); only the candidates that score
-        the unlearned model count, so both objectives are over the same clients.
+        the unlearned model count, so both objectives are over the same clients. Unused on a
+        validation set.
     budget_seconds : float, optional
         Wall time the relay may spend: no hop starts once the time spent plus the mean hop
         so far would exceed it (the first hop starts if any time is left).
@@ -221,20 +223,18 @@ def run_relay(
     started = clock()
     candidates = choose_candidates(clients, settings.candidates, known, seed)
     restoring = before is not None and settings.restore
-    prescored = restoring and before_scores is not None
-    models = [state, before] if restoring and not prescored else [state]
-    first = list(evaluate(models, candidates))
-    scores = dict(first[0])
-    result = RelayResult(state, 0.0, 0.0, tuple(candidates), evaluations=len(candidates))
+    result = RelayResult(state, 0.0, 0.0, tuple(candidates))
+    scores: dict[int, ClientScore] | None = None  # on a validation set: asked when needed
+    found: dict[int, ClientScore] | None = None
+    if validate is None:  # the objective is the candidates' scores: they score now
+        scores, found = _first_scores(
+            evaluate, candidates, state, before if restoring else None, before_scores
+        )
+        result.evaluations += len(candidates)
     result.objective, correct = _measure(state, scores, validate)
     result.start_objective = result.objective
     standard = settings.min_accuracy
     if restoring:
-        found = (
-            first[1]
-            if not prescored
-            else {c: before_scores[c] for c in scores if c in before_scores}
-        )
         result.before_objective = _measure(before, found, validate)[0]
         if not math.isnan(result.before_objective):  # NaN: no candidate scored it
             standard = result.before_objective - settings.restore_margin
@@ -247,6 +247,9 @@ def run_relay(
             result.stopped = "budget"
             break
         hop_started = clock()
+        if scores is None:  # on a validation set the scores only pick the weakest: asked now
+            scores = dict(evaluate([result.state], candidates)[0])
+            result.evaluations += len(candidates)
         weakest = sorted(scores, key=lambda c: scores[c].accuracy)[: settings.clients_per_hop]
         updates = list(train(result.state, weakest, lr, settings.proximal_mu))
         result.trainings += len(updates)
@@ -254,8 +257,10 @@ def run_relay(
             result.stopped = "no_training"
             break
         proposal = weighted_average(updates)
-        proposal_scores = dict(evaluate([proposal], candidates)[0])
-        result.evaluations += len(candidates)
+        proposal_scores = None
+        if validate is None:
+            proposal_scores = dict(evaluate([proposal], candidates)[0])
+            result.evaluations += len(candidates)
         after, proposal_correct = _measure(proposal, proposal_scores, validate)
         p_value = float("nan") if correct is None else sign_test(correct, proposal_correct)
         significant = correct is None or p_value < settings.significance
@@ -273,6 +278,24 @@ def run_relay(
     return result
 
 
+def _first_scores(
+    evaluate: EvaluateFn,
+    candidates: Sequence[int],
+    state: State,
+    before: State | None,
+    before_scores: Mapping[int, ClientScore] | None,
+) -> tuple[dict[int, ClientScore], dict[int, ClientScore]]:
+    """The candidates' scores of ``state`` and of ``before`` (none without it), in one request;
+    scores of ``before`` the caller already had count for the candidates that scored ``state``."""
+    ask_before = before is not None and before_scores is None
+    first = list(evaluate([state, before] if ask_before else [state], candidates))
+    scores = dict(first[0])
+    if ask_before:
+        return scores, dict(first[1])
+    known = before_scores or {}
+    return scores, {c: known[c] for c in scores if c in known}
+
+
 def _hop_fits(spent: float, hop_seconds: Sequence[float], budget: float | None) -> bool:
     """Whether another hop fits the budget, judged by the mean hop so far."""
     if budget is None:
@@ -282,11 +305,11 @@ def _hop_fits(spent: float, hop_seconds: Sequence[float], budget: float | None) 
 
 
 def _measure(
-    state: State, scores: Mapping[int, ClientScore], validate: ValidateFn | None
+    state: State, scores: Mapping[int, ClientScore] | None, validate: ValidateFn | None
 ) -> tuple[float, np.ndarray | None]:
     """The objective of ``state`` and, on a validation set, its per-sample correctness."""
     if validate is None:
-        return weighted_accuracy(scores), None
+        return weighted_accuracy(scores or {}), None
     correct = np.asarray(validate(state), dtype=bool)
     return (float(correct.mean()) if correct.size else float("nan")), correct
 

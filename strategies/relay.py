@@ -7,11 +7,13 @@ supplies its two callbacks as messages: ``query.local_eval`` (the candidates sco
 weights on their local data) and ``train.relay`` (the hop's clients train them, in
 parallel, with the FedProx term). A node that fails is skipped and recorded.
 
-When the relay restores the model before unlearning, the strategy picks the candidates
+When the relay restores the model before unlearning and its objective is the candidates'
+scores (no declared validation set), the strategy picks the candidates
 (:meth:`RecoveryRelay.candidates`) before it unlearns and has them score that model while the
 server unlearns (the deleting ones in their ``query.deletion_complete``, after dropping D_f);
 the relay then starts from those scores (``before_scores``) instead of asking again, so its
-first hop costs one query of the unlearned model only.
+first hop costs one query of the unlearned model only. On a validation set the candidates
+score a model only when a hop is about to pick the weakest of them.
 """
 
 from __future__ import annotations
@@ -87,6 +89,12 @@ class RecoveryRelay:
     def restores(self) -> bool:
         """Whether the relay's standard is the model before unlearning (``restore``)."""
         return self.settings.enabled and self.settings.restore
+
+    def prescores(self, forget_classes: Sequence[int] = ()) -> bool:
+        """Whether the candidates' scores of the model before unlearning are of use: only
+        when they are the objective (restoring, no validation set for these classes)."""
+        on_validation = self.objective is not None and self.objective(forget_classes) is not None
+        return self.restores and not on_validation
 
     def candidates(self, grid: Grid, seed: int, leaving: Iterable[int] = ()) -> list[int]:
         """The clients the relay will ask (:func:`choose_candidates`), known before it runs:

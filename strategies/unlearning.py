@@ -283,7 +283,7 @@ class FederatedUnlearning(FedAvg):
         started = time.perf_counter()
         seed = self.settings.seed + server_round
         self._relay_scoring = None
-        if self.uses_relay and self.relay.restores:
+        if self.uses_relay and self.relay.prescores(self._forgotten_classes(nodes)):
             leaving = nodes if self.settings.client_leaves else ()
             self._relay_scoring = (arrays, self.relay.candidates(grid, seed, leaving))
         self._before_scores = None

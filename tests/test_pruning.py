@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from fedforget.data import build_federation
 from fedforget.federated import LocalFederation
-from fedforget.models import build_model
+from fedforget.models import build_model, classifier_head
 from fedforget.training import load_numpy_state, state_to_numpy, to_tensors
 from fedforget.unlearning import distillation
 from fedforget.unlearning.distillation import _attribution_pass, prune_forget_units
@@ -69,3 +70,52 @@ def test_a_model_that_reads_the_image_past_the_layer_gets_full_passes():
     again, inputs = scored()
     assert torch.equal(again, model(x))  # every call reruns the whole model
     assert inputs is captured["a"]
+
+
+def _distill(build, state, x, y, monkeypatch, prune):
+    """distill on ``(x, y)`` with ``prune`` in place of the pruning; the progress phases."""
+    from fedforget.data import ArrayDataset
+    from fedforget.unlearning import UnlearningContext, UnlearningRequest, build_unlearner
+
+    monkeypatch.setattr(distillation, "prune_forget_units", prune)
+    events: list[tuple] = []
+    request = UnlearningRequest(ArrayDataset(x.numpy(), y.numpy()), 10, "backdoor")
+    context = UnlearningContext(
+        state_to_numpy(build()), build, seed=0, progress=lambda *e: events.append(e)
+    )
+    model = build_unlearner("distill").unlearn(load_numpy_state(build(), state), request, context)
+    return model, [event[0] for event in events]
+
+
+def _prune_to_another_class(model, x, y, *_):
+    """A pruning that leaves D_f at 0 %: the head predicts a class no D_f sample has."""
+    head = classifier_head(model)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[(int(y.max()) + 1) % 10] = 10.0
+    return [0]
+
+
+@pytest.mark.parametrize(
+    ("prune", "epochs_run"),
+    [
+        (_prune_to_another_class, False),
+        (lambda *_: [0], True),  # pruned, but D_f still fits
+        (lambda *_: [], True),  # nothing pruned
+    ],
+)
+def test_no_distillation_epoch_runs_once_the_pruning_has_forgotten(
+    make_config, monkeypatch, prune, epochs_run
+):
+    """Once the pruning has taken D_f to ``stop_accuracy`` an epoch would only cost clean
+    accuracy: none runs, and the pruned model is the result."""
+    build, state, x, y = _backdoored(make_config)
+    model, phases = _distill(build, state, x, y, monkeypatch, prune)
+    assert phases[0] == "pruning"
+    assert ("unlearning" in phases) is epochs_run
+    if not epochs_run:
+        pruned = load_numpy_state(build(), state)
+        prune(pruned, x, y)
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, pruned.state_dict()[name]), name

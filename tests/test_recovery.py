@@ -330,3 +330,47 @@ def test_on_a_validation_set_a_hop_is_kept_only_if_its_gain_beats_the_sets_noise
     assert hop.after - hop.before == pytest.approx((fixed - broken) / 1000)
     assert hop.kept is kept and (hop.p_value < 0.05) is kept
     assert result.objective == pytest.approx(0.9 + kept * (fixed - broken) / 1000)
+
+
+@pytest.mark.parametrize(
+    ("start", "gains", "models_scored"),
+    [
+        (0.875, [], []),  # at the standard: no candidate is asked at all
+        (0.5, [0.0, 0.125], [0.5]),  # a discarded hop leaves the scores as they were
+        (0.625, [0.125, 0.125], [0.625, 0.75]),  # a kept hop: asked again before the next
+    ],
+)
+def test_on_a_validation_set_the_candidates_score_only_before_a_hop(start, gains, models_scored):
+    """On a validation set the candidates' scores only pick a hop's weakest: the relay asks
+    for them when a hop is about to run, not to measure the objective."""
+    scored: list[float] = []
+
+    def evaluate(states, clients):
+        scored.extend(float(state["w"][0]) for state in states)
+        return [{c: ClientScore(0.5, 10) for c in clients} for _ in states]
+
+    steps = iter(gains)
+
+    def train(state, clients, lr, mu):
+        weight = float(state["w"][0]) + next(steps)
+        return [ClientUpdate(_toy_state(weight), 10, c) for c in clients]
+
+    def validate(state):  # 800 samples; each 0.125 of weight fixes 100 and breaks none
+        return np.arange(800) < round(float(state["w"][0]) * 800)
+
+    settings = RecoveryConfig(max_hops=len(gains), candidates=3, restore_margin=0.0)
+    before = _toy_state(0.875)
+    result = run_relay(
+        _toy_state(start),
+        range(3),
+        evaluate,
+        train,
+        settings,
+        0.05,
+        before=before,
+        validate=validate,
+        before_scores={0: ClientScore(0.9, 10)},
+    )
+    assert scored == models_scored
+    assert result.evaluations == 3 * len(models_scored)
+    assert [hop.kept for hop in result.hops] == [gain > 0 for gain in gains]
