@@ -91,6 +91,32 @@ def _received_model(message: Message, node: LocalNode) -> ClassifierModel:
     return _model_from(message.content[P.ARRAYS].to_torch_state_dict(), node)
 
 
+def _refilled_model(message: Message, node: LocalNode) -> ClassifierModel:
+    """This process's model of the run's shape, holding the received weights.
+
+    For plain local training only: the model is shared by every message this actor serves,
+    so a handler that keeps a model, holds two at once or hooks into one builds its own.
+    """
+    data, _ = node.training_data()
+    num_classes = int(message.content[P.CONFIG][P.NUM_CLASSES])
+    shape = (num_classes, int(data.x.shape[1]), int(data.x.shape[2]))
+    model = _process_model(node.config.model, tuple(node.config.plugins), *shape)
+    model.load_state_dict(message.content[P.ARRAYS].to_torch_state_dict())
+    return model
+
+
+@functools.lru_cache(maxsize=2)
+def _process_model(
+    name: str, plugins: tuple[str, ...], num_classes: int, channels: int, size: int
+) -> ClassifierModel:
+    """One model per run shape and process (``plugins`` in the key: they may rename models).
+
+    Building a model initialises every layer only for the received weights to replace them,
+    a cost per message that a round over hundreds of clients pays hundreds of times.
+    """
+    return build_model(name, num_classes, channels, size)
+
+
 def _model_from(state: dict, node: LocalNode) -> ClassifierModel:
     """The run's model with ``state``; its shape from the node's data and the message."""
     data, _ = node.training_data()
@@ -123,7 +149,8 @@ def _train_reply(
     if max_samples is not None and len(data) > max_samples:  # a relay hop: a seeded subset
         keep = _seeded_positions(len(data), max_samples, _seed(message, node))
         data, ids = data.subset(keep), ids[keep]
-    model = _received_model(message, node)
+    hooked = P.DISTIL in message.content[P.CONFIG] or P.AUXILIARY in message.content[P.CONFIG]
+    model = _received_model(message, node) if hooked else _refilled_model(message, node)
     distiller = _distiller(message, node, data) if P.DISTIL in message.content[P.CONFIG] else None
     every = _quickdrop(config).settings.distil_every if distiller is not None else 1
     hooks = [distillation_hook(distiller, every)] if distiller is not None else []

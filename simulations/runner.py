@@ -56,6 +56,8 @@ T = TypeVar("T")
 RUN_FILE = "run.json"
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 WORKER_NICENESS_ENV = "RAY_worker_niceness"
+INLINE_LIMIT_ENV = "RAY_max_direct_call_object_size"
+INLINE_LIMIT_BYTES = 8 * 2**20  # a model of up to 8 MiB (ResNet-32: 1.9 MiB) travels inline
 HEAD_NODE_TIMEOUT = 10.0  # seconds to wait for a Ray head node to accept a connection
 EARLIER_RUN_FILES = (
     RUN_FILE,
@@ -231,6 +233,20 @@ def private_instance_environment() -> dict[str, str]:
     neighbour on a shared CI runner) takes their cores while the server waits for them.
     """
     return {WORKER_NICENESS_ENV: os.environ.get(WORKER_NICENESS_ENV, "0")}
+
+
+def message_transport_environment() -> dict[str, str]:
+    """Ray carries a Flower message inside the actor call, unless the user set Ray's variable.
+
+    Ray inlines a task's arguments and return value up to 100 KiB and writes anything larger
+    to its shared-memory object store. Every message with a model crosses that limit (LeNet-5:
+    250 KiB), so each message and each reply paid a store write, a fetch and the raylet's
+    bookkeeping, in the driver and the raylet, whose CPU the client actors need. The store
+    buys nothing here: Flower serialises each message for one actor, which reads it once.
+    Inlined up to :data:`INLINE_LIMIT_BYTES`, a 300-client round took 15-20 % less time
+    (docs/results.md, "Scale"); larger models keep the store.
+    """
+    return {INLINE_LIMIT_ENV: os.environ.get(INLINE_LIMIT_ENV, str(INLINE_LIMIT_BYTES))}
 
 
 def backend_config(config: SimulationConfig) -> dict[str, Any]:
@@ -419,7 +435,7 @@ def run_on_simulation_engine(config: SimulationConfig, server_main: Callable[[Gr
     from fedforget.clients.app import app as client_app
 
     clear_stop()
-    environment = simulation_environment(config, config.out)
+    environment = {**simulation_environment(config, config.out), **message_transport_environment()}
     address = ray_address(config)
     private = private_instance_environment() if address is None else {}
     with _environment({**environment, **private}):

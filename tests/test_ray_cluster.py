@@ -30,7 +30,13 @@ import psutil
 import pytest
 
 from fedforget.config import ConfigError, validate_config
-from fedforget.simulations.runner import WORKER_NICENESS_ENV, backend_config, ray_address
+from fedforget.simulations.runner import (
+    INLINE_LIMIT_BYTES,
+    INLINE_LIMIT_ENV,
+    WORKER_NICENESS_ENV,
+    backend_config,
+    ray_address,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -203,15 +209,24 @@ def test_without_an_address_the_run_starts_a_private_instance(monkeypatch):
     assert init_args["num_cpus"] >= 1
 
 
-@pytest.mark.parametrize(("user", "expected"), [(None, "0"), ("5", "5")])
-def test_a_private_instance_runs_its_actors_at_the_users_priority(monkeypatch, user, expected):
-    """Ray's workers default to nice 15: the client actors would yield to any other job."""
+USER_SETTINGS = [
+    (None, {WORKER_NICENESS_ENV: "0", INLINE_LIMIT_ENV: str(INLINE_LIMIT_BYTES)}),
+    ({WORKER_NICENESS_ENV: "5", INLINE_LIMIT_ENV: "4096"}, None),  # the user's own settings
+]
+
+
+@pytest.mark.parametrize(("user", "expected"), USER_SETTINGS)
+def test_a_private_instance_sets_rays_variables_unless_the_user_did(monkeypatch, user, expected):
+    """Ray's workers default to nice 15: the client actors would yield to any other job; its
+    100 KiB inline limit put every message with a model through the object store."""
     from fedforget.simulations import runner
 
-    if user is None:
-        monkeypatch.delenv(runner.WORKER_NICENESS_ENV, raising=False)
-    else:
-        monkeypatch.setenv(runner.WORKER_NICENESS_ENV, user)
+    variables = (WORKER_NICENESS_ENV, INLINE_LIMIT_ENV)
+    for name in variables:
+        if user is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, user[name])
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     seen = {}
 
@@ -219,15 +234,16 @@ def test_a_private_instance_runs_its_actors_at_the_users_priority(monkeypatch, u
         pass
 
     def engine(**kwargs):  # stands in for Flower's engine: what would Ray's raylet inherit?
-        seen["niceness"] = os.environ.get(runner.WORKER_NICENESS_ENV)
+        seen.update({name: os.environ.get(name) for name in variables})
         raise EngineCalledError
 
     monkeypatch.setattr(runner, "run_simulation", engine)
     config = validate_config({"data": {"dataset": "digits"}})
     with pytest.raises(EngineCalledError):
         runner.run_on_simulation_engine(config, lambda grid: None)
-    assert seen["niceness"] == expected
-    assert os.environ.get(runner.WORKER_NICENESS_ENV) == user  # restored afterwards
+    assert seen == (expected or user)
+    for name in variables:  # restored afterwards
+        assert os.environ.get(name) == (None if user is None else user[name])
 
 
 def test_ray_address_variable_attaches_like_the_option(monkeypatch):
