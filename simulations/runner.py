@@ -243,7 +243,7 @@ def message_transport_environment() -> dict[str, str]:
     250 KiB), so each message and each reply paid a store write, a fetch and the raylet's
     bookkeeping, in the driver and the raylet, whose CPU the client actors need. The store
     buys nothing here: Flower serialises each message for one actor, which reads it once.
-    Inlined up to :data:`INLINE_LIMIT_BYTES`, a 300-client round took 15-20 % less time
+    Inlined up to :data:`INLINE_LIMIT_BYTES`, a 300-client round took 13-22 % less time
     (docs/results.md, "Scale"); larger models keep the store.
     """
     return {INLINE_LIMIT_ENV: os.environ.get(INLINE_LIMIT_ENV, str(INLINE_LIMIT_BYTES))}

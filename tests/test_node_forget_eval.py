@@ -2,7 +2,8 @@
 
 The ClientApp's handlers run in-process on a node directory: the user files a class deletion,
 the server's ``query.deletion_complete`` carries it out, and ``query.forget_eval`` must return
-the accuracy of each model on exactly the deleted samples, and nothing else.
+the accuracy of each model on exactly the deleted samples, and nothing else. A training
+reply depends on the message alone, not on what the handler's process served before.
 """
 
 from __future__ import annotations
@@ -124,3 +125,22 @@ def test_a_relay_hop_trains_on_at_most_its_sample_limit(tmp_path: Path) -> None:
     assert int(first.content[P.METRICS][P.NUM_EXAMPLES]) == 100
     weights, repeated = (m.content[P.ARRAYS].to_numpy_ndarrays() for m in (first, again))
     assert all(np.array_equal(a, b) for a, b in zip(weights, repeated, strict=True))
+
+
+def test_a_training_reply_does_not_depend_on_what_the_actor_served_before(tmp_path: Path) -> None:
+    """Plain training refills one model per process: it must start from the received weights
+    alone, whatever an earlier message (another node's, other weights) left in it."""
+    _, config, context = _node(tmp_path, 200)
+    torch.manual_seed(0)
+    received, other = (build_model("lenet5", 10, 1, 8).state_dict() for _ in range(2))
+
+    def trained(state: dict) -> list[np.ndarray]:
+        message = _message(P.TRAIN, config, **{P.ARRAYS: ArrayRecord(state)})
+        return client_app.train(message, context).content[P.ARRAYS].to_numpy_ndarrays()
+
+    client_app._process_model.cache_clear()
+    fresh = trained(received)  # on a model built for this message
+    trained(other)
+    reused = trained(received)  # on the model the two messages before trained
+    assert all(np.array_equal(a, b) for a, b in zip(fresh, reused, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(fresh, trained(other), strict=True))
