@@ -83,23 +83,26 @@ def _requests(message: Message, node: LocalNode) -> list[str]:
     return list(json.loads(text).get(str(node.context.node_id), [])) if text else []
 
 
+def _model_shape(data: ArrayDataset, num_classes: int) -> tuple[int, int, int]:
+    """The run model's classes, input channels and image size for images like ``data``'s."""
+    return num_classes, int(data.x.shape[1]), int(data.x.shape[2])
+
+
 def _new_model(config: SimulationConfig, data: ArrayDataset, num_classes: int) -> ClassifierModel:
-    return build_model(config.model, num_classes, int(data.x.shape[1]), int(data.x.shape[2]))
+    return build_model(config.model, *_model_shape(data, num_classes))
 
 
 def _received_model(message: Message, node: LocalNode) -> ClassifierModel:
     return _model_from(message.content[P.ARRAYS].to_torch_state_dict(), node)
 
 
-def _refilled_model(message: Message, node: LocalNode) -> ClassifierModel:
-    """This process's model of the run's shape, holding the received weights.
+def _refilled_model(message: Message, node: LocalNode, data: ArrayDataset) -> ClassifierModel:
+    """This process's model for images like ``data``'s, holding the received weights.
 
     For plain local training only: the model is shared by every message this actor serves,
     so a handler that keeps a model, holds two at once or hooks into one builds its own.
     """
-    data, _ = node.training_data()
-    num_classes = int(message.content[P.CONFIG][P.NUM_CLASSES])
-    shape = (num_classes, int(data.x.shape[1]), int(data.x.shape[2]))
+    shape = _model_shape(data, int(message.content[P.CONFIG][P.NUM_CLASSES]))
     model = _process_model(node.config.model, tuple(node.config.plugins), *shape)
     model.load_state_dict(message.content[P.ARRAYS].to_torch_state_dict())
     return model
@@ -150,7 +153,7 @@ def _train_reply(
         keep = _seeded_positions(len(data), max_samples, _seed(message, node))
         data, ids = data.subset(keep), ids[keep]
     hooked = P.DISTIL in message.content[P.CONFIG] or P.AUXILIARY in message.content[P.CONFIG]
-    model = _received_model(message, node) if hooked else _refilled_model(message, node)
+    model = _received_model(message, node) if hooked else _refilled_model(message, node, data)
     distiller = _distiller(message, node, data) if P.DISTIL in message.content[P.CONFIG] else None
     every = _quickdrop(config).settings.distil_every if distiller is not None else 1
     hooks = [distillation_hook(distiller, every)] if distiller is not None else []
