@@ -148,7 +148,7 @@ class DistillationUnlearner(Unlearner):
                 cfg.stop_accuracy,
             )
             context.report("pruning", 1, 1, units=float(len(pruned)))
-            if pruned and self._forgotten(student, x[sample], y[sample]):
+            if pruned and self._stops_at(batch_accuracy(student, x[sample], y[sample])):
                 return student.eval()
         anchor = [p.detach().clone() for p in student.parameters()]
         optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr)
@@ -158,14 +158,14 @@ class DistillationUnlearner(Unlearner):
             totals = self._run_epoch(student, teacher, anchor, x, y, optimizer, generator)
             totals["forget_accuracy"] = batch_accuracy(student, x[sample], y[sample])
             context.report("unlearning", epoch + 1, cfg.epochs, **totals)
-            if cfg.stop_accuracy is not None and totals["forget_accuracy"] <= cfg.stop_accuracy:
+            if self._stops_at(totals["forget_accuracy"]):
                 break
         return student.eval()
 
-    def _forgotten(self, student: ClassifierModel, x: torch.Tensor, y: torch.Tensor) -> bool:
-        """Whether D_f's accuracy is already at most ``stop_accuracy`` (no epoch need run)."""
+    def _stops_at(self, forget_accuracy: float) -> bool:
+        """Whether D_f's accuracy is at most ``stop_accuracy``: no (further) epoch need run."""
         stop = self.settings.stop_accuracy
-        return stop is not None and batch_accuracy(student, x, y) <= stop
+        return stop is not None and forget_accuracy <= stop
 
     def _natural(self, request: UnlearningRequest) -> bool:
         return (
