@@ -78,7 +78,10 @@ class DeletionConfig(_Section):
     step (in ``client`` mode it leaves then); a step whose clients hold no D_f deletes nothing.
     """
 
-    mode: Literal["backdoor", "random", "class", "client", "requests"] = "backdoor"
+    mode: str = Field(
+        "backdoor",
+        description="The deletion mode (fedforget.data.modes; `fedforget list` names them).",
+    )
     share: float = Field(0.06, description="Share of all training samples to delete.")
     count: int | None = Field(
         None,
@@ -100,10 +103,20 @@ class DeletionConfig(_Section):
     backdoor_target: int = Field(0, ge=0)
     trigger_size: int = Field(4, ge=1, description="Side of the square trigger, in pixels.")
 
+    @field_validator("mode")
+    @classmethod
+    def _registered_mode(cls, value: str) -> str:
+        from fedforget.data.modes import deletion_mode
+
+        return deletion_mode(value).name  # an alias (item) becomes the mode's name
+
     @model_validator(mode="after")
-    def _requests_are_taken_at_once_by_default(self) -> DeletionConfig:
-        if self.mode == "requests" and "round" not in self.model_fields_set:
-            self.round = 1
+    def _the_modes_own_default_round(self) -> DeletionConfig:
+        from fedforget.data.modes import deletion_mode
+
+        default = deletion_mode(self.mode).default_round
+        if default is not None and "round" not in self.model_fields_set:
+            self.round = default
         return self
 
     @field_validator("round")
@@ -497,15 +510,18 @@ class SimulationConfig(_Section):
                 raise ValueError(
                     f"deleting clients must be partition ids in [0, {self.clients - 1}], got {ids}"
                 )
-        if self.deletion.mode == "class" and not self.deletion.forget_classes:
-            raise ValueError("mode 'class' needs at least one --forget-class")
-        if self.deletion.forget_classes and self.deletion.mode in ("backdoor", "random", "client"):
-            raise ValueError(f"--forget-class applies to --mode class, not {self.deletion.mode}")
-        if self.task == "gan" and self.deletion.mode not in ("class", "random", "requests"):
+        mode = self.deletion_mode
+        mode.check(self)
+        if self.task == "gan" and mode.gan_mode is None:
             raise ValueError("the GAN task deletes images (--mode item) or a class (--mode class)")
-        if self.verify.method == "skyeye" and self.deletion.mode not in ("class", "backdoor"):
-            raise ValueError("--verify skyeye checks class and backdoor deletions (--mode)")
         return self
+
+    @property
+    def deletion_mode(self):  # -> fedforget.data.modes.DeletionMode (imported lazily)
+        """The configured deletion mode (:mod:`fedforget.data.modes`)."""
+        from fedforget.data.modes import deletion_mode
+
+        return deletion_mode(self.deletion.mode)
 
     def deletion_client_list(self) -> list[int] | None:
         """The configured deleting clients, every step's together (``None``: the default)."""
@@ -529,11 +545,6 @@ class SimulationConfig(_Section):
             raise ValueError(
                 f"{steps} deletion rounds need at least {steps} deleting clients "
                 "(or give each step's clients: --deleting-clients 5/6)"
-            )
-        if steps > 1 and self.deletion.mode == "requests":
-            raise ValueError(
-                "mode 'requests' takes node-side requests whenever they are filed; "
-                "give it one --deletion-round"
             )
 
     def deletion_steps(self) -> list[tuple[int, list[int]]]:
@@ -562,16 +573,13 @@ class SimulationConfig(_Section):
     def deleting_client_ids(self) -> list[int]:
         """Partition ids of the deleting clients.
 
-        Default: every client holds part of D_f (backdoor, random and class modes; paper 000
-        spreads the backdoored share over the users), or in ``client`` mode the first
-        ``max(1, round(share x clients))`` clients leave.
+        Default: the mode's (:meth:`DeletionMode.default_deleting_clients`): every client
+        holds part of D_f, or the first ``max(1, round(share x clients))`` clients leave.
         """
         configured = self.deletion_client_list()
         if configured is not None:
             return sorted(set(configured))
-        if self.deletion.mode == "client":
-            return list(range(max(1, round(self.deletion.share * self.clients))))
-        return list(range(self.clients))
+        return self.deletion_mode.default_deleting_clients(self)
 
     def to_json(self) -> str:
         """Serialise to JSON (paths as strings) for Flower run configs and ``summary.json``."""

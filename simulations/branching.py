@@ -236,17 +236,12 @@ def cost(strategy: FederatedUnlearning) -> dict[str, Any]:
     replies; ``seconds``: the step's wall time (unlearning + recovery).
     """
     record = strategy.deletion
-    training = (
-        record.generator_client_seconds
-        + record.distillation_client_seconds
-        + record.auxiliary_client_seconds
-    )
     return {
         "bytes_to_clients": record.bytes_to_clients,
         "bytes_from_clients": record.bytes_from_clients,
-        "history_bytes": record.history_bytes,
+        "history_bytes": int(record.need_figure("history", "bytes")),
         "client_seconds": record.client_compute_seconds,
-        "training_client_seconds": training,
+        "training_client_seconds": record.training_client_seconds(),
         "server_seconds": record.server_seconds,
         "seconds": record.wall_seconds,
     }

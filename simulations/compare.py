@@ -230,8 +230,9 @@ class ClassifierBranches(BranchTask):
         self, checkpoint: ArrayRecord, base: FederatedUnlearning, out_dir: Path
     ) -> dict[str, Any]:
         save_arrays(checkpoint, out_dir / "checkpoint.pt")
-        if base.generator.arrays is not None:  # the clients' GAN that MuGAN draws from
-            save_arrays(base.generator.arrays, out_dir / "generator.pt")
+        generator = base.needset.needs.get("generator")
+        if generator is not None and generator.arrays is not None:  # the GAN MuGAN draws from
+            save_arrays(generator.arrays, out_dir / "generator.pt")
         evaluator = Evaluator(self.federation, self.device, self.config.seed, self.config.mia)
         attach_references(evaluator, self.config, self.build)  # --mia calibrated only
         self.scorer = _Scorer(self.federation, evaluator, self.device)
@@ -261,16 +262,7 @@ class ClassifierBranches(BranchTask):
             "relay_hops_kept": record.relay_hops_kept,
             "relay_trace": record.relay_trace,
             "forget_samples": record.forget_samples,
-            "forget_samples_received": record.forget_samples_received,
-            "retain_samples": record.retain_samples,
-            "history_bytes": record.history_bytes,
-            "client_training_calls": record.client_training_calls,
-            "generator_client_seconds": record.generator_client_seconds,
-            "generator_bytes": record.generator_bytes,
-            "distillation_client_seconds": record.distillation_client_seconds,
-            "synthetic_bytes": record.synthetic_bytes,
-            "auxiliary_client_seconds": record.auxiliary_client_seconds,
-            "auxiliary_bytes": record.auxiliary_bytes,
+            "need_figures": record.needs,
         }
 
     def finish(self, rows: list[dict[str, Any]]) -> None:

@@ -126,8 +126,8 @@ class GanBranches(BranchTask):
         record = strategy.deletion
         return {
             "unlearning_seconds": record.unlearning_seconds,
-            "forget_samples_received": record.forget_samples_received,
-            "learning_samples": record.retain_samples,
+            "forget_samples_received": int(record.need_figure("forget", "samples_received")),
+            "learning_samples": int(record.need_figure("retain", "samples")),
             "report": strategy.unlearning_report,
         }
 

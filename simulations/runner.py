@@ -96,9 +96,9 @@ def check_run(config: SimulationConfig) -> None:
         a dataset cache folder that is a file; a ``--ray-address`` where no head node answers.
     """
     check_names(config)
-    if config.deletion.mode == "requests":
+    if config.deletion_mode.node_side:
         raise ConfigError(
-            "mode 'requests' carries out deletions users file on real nodes "
+            f"mode '{config.deletion.mode}' carries out deletions users file on real nodes "
             "(fedforget request-deletion); run it on a deployment with flwr run"
         )
     check_device(config.resources.server_device, "--server-device")
@@ -165,9 +165,9 @@ def mode_refusal(config: SimulationConfig, name: str) -> str | None:
     """Why strategy ``name`` does not carry out the configured deletion mode (``None``: it
     does). Node-side requests (``requests`` mode) take their mode from what users file, so
     they are checked at the deletion itself."""
-    if name == RETRAIN or config.deletion.mode == "requests":
+    if name == RETRAIN or config.deletion_mode.node_side:
         return None
-    return build_configured_unlearner(config, name).refusal(config.deletion.mode)
+    return build_configured_unlearner(config, name).refusal(config.deletion_mode)
 
 
 def check_strategies(config: SimulationConfig, names: list[str]) -> None:
@@ -193,7 +193,7 @@ def check_gan_strategies(config: SimulationConfig, names: list[str]) -> None:
 
     if config.verify.method != "none":
         raise ConfigError("--verify checks a classifier; the GAN task measures its own metrics")
-    mode = "class" if config.deletion.mode == "class" else "item"
+    mode = config.deletion_mode.gan_mode
     for name in dict.fromkeys([*names, *config.methods.options]):
         if name == GAN_RETRAIN:
             continue
@@ -210,7 +210,8 @@ def check_verifier(config: SimulationConfig) -> None:
     """A known ``--verify`` method whose options (``--option NAME.KEY=VALUE``) it accepts."""
     method = config.verify.method
     if method != "none":
-        build_verifier(method, **config.methods.options.get(method, {}))
+        verifier = build_verifier(method, **config.methods.options.get(method, {}))
+        verifier.check_mode(config.deletion_mode)
     unused = [n for n in config.methods.options if n in verifier_names() and n != method]
     if unused:
         raise ConfigError(f"options for verifier '{unused[0]}' but --verify is {method}")

@@ -1,13 +1,12 @@
 """Flower server strategies: deletion handling, unlearning step, recovery relay."""
 
-from fedforget.strategies.ledger import Bookkeeping, DeletionRecord
+from fedforget.strategies.ledger import Bookkeeping
 from fedforget.strategies.registry import build_strategy, strategy_names
 from fedforget.strategies.settings import StrategySettings
 from fedforget.strategies.unlearning import FederatedUnlearning, Retrain
 
 __all__ = [
     "Bookkeeping",
-    "DeletionRecord",
     "FederatedUnlearning",
     "Retrain",
     "StrategySettings",

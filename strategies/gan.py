@@ -30,6 +30,7 @@ from fedforget.gan.unlearner import (
     build_gan_unlearner,
     gan_unlearner_names,
 )
+from fedforget.needs import ForgetNeed, RetainNeed
 from fedforget.strategies.settings import StrategySettings
 from fedforget.strategies.unlearning import FederatedUnlearning
 
@@ -80,6 +81,7 @@ class FederatedGan(FederatedUnlearning):
         super().__init__(settings, unlearner=None, **parts)
         self.gan_unlearner = gan_unlearner
         self.unlearning_report: dict[str, Any] = {}
+        self.needset.attach_forget = False  # D_f is asked for at the deletion
 
     def unlearn_step(
         self, grid: Grid, server_round: int, arrays: ArrayRecord, nodes: list[int]
@@ -87,15 +89,16 @@ class FederatedGan(FederatedUnlearning):
         """Gather D_f (and learning images for few-shot methods), then unlearn the GAN."""
         if self.gan_unlearner is None:
             raise RuntimeError("FederatedGan needs a GAN unlearner")
-        forget, nodes = self.gathering.forget_data(grid, nodes)
         few_shot = getattr(self.gan_unlearner.settings, "shot", "few") == "few"
-        per_client = self.settings.retain_per_client
-        learning = self.gathering.retain_data(grid, per_client) if few_shot else None
-        self.gathering.complete_deletion(grid, nodes)
+        step = self.step.gather_step(grid, nodes)
+        wanted = [ForgetNeed.name, RetainNeed.name] if few_shot else [ForgetNeed.name]
+        gathered = self.needset.gather(step, wanted)
+        self.gathering.complete_deletion(grid, step.nodes)
+        learning = gathered.request.get("retain")
         request = GanUnlearningRequest(
-            unlearning=forget,
-            mode="class" if self.ledger.deletion_mode(nodes) == "class" else "item",
-            forgotten_classes=self.ledger.deletion_classes(nodes),
+            unlearning=gathered.request["forget"],
+            mode=step.mode.gan_mode,
+            forgotten_classes=step.forget_classes,
             learning=learning,
         )
         result = self.gan_unlearner.unlearn(

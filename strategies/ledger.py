@@ -1,26 +1,36 @@
-"""The deletion ledger: pending requests, what each node is, what the deletion step did.
+"""The deletion ledger: pending requests, what each node is, and the record of each step.
 
 The clients report their deletion requests in their training replies
 (:data:`~fedforget.protocol.DELETION_PENDING`, and for node-side requests the request ids and
 classes); :class:`DeletionLedger` notes them, together with the sample passes over deleted
 data (:class:`Bookkeeping`) and each node's partition id, until the strategy carries them out.
-The deletion step writes what it did into one :class:`DeletionRecord`, which becomes the run
-summary's :class:`~fedforget.report.summary.DeletionSummary` in one conversion.
 
-A run may carry out several deletion steps (sequential requests). The record then describes
-the latest step, with the ``requests`` and ``faults`` of every step so far (what a
-single-step run always reported), and :attr:`DeletionLedger.steps` keeps a copy of each
-step as it ended, with its own requests and faults only.
+A deletion step is opened (:meth:`DeletionLedger.open_deletion`: its round, nodes and
+requests), its parts run and each returns its figures (the unlearning's and the relay's
+seconds, the relay's trace, every data need's figures), and the step is closed
+(:meth:`DeletionLedger.close_deletion`): the one place where the step's record, a
+:class:`~fedforget.report.summary.DeletionSummary`, is assembled. The run summary shows that
+record as it is.
+
+A run may carry out several deletion steps (sequential requests). :attr:`DeletionLedger.record`
+describes the latest step, with the ``requests`` and ``faults`` of every step so far (what a
+single-step run always reported), and :attr:`DeletionLedger.steps` keeps each step's record
+with its own requests and faults only.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from logging import INFO
+from typing import Any
 
 from flwr.app import Message
+from flwr.common.logger import log
 
 from fedforget import protocol as P
+from fedforget.data.modes import DeletionMode, deletion_mode
 from fedforget.data.sources import ArrayDataset
 from fedforget.report.summary import Bookkeeping as BookkeepingSummary
 from fedforget.report.summary import DeletionSummary
@@ -28,97 +38,6 @@ from fedforget.strategies.messaging import Traffic, data_in
 
 RequestsFiled = tuple[list[str], list[int]]
 """A node's filed request ids and the classes they name."""
-
-
-@dataclass
-class DeletionRecord:
-    """What the deletion step did and how long each part took."""
-
-    round: int = 0
-    clients: list[int] = field(default_factory=list)
-    forget_samples: int = 0
-    unlearning_seconds: float = 0.0
-    recovery_seconds: float = 0.0
-    relay_hops: int = 0
-    relay_min_accuracy: float | None = None
-    relay_hops_kept: int = 0
-    relay_stop: str | None = None
-    relay_trace: list[dict] = field(default_factory=list)
-    relay_objective_start: float | None = None
-    relay_objective_before: float | None = None
-    relay_objective: float | None = None
-    relay_objective_source: str | None = None
-    relay_client_calls: int = 0
-    forget_samples_received: int = 0
-    retain_samples: int = 0
-    history_bytes: int = 0
-    client_training_calls: int = 0
-    nodes: list[int] = field(default_factory=list)
-    requests: list[dict] = field(default_factory=list)
-    faults: list[dict] = field(default_factory=list)
-    node_forget_accuracy: dict[str, float] = field(default_factory=dict)
-    node_forget_samples: int = 0
-    generator_client_seconds: float = 0.0
-    generator_bytes: int = 0
-    distillation_client_seconds: float = 0.0
-    synthetic_bytes: int = 0
-    auxiliary_client_seconds: float = 0.0
-    auxiliary_bytes: int = 0
-    bytes_to_clients: int = 0
-    bytes_from_clients: int = 0
-    forget_bytes_with_requests: int = 0
-    """D_f that came with the requests (in training or status replies): part of the step's
-    traffic."""
-    client_compute_seconds: float = 0.0
-    server_seconds: float = 0.0
-
-    @property
-    def wall_seconds(self) -> float:
-        """The deletion step's wall time: unlearning plus recovery."""
-        return self.unlearning_seconds + self.recovery_seconds
-
-    def add_cost(self, traffic: Traffic) -> None:
-        """The deletion step's messages: bytes each way, client compute, and the server's own
-        time (the step's wall time less the time it waited for replies)."""
-        self.bytes_to_clients = traffic.bytes_to_clients
-        self.bytes_from_clients = traffic.bytes_from_clients + self.forget_bytes_with_requests
-        self.client_compute_seconds = traffic.client_seconds
-        self.server_seconds = max(0.0, self.wall_seconds - traffic.waiting_seconds)
-
-    def summary(self, mode: str, forget_classes: list[int]) -> DeletionSummary:
-        """The run summary's view: the configured deletion plus what this step did.
-
-        Without configured ``forget_classes`` (node-side requests) the classes are the ones
-        the carried-out requests named.
-        """
-        named = sorted({c for request in self.requests for c in request["classes"]})
-        fields = {k: v for k, v in asdict(self).items() if k in DeletionSummary.model_fields}
-        fields.update(
-            mode=mode, round=self.round or None, forget_classes=list(forget_classes) or named
-        )
-        return DeletionSummary(**fields)
-
-
-KEPT_ACROSS_STEPS = frozenset(
-    {
-        "requests",
-        "faults",
-        "generator_client_seconds",
-        "generator_bytes",
-        "distillation_client_seconds",
-        "auxiliary_client_seconds",
-    }
-)
-"""Record fields a new deletion step does not reset: lists over every step, training costs
-(the clients' work during training happens before the step that opens the record)."""
-
-
-def _start_step(record: DeletionRecord) -> None:
-    """Reset what one deletion step measures, so that a later step does not add to it."""
-    fresh = DeletionRecord()
-    for item in fields(DeletionRecord):
-        if item.name not in KEPT_ACROSS_STEPS:
-            setattr(record, item.name, getattr(fresh, item.name))
 
 
 @dataclass
@@ -141,39 +60,78 @@ class Bookkeeping:
         )
 
 
+@dataclass
+class StepFigures:
+    """What the parts of one deletion step measured, handed to :meth:`close_deletion`.
+
+    Attributes
+    ----------
+    unlearning_seconds, recovery_seconds : float
+        Wall seconds of the unlearning and of the recovery relay.
+    relay : dict
+        The relay's figures (``relay_*`` fields of the record; empty without a relay).
+    needs : dict
+        Per data need: the figures it recorded (gathering and training).
+    extra_bytes_from_clients : int
+        Data the clients sent for the step outside its messages (D_f with the requests).
+    """
+
+    unlearning_seconds: float = 0.0
+    recovery_seconds: float = 0.0
+    relay: dict[str, Any] = field(default_factory=dict)
+    needs: dict[str, dict[str, float]] = field(default_factory=dict)
+    extra_bytes_from_clients: int = 0
+    """Data the clients sent for the step outside its messages (D_f with the requests)."""
+
+
+@dataclass
+class OpenStep:
+    """The deletion step under way: its round, nodes and what their requests sent along."""
+
+    round: int
+    nodes: list[int]
+    clients: list[int]
+    forget_samples: int
+    faults_before: int
+
+
 class DeletionLedger:
-    """Pending deletion requests and the record of the deletion step that carries them out.
+    """Pending deletion requests and the records of the deletion steps that carry them out.
 
     Parameters
     ----------
-    mode : str
-        The configured deletion mode; ``requests`` takes mode and classes from what the
-        nodes filed.
+    mode : str or DeletionMode
+        The configured deletion mode; node-side modes take mode and classes from what the
+        nodes filed (:meth:`DeletionMode.resolve`).
     forget_classes : tuple of int
         The configured forgotten classes (``class`` mode).
     """
 
-    def __init__(self, mode: str, forget_classes: tuple[int, ...]) -> None:
-        self.mode = mode
+    def __init__(self, mode: str | DeletionMode, forget_classes: tuple[int, ...]) -> None:
+        self.mode = deletion_mode(mode)
         self.forget_classes = tuple(forget_classes)
-        self.record = DeletionRecord()
         self.bookkeeping = Bookkeeping()
         self.partition_of: dict[int, int] = {}
         self.pending: dict[int, int] = {}  # node id -> samples to delete
-        self.filed: dict[int, RequestsFiled] = {}  # node-side requests (``requests`` mode)
+        self.filed: dict[int, RequestsFiled] = {}  # node-side requests
         self.forget_sent: dict[int, ArrayDataset] = {}
         """D_f that nodes sent with their request (``attach-forget``), until it is used."""
         self.compute_seconds = 0.0  # client compute since the last reset (one FedAvg round)
-        self.steps: list[DeletionRecord] = []  # each finished deletion step, in order
-        self._faults_before_step = 0
+        self.requests: list[dict[str, Any]] = []  # every step's requests
+        self.faults: list[dict[str, Any]] = []  # every node failure so far
+        self.steps: list[DeletionSummary] = []  # each finished deletion step, in order
+        self.current: OpenStep | None = None
+        self.record = DeletionSummary(mode=self.mode.name, forget_classes=list(forget_classes))
+        """The latest finished step (an empty record before the first)."""
 
     def client_of(self, node: int) -> int:
         """The partition id of ``node`` (``-1`` before it first replied)."""
         return self.partition_of.get(node, -1)
 
     def record_fault(self, fault: dict) -> None:
-        """Keep a node's failure in the deletion record."""
-        self.record.faults.append(fault)
+        """Keep a node's failure (every record lists the faults so far)."""
+        self.faults.append(fault)
+        self.record.faults = list(self.faults)
 
     def take_over(self, parent: DeletionLedger) -> None:
         """Continue from ``parent``'s requests and node ids (a ``compare`` branch)."""
@@ -212,15 +170,11 @@ class DeletionLedger:
 
     # ------------------------------------------------------------------ the deletion step
     def open_deletion(self, server_round: int) -> list[int]:
-        """Move the pending requests into the record of this round's deletion; their nodes."""
+        """Open this round's step for the pending requests; returns their nodes."""
         nodes = sorted(self.pending)
-        record = self.record
-        _start_step(record)
-        self._faults_before_step = len(record.faults)
-        record.forget_samples = sum(self.pending.values())
         for node in nodes:
             ids, classes = self.filed.get(node, ([], list(self.forget_classes)))
-            record.requests.append(
+            self.requests.append(
                 {
                     "round": server_round,
                     "client": self.client_of(node),
@@ -230,45 +184,117 @@ class DeletionLedger:
                     "samples": self.pending[node],
                 }
             )
+        self.current = OpenStep(
+            round=server_round,
+            nodes=nodes,
+            clients=sorted(self.client_of(n) for n in nodes),
+            forget_samples=sum(self.pending.values()),
+            faults_before=len(self.faults),
+        )
         self.pending.clear()
-        record.round = server_round
-        record.clients = sorted(self.client_of(n) for n in nodes)
-        record.nodes = nodes
         return nodes
 
-    def close_deletion(self, traffic: Traffic) -> None:
-        """The deletion step ended: record what its messages cost; keep a copy of the step."""
-        record = self.record
-        record.add_cost(traffic)
-        step = replace(
-            record,
-            requests=[r for r in record.requests if r["round"] == record.round],
-            faults=record.faults[self._faults_before_step :],
-            clients=list(record.clients),
-            nodes=list(record.nodes),
-        )
-        self.steps.append(step)
+    def close_deletion(self, figures: StepFigures, traffic: Traffic) -> DeletionSummary:
+        """Assemble the step's record from its parts' ``figures`` and its messages' cost.
 
-    def step_summaries(self, mode: str, forget_classes: list[int]) -> list[DeletionSummary]:
-        """Every finished deletion step's summary, in order."""
-        return [step.summary(mode, forget_classes) for step in self.steps]
+        ``bytes_from_clients`` includes what came outside the step's messages (D_f with the
+        requests, in training or status replies); ``server_seconds`` is the step's wall time
+        less the time it waited for replies.
+        """
+        step = self.current
+        if step is None:
+            raise RuntimeError("no deletion step is open")
+        wall = figures.unlearning_seconds + figures.recovery_seconds
+        record = DeletionSummary(
+            mode=self.mode.name,
+            round=step.round,
+            clients=step.clients,
+            nodes=step.nodes,
+            forget_samples=step.forget_samples,
+            forget_classes=list(self.forget_classes) or self._named_classes(),
+            unlearning_seconds=figures.unlearning_seconds,
+            recovery_seconds=figures.recovery_seconds,
+            **figures.relay,
+            needs=figures.needs,
+            bytes_to_clients=traffic.bytes_to_clients,
+            bytes_from_clients=traffic.bytes_from_clients + figures.extra_bytes_from_clients,
+            client_compute_seconds=traffic.client_seconds,
+            server_seconds=max(0.0, wall - traffic.waiting_seconds),
+            requests=list(self.requests),
+            faults=list(self.faults),
+        )
+        own_requests = [r for r in self.requests if r["round"] == step.round]
+        own_faults = self.faults[step.faults_before :]
+        self.steps.append(
+            record.model_copy(update={"requests": own_requests, "faults": own_faults})
+        )
+        self.record = record
+        self.current = None
+        return record
+
+    def log_requests(self, server_round: int) -> None:
+        """Flower's log: which clients asked for a deletion, how many samples, which requests."""
+        step = self.current
+        if step is None:
+            return
+        log(
+            INFO,
+            "deletion: requests after round %d from clients %s (%d samples)",
+            server_round,
+            step.clients,
+            step.forget_samples,
+        )
+        for entry in self.requests:
+            if entry["round"] == server_round:
+                named = f", requests {entry['requests']}" if entry["requests"] else ""
+                classes = f", classes {entry['classes']}" if entry["classes"] else ""
+                client, node, samples = entry["client"], entry["node"], entry["samples"]
+                log(
+                    INFO,
+                    "deletion:   client %d (node %d): %d samples%s%s",
+                    client,
+                    node,
+                    samples,
+                    classes,
+                    named,
+                )
+
+    def note_node_forget_accuracy(self, found: Mapping[str, float], samples: int) -> None:
+        """The deleting nodes' own accuracy on their deleted samples, measured after a step
+        (and at the run's end): added to the latest record and its step's copy."""
+        for record in (self.record, *self.steps[-1:]):
+            record.node_forget_accuracy.update(found)
+            record.node_forget_samples = max(record.node_forget_samples, samples)
+
+    def _named_classes(self) -> list[int]:
+        """The classes the carried-out node-side requests named (for the record)."""
+        return sorted({c for request in self.requests for c in request["classes"]})
+
+    @property
+    def step_round(self) -> int:
+        """The round of the step under way (else of the latest step; 0 before any)."""
+        if self.current is not None:
+            return self.current.round
+        return self.record.round or 0
 
     def deletion_entries(self, nodes: list[int]) -> dict[str, object]:
         """Config entries of the deletion's messages: its round and the requests carried out."""
         named = {str(n): self.filed[n][0] for n in nodes if n in self.filed}
         requests = {P.REQUESTS: json.dumps(named)} if named else {}
-        return {**requests, P.SERVER_ROUND: self.record.round}
+        return {**requests, P.SERVER_ROUND: self.step_round}
 
-    def deletion_mode(self, nodes: list[int]) -> str:
-        """The configured mode; for node-side requests, ``class`` when every one names classes."""
-        if self.mode != "requests":
-            return self.mode
-        return "class" if self.deletion_classes(nodes) else "random"
+    def deletion_mode(self, nodes: list[int]) -> DeletionMode:
+        """The mode the nodes' requests amount to (the configured one, or for node-side
+        requests what they filed: a class deletion when every one names classes)."""
+        return self.mode.resolve(bool(self._filed_classes(nodes)))
 
     def deletion_classes(self, nodes: list[int]) -> tuple[int, ...]:
         """The forgotten classes: configured, or named by every one of the nodes' requests."""
-        if self.mode != "requests":
+        if not self.mode.node_side:
             return self.forget_classes
+        return self._filed_classes(nodes)
+
+    def _filed_classes(self, nodes: list[int]) -> tuple[int, ...]:
         filed = [self.filed.get(n, ([], []))[1] for n in nodes]
         if not filed or not all(filed):
             return ()

@@ -27,8 +27,19 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from fedforget import protocol as P
-from fedforget.data.sources import ArrayDataset
+from fedforget.needs.records import arrays_from, data_in, messages_to, numpy_state
 from fedforget.stopping import pause
+
+__all__ = [
+    "MessageConfigs",
+    "NodeMessenger",
+    "PendingQuery",
+    "Traffic",
+    "arrays_from",
+    "data_in",
+    "messages_to",
+    "numpy_state",
+]
 
 PULL_INTERVAL = 0.1  # longest wait between polls for replies (send_and_receive sleeps 3 s)
 FIRST_PULL_INTERVAL = 0.01  # shortest wait between polls
@@ -173,11 +184,6 @@ class Traffic:
         self.bytes_from_clients += sum(payload_bytes(r.content) for r in good)
         self.client_seconds += sum(reported_compute_seconds(r) for r in good)
         self.waiting_seconds += seconds
-
-
-def messages_to(record: RecordDict, nodes: Iterable[int], message_type: str) -> list[Message]:
-    """One message of ``message_type`` carrying ``record`` to each node."""
-    return [Message(content=record, message_type=message_type, dst_node_id=n) for n in nodes]
 
 
 @dataclass
@@ -364,18 +370,3 @@ class NodeMessenger:
         """Replies arrive in no fixed order, and node ids change from run to run: sorting by
         partition id makes every sum over replies (FedAvg, D_f's order) reproducible."""
         return self.client_of(node), node
-
-
-def numpy_state(arrays: ArrayRecord) -> dict[str, np.ndarray]:
-    """The arrays as a NumPy state dict."""
-    return {key: array.numpy() for key, array in arrays.items()}
-
-
-def arrays_from(state: dict[str, np.ndarray]) -> ArrayRecord:
-    """A NumPy state dict as an ArrayRecord (the form messages carry)."""
-    return ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in state.items()})
-
-
-def data_in(record: ArrayRecord) -> ArrayDataset:
-    """The samples an ``x``/``y`` record carries (a data reply, a D_f sent with a request)."""
-    return ArrayDataset(x=record["x"].numpy(), y=record["y"].numpy())

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from logging import INFO
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
@@ -117,8 +118,9 @@ class RecoveryRelay:
         candidates: list[int] | None = None,
         before_scores: Mapping[int, ClientScore] | None = None,
         forget_classes: Sequence[int] = (),
-    ) -> ArrayRecord:
-        """The relayed model (``arrays`` itself when no hop improved it).
+    ) -> tuple[ArrayRecord, dict[str, Any]]:
+        """The relayed model (``arrays`` itself when no hop improved it) and the relay's
+        figures (the deletion record's ``relay_*`` fields).
 
         ``before`` (the model before unlearning) sets the standard the relay restores when
         ``settings.restore`` is on; ``budget_seconds`` is the wall time it may spend;
@@ -145,17 +147,18 @@ class RecoveryRelay:
             before_scores=before_scores,
             budget_seconds=budget_seconds,
         )
-        record = self.ledger.record
-        record.relay_hops = len(result.hops)
-        record.relay_hops_kept = sum(hop.kept for hop in result.hops)
-        record.relay_objective_start = _finite(result.start_objective)
-        record.relay_objective = _finite(result.objective)
-        record.relay_objective_before = _finite(result.before_objective)
-        record.relay_objective_source = "clients" if validate is None else "validation"
-        record.relay_min_accuracy = _finite(result.objective)
-        record.relay_client_calls = result.evaluations + result.trainings
-        record.relay_stop = result.stopped
-        record.relay_trace = [self._trace(hop) for hop in result.hops]
+        figures = {
+            "relay_hops": len(result.hops),
+            "relay_hops_kept": sum(hop.kept for hop in result.hops),
+            "relay_objective_start": _finite(result.start_objective),
+            "relay_objective": _finite(result.objective),
+            "relay_objective_before": _finite(result.before_objective),
+            "relay_objective_source": "clients" if validate is None else "validation",
+            "relay_min_accuracy": _finite(result.objective),
+            "relay_client_calls": result.evaluations + result.trainings,
+            "relay_stop": result.stopped,
+            "relay_trace": [self._trace(hop) for hop in result.hops],
+        }
         self._log(result)
         self.observer.progress(
             "recovery",
@@ -164,8 +167,8 @@ class RecoveryRelay:
             {"accuracy": result.objective},
         )
         if result.state is start:
-            return arrays
-        return arrays_from(result.state)
+            return arrays, figures
+        return arrays_from(result.state), figures
 
     def _trace(self, hop: Hop) -> dict:
         """A hop as the run summary records it (client ids, not Flower node ids)."""

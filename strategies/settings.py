@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fedforget import protocol as P
 from fedforget.config import ConfigError, RecoveryConfig, SimulationConfig
+from fedforget.data.modes import DeletionMode
 
 
 class StrategySettings(BaseModel):
@@ -87,9 +88,9 @@ class StrategySettings(BaseModel):
 
     # ------------------------------------------------------------------ derived settings
     @property
-    def mode(self) -> str:
-        """The deletion mode (``backdoor``, ``random``, ``class``, ``client``, ``requests``)."""
-        return self.config.deletion.mode
+    def mode(self) -> DeletionMode:
+        """The configured deletion mode (:mod:`fedforget.data.modes`)."""
+        return self.config.deletion_mode
 
     @property
     def forget_classes(self) -> tuple[int, ...]:
@@ -97,9 +98,9 @@ class StrategySettings(BaseModel):
         return tuple(self.config.deletion.forget_classes)
 
     @property
-    def client_leaves(self) -> bool:
-        """Whether deleting clients leave the federation (``client`` mode)."""
-        return self.mode == "client"
+    def clients_leave(self) -> bool:
+        """Whether deleting clients leave the federation with their data."""
+        return self.mode.clients_leave
 
     @property
     def seed(self) -> int:

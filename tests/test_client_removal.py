@@ -34,7 +34,7 @@ from fedforget.unlearning.fedosd import project_out, remove_conflict, unlearning
 from fedforget.unlearning.fedquit import virtual_teacher_logits
 from fedforget.unlearning.negation import negate_layer
 from fedforget.unlearning.pga import L2Ball
-from fedforget.unlearning.quickdrop import distillation_hook, split_synthetic
+from fedforget.unlearning.quickdrop import distillation_hook
 
 torch.set_num_threads(1)
 
@@ -83,13 +83,8 @@ class Trained:
         self.mode = "class" if kind == "class" else "client"
 
     def unlearn(self, name: str, **options: object):
-        classes = (3,) if self.mode == "class" else ()
         leaving = (0,) if self.mode == "client" else ()
-        synthetic = (
-            split_synthetic(self.synthetic, self.mode, classes, leaving)
-            if self.synthetic
-            else (None, None)
-        )
+        synthetic = {cid: {"x": d.x, "y": d.y} for cid, d in self.synthetic.items()}
         request = UnlearningRequest(
             forget=self.federation.forget_set(),
             num_classes=self.federation.num_classes,
@@ -97,8 +92,7 @@ class Trained:
             forget_classes=(3,) if self.mode == "class" else (),
             history=tuple(self.history),
             leaving_clients=leaving,
-            synthetic_forget=synthetic[0],
-            synthetic_retain=synthetic[1],
+            client_state={"synthetic": synthetic},
         )
         context = UnlearningContext(
             initial_state=self.initial,

@@ -87,8 +87,9 @@ def test_a_new_round_re_anchors_the_leaving_clients_head_on_the_received_one():
     assert first is not None
     other = _lenet()
     training(other, torch.from_numpy(data.x[:4]), torch.from_numpy(data.y[:4]))
-    assert training.kept is not None and np.array_equal(training.kept["weight"], first["weight"])
-    assert training.total_seconds > 0
+    assert training.previous is not None
+    assert np.array_equal(training.previous["weight"], first["weight"])
+    assert training.spent_seconds() > 0
 
 
 def build_federation_like(n: int):
@@ -157,7 +158,7 @@ def outcome(make_config, make_leaving_client_federation):
             mode=mode,
             forget_classes=classes,
             leaving_clients=(0,) if mode == "client" else (),
-            auxiliary_heads=tuple(t.state() for t in trainings.values()),
+            client_state={"auxiliary": {cid: t.state() for cid, t in trainings.items()}},
         )
         context = UnlearningContext(initial_state=initial, build_model=build, seed=seed)
         unlearned = fedau.unlearn(load_numpy_state(build(), trained), request, context)

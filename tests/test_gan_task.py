@@ -49,8 +49,9 @@ def test_class_deletion_runs_every_phase_and_drops_the_class(class_run):
     assert summary.deletion.round == 2
     # every client's 3s, also from the clients the deletion round did not sample
     threes = int((build_federation(config).train.y == 3).sum())
-    assert summary.deletion.forget_samples == summary.deletion.forget_samples_received == threes
-    assert summary.deletion.retain_samples == 4 * 150  # few-shot learning images
+    received = summary.deletion.need_figure("forget", "samples_received")
+    assert summary.deletion.forget_samples == received == threes
+    assert summary.deletion.need_figure("retain", "samples") == 4 * 150  # few-shot learning
     assert summary.unlearning["iterations"] >= 1
     stored = json.loads((config.out / "summary.json").read_text())
     assert stored["phases"]["final"]["forgotten_recognition"] is not None
@@ -146,11 +147,12 @@ def mugan_comparison(tmp_path_factory, make_config):
 def test_mugan_generator_is_trained_by_the_clients_alongside_the_model(mugan_comparison):
     details = mugan_comparison.details
     assert details["mugan"]["needs"] == ["generator"]
-    assert details["mugan"]["generator_client_seconds"] > 0  # the clients paid for it
-    assert details["mugan"]["generator_bytes"] > 100_000
-    assert details["mugan"]["forget_samples_received"] == 0  # no real sample reached the server
-    assert details["distill"]["generator_client_seconds"] == 0
+    generator = details["mugan"]["need_figures"]["generator"]
+    assert generator["training_client_seconds"] > 0  # the clients paid for it
+    assert generator["bytes"] > 100_000
+    assert "forget" not in details["mugan"]["need_figures"]  # no real sample reached the server
+    assert "generator" not in details["distill"]["need_figures"]
     row = mugan_comparison.row("mugan")  # the compare.csv column sums the training-time parts
-    assert row["training_client_seconds"] == details["mugan"]["generator_client_seconds"]
+    assert row["training_client_seconds"] == generator["training_client_seconds"]
     assert mugan_comparison.row("distill")["training_client_seconds"] == 0
     assert mugan_comparison.row("mugan")["forget_test_accuracy"] < 0.5

@@ -128,11 +128,11 @@ def test_federaser_replays_the_stored_updates_on_the_clients(tmp_path, make_conf
         t.numel() * t.element_size() for t in build_model("lenet5", 10, 1, 8).state_dict().values()
     )
     # every client's update of every round before the deletion was kept
-    assert summary.deletion.history_bytes == config.deletion.round * config.clients * model_bytes
+    assert summary.deletion.need_figure("history", "bytes") == config.deletion.round * config.clients * model_bytes
     # one calibration training on the clients per kept round, never on the deleted data
-    assert summary.deletion.client_training_calls == config.deletion.round
+    assert summary.deletion.need_figure("rounds", "client_training_calls") == config.deletion.round
     assert summary.bookkeeping.deleted_passes_after_deletion == 0
-    assert summary.deletion.retain_samples == 0  # FedEraser never receives client data
+    assert set(summary.deletion.needs) == {"history", "rounds"}  # FedEraser gets no client data
     before = summary.phases.before_deletion.test_accuracy
     assert before > 0.5  # the setup really learned
     # the model rebuilt from w_0 with calibrated updates is about as good as the original
@@ -149,7 +149,7 @@ def test_client_side_unlearning_keeps_d_f_on_the_nodes(tmp_path, make_config):
         unlearning={"batch_size": 16},
     )
     summary = simulate(config)
-    assert summary.deletion.forget_samples_received == 0  # no D_f sample reached the server
+    assert "forget" not in summary.deletion.needs  # no D_f sample reached the server
     assert summary.deletion.clients == [0, 1]
     before = summary.phases.before_deletion.backdoor_success
     assert before > 0.5
@@ -168,8 +168,8 @@ def test_quickdrop_unlearns_a_class_on_the_clients_distilled_sets(tmp_path, make
     summary = simulate(config)
     # every client distilled while it trained, and sent its set: 10 images of each class it
     # holds (digits' IID partition: all 10), 8x8 float32 images and int64 labels
-    assert summary.deletion.distillation_client_seconds > 0
-    assert summary.deletion.synthetic_bytes == config.clients * 10 * 10 * (64 * 4 + 8)
+    assert summary.deletion.need_figure("synthetic", "training_client_seconds") > 0
+    assert summary.deletion.need_figure("synthetic", "bytes") == config.clients * 10 * 10 * (64 * 4 + 8)
     _forgot_the_class_without_its_samples(summary)
 
 
@@ -187,15 +187,15 @@ def test_fedau_unlearns_a_class_with_the_clients_auxiliary_heads(tmp_path, make_
     # a float32 weight and bias of LeNet-5's head
     head = build_model("lenet5", 10, 1, 8).head
     head_bytes = (head.weight.numel() + head.bias.numel()) * 4
-    assert summary.deletion.auxiliary_client_seconds > 0
-    assert summary.deletion.auxiliary_bytes == config.clients * head_bytes
+    assert summary.deletion.need_figure("auxiliary", "training_client_seconds") > 0
+    assert summary.deletion.need_figure("auxiliary", "bytes") == config.clients * head_bytes
     _forgot_the_class_without_its_samples(summary)
 
 
 def _forgot_the_class_without_its_samples(summary) -> None:
     """No real sample reached the server or was trained on after the deletion; the test 3s
     were learned, then halved, and the rest kept within 15 points."""
-    assert summary.deletion.forget_samples_received == 0
+    assert "forget" not in summary.deletion.needs
     assert summary.bookkeeping.deleted_passes_after_deletion == 0
     before = summary.phases.before_deletion
     after = summary.phases.after_unlearning

@@ -25,8 +25,8 @@ from fedforget.config import ConfigError, SimulationConfig
 from fedforget.data import ArrayDataset
 from fedforget.report.summary import DeletionSummary
 from fedforget.strategies import FederatedUnlearning, Retrain, StrategySettings
-from fedforget.strategies.ledger import DeletionLedger, DeletionRecord
-from fedforget.strategies.messaging import NodeMessenger, payload_bytes
+from fedforget.strategies.ledger import DeletionLedger, StepFigures
+from fedforget.strategies.messaging import NodeMessenger, Traffic, payload_bytes
 from fedforget.strategies.relay import RecoveryRelay
 from fedforget.unlearning import Unlearner, UnlearningContext, UnlearningRequest
 
@@ -249,7 +249,7 @@ def test_the_deletion_step_gathers_d_f_drops_it_unlearns_then_relays() -> None:
 
     record = strategy.deletion
     assert (record.round, record.clients, record.nodes) == (1, [1], [101])
-    assert record.forget_samples == record.forget_samples_received == 5
+    assert record.forget_samples == record.need_figure("forget", "samples_received") == 5
     (request,) = unlearner.seen
     assert len(request.forget) == 5 and request.mode == "class" and request.forget_classes == (3,)
     # D_f came from the requesting client alone; it dropped it before any further training
@@ -371,7 +371,7 @@ def test_the_deleting_nodes_report_their_own_d_f_accuracy_per_phase() -> None:
     large.forget_accuracy = 0.5
     grid, _ = _federation(a=small, b=large, c=FakeClient(2))
     strategy = _strategy(_config(mode="requests", forget_classes=[]), ZeroingUnlearner())
-    assert strategy.nodes_measure_forget  # node-side requests: the server holds no D_f
+    assert strategy.settings.mode.node_side  # node-side requests: the server holds no D_f
 
     strategy.start(grid, _initial(), num_rounds=2)
 
@@ -387,8 +387,8 @@ def test_the_deleting_nodes_report_their_own_d_f_accuracy_per_phase() -> None:
     # one message after the deletion step (three models) and one at the end, deleting nodes only
     assert grid.types_sent().count(P.FORGET_EVAL) == 2 * 2
     assert grid.types_sent(102).count(P.FORGET_EVAL) == 0
-    summary = record.summary("requests", [])
-    assert summary.node_forget_accuracy["final"] == 0.0 and summary.node_forget_samples == 8
+    (step,) = strategy.ledger.steps  # the step's own record has them too
+    assert step.node_forget_accuracy["final"] == 0.0 and step.node_forget_samples == 8
 
 
 def test_a_node_that_cannot_score_its_d_f_is_a_fault_and_left_out() -> None:
@@ -482,36 +482,38 @@ def test_the_relay_stops_at_once_when_the_clients_meet_the_bar() -> None:
     grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, accuracy=0.95))
     relay, ledger = _relay(grid)
     arrays = _initial()
-    assert relay.run(grid, arrays) is arrays
+    relayed, figures = relay.run(grid, arrays)
+    assert relayed is arrays
     assert grid.types_sent().count(P.RELAY_TRAIN) == 0
-    assert ledger.record.relay_hops == 0
-    assert ledger.record.relay_objective == pytest.approx(0.97)
+    assert figures["relay_hops"] == 0
+    assert figures["relay_objective"] == pytest.approx(0.97)
 
 
 def test_the_weakest_clients_train_with_the_proximal_term() -> None:
     clients = {f"c{i}": FakeClient(i, accuracy=0.5 + 0.1 * i) for i in range(4)}
     grid, nodes = _federation(**clients)
     relay, ledger = _relay(grid, per_hop=2, max_hops=1)
-    relay.run(grid, _initial())
+    _, figures = relay.run(grid, _initial())
     trained = sorted(n for n in nodes if grid.types_sent(n).count(P.RELAY_TRAIN))
     assert trained == [100, 101]  # the two weakest
     config = next(c for c in nodes[100].configs if P.PROXIMAL_MU in c)
     assert float(config[P.PROXIMAL_MU]) == 1.0 and float(config[P.LEARNING_RATE]) == 0.01
-    assert ledger.record.relay_hops_kept == 1
+    assert figures["relay_hops_kept"] == 1
 
 
 def test_a_hop_that_does_not_help_is_discarded_and_the_input_returned() -> None:
     grid, _ = _federation(a=FakeClient(0, accuracy=0.1, improves=False), b=FakeClient(1))
     relay, ledger = _relay(grid, max_hops=2)
     arrays = _initial()
-    assert relay.run(grid, arrays) is arrays
+    relayed, record = relay.run(grid, arrays)
+    assert relayed is arrays
     assert grid.types_sent(100).count(P.RELAY_TRAIN) == 2
-    record = ledger.record
-    assert (record.relay_hops, record.relay_hops_kept) == (2, 0)
-    assert record.relay_objective == record.relay_objective_start == pytest.approx(0.545)
+    assert (record["relay_hops"], record["relay_hops_kept"]) == (2, 0)
+    start = record["relay_objective_start"]
+    assert record["relay_objective"] == start == pytest.approx(0.545)
     lrs = [float(c[P.LEARNING_RATE]) for c in grid.handlers[100].configs if P.LEARNING_RATE in c]
     assert lrs == [0.01, 0.005]  # halved after the rejected hop
-    trace = record.relay_trace
+    trace = record["relay_trace"]
     assert [(hop["clients"], hop["kept"], hop["p_value"]) for hop in trace] == [
         ([0], False, None)
     ] * 2
@@ -523,23 +525,23 @@ def test_a_failing_client_is_recorded_and_the_others_carry_the_hop() -> None:
     weakest.fail[P.RELAY_TRAIN] = "RuntimeError: out of memory"
     grid, _ = _federation(a=weakest, b=next_weakest, c=FakeClient(2))
     relay, ledger = _relay(grid, per_hop=2, max_hops=1)
-    relay.run(grid, _initial())
+    _, figures = relay.run(grid, _initial())
     assert grid.types_sent(101).count(P.RELAY_TRAIN) == 1
-    (fault,) = ledger.record.faults
+    (fault,) = ledger.faults
     assert fault["message"] == P.RELAY_TRAIN and fault["error"] == "RuntimeError: out of memory"
     # the failed node is not asked again before the next FedAvg round
     assert grid.types_sent(100).count(P.LOCAL_EVAL) == 1
-    assert ledger.record.relay_hops_kept == 1
+    assert figures["relay_hops_kept"] == 1
 
 
 def test_the_relay_asks_a_bounded_number_of_clients() -> None:
     clients = {f"c{i}": FakeClient(i, accuracy=0.3, improves=False) for i in range(30)}
     grid, _ = _federation(**clients)
     relay, ledger = _relay(grid, max_hops=3, candidates=5, per_hop=2)
-    relay.run(grid, _initial())
+    _, figures = relay.run(grid, _initial())
     assert grid.types_sent().count(P.LOCAL_EVAL) == 5 * (1 + 3)  # start + one per hop
     assert grid.types_sent().count(P.RELAY_TRAIN) == 2 * 3
-    assert ledger.record.relay_client_calls == 5 * 4 + 2 * 3
+    assert figures["relay_client_calls"] == 5 * 4 + 2 * 3
 
 
 # ---------------------------------------------------------------------- faults
@@ -556,7 +558,7 @@ def test_failed_and_silent_nodes_are_recorded_and_skipped_until_the_next_round()
     replies = messenger.query(grid, messenger.active_nodes(grid), P.LOCAL_EVAL, record)
 
     assert [r.metadata.src_node_id for r in replies] == [102]
-    errors = {f["client"]: f["error"] for f in ledger.record.faults}
+    errors = {f["client"]: f["error"] for f in ledger.faults}
     assert errors == {0: "ValueError: bad data", 1: "no reply before the timeout"}
     assert messenger.active_nodes(grid) == [102]
     messenger.new_round()
@@ -581,7 +583,7 @@ def test_a_client_that_fails_to_send_d_f_keeps_its_data() -> None:
     grid, nodes = _federation(a=sender, b=failing)
     strategy = _strategy(_config(clients=2), ZeroingUnlearner())
     strategy.start(grid, _initial(), num_rounds=1)
-    assert strategy.deletion.forget_samples_received == 2
+    assert strategy.deletion.need_figure("forget", "samples_received") == 2
     assert nodes[100].deleted and not nodes[101].deleted  # only who sent D_f dropped it
     assert [f["client"] for f in strategy.deletion.faults] == [1]
 
@@ -599,7 +601,7 @@ def test_a_branch_takes_over_the_federation_state_without_sharing_it() -> None:
     assert branch.initial_arrays is base.initial_arrays
     branch.carry_out_deletion(grid, 1, _initial())
     assert branch.pending_deletions == {} and base.pending_deletions == {100: 4}
-    assert branch.deletion.clients == [0] and base.deletion.round == 0
+    assert branch.deletion.clients == [0] and base.deletion.round is None
 
 
 def test_settings_follow_the_configuration_the_clients_receive() -> None:
@@ -629,17 +631,28 @@ def test_a_strategy_that_expects_another_deletion_than_its_clients_is_refused(
     assert agreed.mode == "class"
 
 
-def test_the_deletion_record_becomes_the_summary_in_one_conversion() -> None:
-    record = DeletionRecord(round=2, clients=[1], forget_samples=7, relay_hops=3)
-    record.requests.append({"classes": [4, 2]})
-    record.faults.append({"node": 9})
-    summary = record.summary("requests", [])
-    assert isinstance(summary, DeletionSummary)
-    assert (summary.round, summary.clients, summary.forget_samples) == (2, [1], 7)
-    assert summary.forget_classes == [2, 4] and summary.faults == [{"node": 9}]
-    shared = set(DeletionSummary.model_fields) - {"mode", "round", "forget_classes"}
-    assert all(getattr(summary, k) == getattr(record, k) for k in shared)
-    assert DeletionRecord().summary("class", [3]).round is None
+def test_the_ledger_assembles_the_record_from_the_parts_figures() -> None:
+    ledger = DeletionLedger("requests", ())
+    assert ledger.record.round is None and ledger.record.mode == "requests"
+    ledger.partition_of[9] = 1
+    ledger.pending[9] = 7
+    ledger.filed[9] = (["r1"], [4, 2])
+    assert ledger.open_deletion(2) == [9]
+    ledger.record_fault({"node": 9})
+    figures = StepFigures(
+        unlearning_seconds=1.5,
+        recovery_seconds=0.5,
+        relay={"relay_hops": 3},
+        needs={"forget": {"samples_received": 7}},
+        extra_bytes_from_clients=100,
+    )
+    record = ledger.close_deletion(figures, Traffic(bytes_to_clients=10, bytes_from_clients=20))
+    assert isinstance(record, DeletionSummary) and ledger.record is record
+    assert (record.round, record.clients, record.nodes, record.forget_samples) == (2, [1], [9], 7)
+    assert record.forget_classes == [2, 4] and record.faults == [{"node": 9}]
+    assert (record.relay_hops, record.wall_seconds, record.bytes_from_clients) == (3, 2.0, 120)
+    assert record.need_figure("forget", "samples_received") == 7
+    assert ledger.steps == [record]
 
 
 def test_compare_branches_wait_for_replies_as_long_as_the_configuration_says() -> None:
@@ -776,5 +789,5 @@ def test_each_sequential_deletion_step_is_recorded_on_its_own() -> None:
     assert steps[1].bytes_from_clients > steps[0].bytes_from_clients
     # the record is the latest step; the summaries keep each step apart
     assert strategy.deletion.round == 2
-    summaries = strategy.ledger.step_summaries("random", [])
-    assert [s.round for s in summaries] == [1, 2]
+    assert [len(s.requests) for s in steps] == [1, 1]
+    assert len(strategy.deletion.requests) == 2  # the latest record lists every step's

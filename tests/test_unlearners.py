@@ -3,10 +3,11 @@
 The setting is a tiny federation (sklearn digits, 4 clients, in-process FedAvg from
 :mod:`fedforget.federated`), so every need can be met: D_f, a retained sample, the stored
 round history and training rounds on the clients (without their deleted samples), and a
-small class-conditional GAN trained on the federation's data (MuGAN's ``generator``), and
-the synthetic sets the clients distilled while they trained (QuickDrop's ``synthetic``).
-FedAU's ``auxiliary`` heads train jointly with the body, which changes the model: fedau gets
-its own run of the same federation, with the deleting clients' heads, and is scored on it.
+small class-conditional GAN trained on the federation's data (MuGAN's ``generator``). A
+method with a training-time hook (a client-side need: QuickDrop's synthetic sets, FedAU's
+auxiliary heads, the example method's label counts) gets its own run of the same federation
+with its hooks (a hook may change the model) and is scored on it, with what its hooks kept
+as the request's ``client_state``: the harness names no method.
 
 Three deletion modes: ``class`` (every client deletes its 3s), ``backdoor`` (triggered
 samples spread over the clients) and ``client`` (client 0 of 3, which holds every 3 and a
@@ -28,16 +29,35 @@ from fedforget.federated import LocalFederation
 from fedforget.gan import build_conditional_gan, train_gan
 from fedforget.metrics import Evaluator
 from fedforget.models import build_model
+from fedforget.needs import NEEDS
+from fedforget.simulations.example_method import CountResetUnlearner, LabelCountsNeed
 from fedforget.training import load_numpy_state, state_to_numpy
 from fedforget.unlearning import (
+    UNLEARNER_REGISTRY,
     UnknownUnlearnerError,
     UnlearningContext,
     UnlearningRequest,
     build_unlearner,
     unlearner_names,
 )
-from fedforget.unlearning.fedau import auxiliary_trainings
-from fedforget.unlearning.quickdrop import distillation_hook, split_synthetic
+from fedforget.unlearning.hooks import client_hooks, kept_by_clients
+
+# The example method (its own client-side need, one module) runs through the same harness; it
+# is registered for this module only, so that no other test sees an extra method.
+METHODS = unlearner_names()
+EXAMPLE = ((UNLEARNER_REGISTRY, CountResetUnlearner), (NEEDS, LabelCountsNeed))
+for _registry, _entry in EXAMPLE:
+    del _registry[_entry.name]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _example_registered():
+    for registry, entry in EXAMPLE:
+        registry.add(entry.name, entry)
+    yield
+    for registry, entry in EXAMPLE:
+        del registry[entry.name]
+
 
 FORGOTTEN_CLASS = 3
 ROUNDS = 6
@@ -70,19 +90,8 @@ def _setup(make_config, make_leaving_client_federation, mode: str):
     torch.manual_seed(0)
     initial = state_to_numpy(build())
     history: list = []
-    # QuickDrop's clients distil their data while they train (the model is left as is)
-    quickdrop = build_unlearner("quickdrop", **SMALL_DATA_OPTIONS["quickdrop"])
-    distillers = {
-        cid: quickdrop.new_distiller(federation.client_data(cid, False)[0], 10, seed=cid)
-        for cid in range(federation.num_clients)
-    }
-    every = quickdrop.settings.distil_every
-    hooks = {cid: distillation_hook(d, every) for cid, d in distillers.items()}
-    full = LocalFederation.from_federation(
-        federation, build, config.train, drop_deleted=False, step_hooks=hooks
-    )
+    full = LocalFederation.from_federation(federation, build, config.train, drop_deleted=False)
     trained = full.run(initial, ROUNDS, history)
-    synthetic = {cid: d.synthetic_set() for cid, d in distillers.items()}
     kept = LocalFederation.from_federation(
         federation, build, config.train, drop_deleted=True, seed=1
     )
@@ -90,7 +99,7 @@ def _setup(make_config, make_leaving_client_federation, mode: str):
     if mode == "class":  # the only mode a class-conditional GAN serves
         gan = build_conditional_gan(federation.num_classes, federation.train.x.shape[1:], seed=0)
         train_gan(gan, federation.train, epochs=GAN_EPOCHS, seed=0)
-    return config, federation, build, initial, trained, history, kept, gan, synthetic
+    return config, federation, build, initial, trained, history, kept, gan
 
 
 MODES = ("class", "backdoor", "client")
@@ -103,33 +112,22 @@ def federations(make_config, make_leaving_client_federation):
 
 
 @pytest.fixture(scope="module")
-def fedau_runs(federations):
-    """``fedau_runs(mode)``: (trained weights, heads) of the federation trained with FedAU."""
-    cache: dict[str, tuple] = {}
+def hooked_runs(federations):
+    """``hooked_runs(name, mode)``: (trained weights, what the hooks kept) of the federation
+    trained with method ``name``'s training-time hooks on its clients."""
+    cache: dict[tuple[str, str], tuple] = {}
 
-    def get(mode: str) -> tuple:
-        if mode not in cache:
+    def get(name: str, mode: str) -> tuple:
+        if (name, mode) not in cache:
             config, federation, build, initial = federations[mode][:4]
-            clients = {}
-            for cid in range(federation.num_clients):
-                data, ids = federation.client_data(cid, False)
-                clients[cid] = (data, federation.is_deleted(ids))
-            classes = tuple(config.deletion.forget_classes) if mode == "class" else ()
-            trainings = auxiliary_trainings(
-                clients,
-                build_unlearner("fedau"),
-                mode,
-                federation.num_classes,
-                classes,
-                lr=config.train.lr,
-                batch_size=config.train.batch_size,
-            )
+            unlearner = build_unlearner(name, **SMALL_DATA_OPTIONS.get(name, {}))
+            hooks = client_hooks(federation, config, unlearner)
             full = LocalFederation.from_federation(
-                federation, build, config.train, drop_deleted=False, step_hooks=trainings
+                federation, build, config.train, drop_deleted=False, step_hooks=hooks
             )
             trained = full.run(initial, ROUNDS)
-            cache[mode] = trained, tuple(t.state() for t in trainings.values())
-        return cache[mode]
+            cache[name, mode] = trained, {unlearner.hook_need: kept_by_clients(hooks)}
+        return cache[name, mode]
 
     return get
 
@@ -174,12 +172,13 @@ FRAGILE = {
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name", unlearner_names())
-def test_unlearner_forgets_and_keeps_the_rest(federations, fedau_runs, name, mode):
-    config, federation, build, initial, trained, history, kept, gan, synthetic = federations[mode]
-    auxiliary_heads: tuple = ()
-    if name == "fedau" and mode in build_unlearner(name).modes:
-        trained, auxiliary_heads = fedau_runs(mode)
+@pytest.mark.parametrize("name", METHODS)
+def test_unlearner_forgets_and_keeps_the_rest(federations, hooked_runs, name, mode):
+    config, federation, build, initial, trained, history, kept, gan = federations[mode]
+    client_state: dict = {}
+    hook_need = build_unlearner(name).hook_need
+    if hook_need is not None and mode in build_unlearner(name).modes:
+        trained, client_state = hooked_runs(name, mode)
     evaluator = Evaluator(federation)
     before_forgotten, before_kept = _forgotten_and_kept(
         evaluator, load_numpy_state(build(), trained), mode
@@ -191,11 +190,6 @@ def test_unlearner_forgets_and_keeps_the_rest(federations, fedau_runs, name, mod
     retain_ids = federation.retain_indices()
     forget_classes = tuple(config.deletion.forget_classes) if mode == "class" else ()
     leaving = (0,) if mode == "client" else ()
-    synthetic_forget = synthetic_retain = None
-    if mode in ("class", "client"):  # the server's split of the clients' synthetic sets
-        synthetic_forget, synthetic_retain = split_synthetic(
-            synthetic, mode, forget_classes, leaving
-        )
     request = UnlearningRequest(
         forget=federation.forget_set(),
         num_classes=federation.num_classes,
@@ -205,9 +199,7 @@ def test_unlearner_forgets_and_keeps_the_rest(federations, fedau_runs, name, mod
         history=tuple(history),
         leaving_clients=leaving,
         generator=gan,
-        synthetic_forget=synthetic_forget,
-        synthetic_retain=synthetic_retain,
-        auxiliary_heads=auxiliary_heads,
+        client_state=client_state,
     )
     context = UnlearningContext(
         initial_state=initial,

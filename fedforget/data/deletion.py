@@ -15,32 +15,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from fedforget.config import ConfigError, SimulationConfig
+from fedforget.data.modes import DeletionMode, apply_trigger, deletion_mode
 from fedforget.data.partition import partition_indices
 from fedforget.data.sources import ArrayDataset, DatasetBundle, build_source
-
-TRIGGER_MARGIN = 1
-
-
-def apply_trigger(x: np.ndarray, size: int) -> np.ndarray:
-    """Stamp the backdoor trigger: a white ``size`` x ``size`` square near the bottom-right.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Images (N, C, H, W) in [0, 1]; not modified.
-    size : int
-        Side of the square in pixels; it sits ``TRIGGER_MARGIN`` pixels from the border.
-
-    Returns
-    -------
-    np.ndarray
-        A triggered copy.
-    """
-    out = x.copy()
-    end_h = x.shape[2] - TRIGGER_MARGIN
-    end_w = x.shape[3] - TRIGGER_MARGIN
-    out[:, :, end_h - size : end_h, end_w - size : end_w] = 1.0
-    return out
 
 
 def triggered_samples(
@@ -67,7 +44,7 @@ class DeletionPlan:
     Attributes
     ----------
     mode : str
-        ``backdoor``, ``random``, ``class`` or ``client``.
+        The deletion mode's name (:mod:`fedforget.data.modes`).
     forget_by_client : dict[int, np.ndarray]
         Partition id -> sorted global indices (into the federation's training set) of D_f^i.
     forget_classes : tuple[int, ...]
@@ -80,6 +57,11 @@ class DeletionPlan:
     forget_by_client: dict[int, np.ndarray]
     forget_classes: tuple[int, ...] = ()
     backdoor_target: int | None = None
+
+    @property
+    def deletion_mode(self) -> DeletionMode:
+        """The registered mode that made this plan."""
+        return deletion_mode(self.mode)
 
     @property
     def deleting_clients(self) -> list[int]:
@@ -160,115 +142,29 @@ class Federation:
         return np.flatnonzero(~self._forget_mask)
 
     def backdoor_test_set(self) -> ArrayDataset | None:
-        """Triggered test samples whose true label is not the target, labelled with the target."""
-        target = self.plan.backdoor_target
-        if target is None:
-            return None
-        keep = self.test.y != target
-        x = apply_trigger(self.test.x[keep], self.trigger_size)
-        return ArrayDataset(x=x, y=np.full(int(keep.sum()), target, dtype=np.int64))
+        """Test data that measures the attack D_f planted (the backdoor: triggered test
+        samples whose true label is not the target, labelled with the target)."""
+        return self.plan.deletion_mode.attack_test_set(self)
 
     def class_test_split(self) -> tuple[ArrayDataset | None, ArrayDataset]:
-        """(D_tf, D_tr): test samples of the forgotten classes (class mode) and of the others."""
-        classes = list(self.plan.forget_classes)
-        if not classes:
-            return None, self.test
-        forgotten = np.isin(self.test.y, classes)
-        return self.test.subset(np.flatnonzero(forgotten)), self.test.subset(
-            np.flatnonzero(~forgotten)
-        )
+        """(D_tf, D_tr): test data standing for what was forgotten (a class deletion's
+        classes) and for what was kept (:mod:`fedforget.data.modes`)."""
+        mode = self.plan.deletion_mode
+        return mode.forget_test_set(self), mode.retain_test_set(self)
 
 
 def plan_deletion(
     bundle: DatasetBundle, client_indices: list[np.ndarray], config: SimulationConfig
 ) -> DeletionPlan:
-    """Choose D_f for the configured mode.
-
-    ``backdoor`` and ``random`` draw ``count`` (when set) or ``share`` x N samples uniformly
-    from the deleting clients' data (backdoor: only samples whose label is not the target,
-    since relabelling those would be no attack); ``class`` takes every sample of the
-    forgotten classes held by the deleting clients (by default all clients: category
-    unlearning); ``client`` takes the deleting clients' whole data.
+    """Choose D_f as the configured mode plans it (:meth:`DeletionMode.plan`).
 
     Raises
     ------
     ConfigError
-        If a forget class or the backdoor target is out of range, or if the deleting clients
-        hold fewer eligible samples than the requested share.
+        If the data cannot carry the deletion (a forget class or the backdoor target out of
+        range, the deleting clients hold fewer eligible samples than requested, ...).
     """
-    deletion = config.deletion
-    num_classes = bundle.num_classes
-    rng = np.random.default_rng(config.seed + 7919)
-    labels = bundle.train.y
-    if deletion.mode == "class":
-        bad = [c for c in deletion.forget_classes if not 0 <= c < num_classes]
-        if bad:
-            raise ConfigError(f"forget class {bad[0]} is out of range [0, {num_classes - 1}]")
-        chosen = {
-            cid: client_indices[cid][np.isin(labels[client_indices[cid]], deletion.forget_classes)]
-            for cid in config.deleting_client_ids()
-        }
-        return DeletionPlan("class", _nonempty(chosen), tuple(sorted(deletion.forget_classes)))
-    if deletion.mode == "requests":  # real nodes file their own requests (fedforget.node)
-        return DeletionPlan("requests", {})
-    if deletion.mode == "client":
-        leaving = config.deleting_client_ids()
-        if len(leaving) >= len(client_indices):
-            raise ConfigError("mode 'client' needs at least one client that stays")
-        return DeletionPlan("client", {cid: client_indices[cid] for cid in leaving})
-    target = deletion.backdoor_target if deletion.mode == "backdoor" else None
-    if target is not None and target >= num_classes:
-        raise ConfigError(f"backdoor target {target} is out of range [0, {num_classes - 1}]")
-    return DeletionPlan(
-        deletion.mode,
-        _draw_samples(labels, client_indices, config, target, rng),
-        backdoor_target=target,
-    )
-
-
-def _draw_samples(
-    labels: np.ndarray,
-    client_indices: list[np.ndarray],
-    config: SimulationConfig,
-    target: int | None,
-    rng: np.random.Generator,
-) -> dict[int, np.ndarray]:
-    clients = config.deleting_client_ids()
-    pools = [client_indices[cid] for cid in clients]
-    if target is not None:
-        pools = [pool[labels[pool] != target] for pool in pools]
-    owners = np.concatenate(
-        [np.full(len(pool), cid) for cid, pool in zip(clients, pools, strict=True)]
-    )
-    pool = np.concatenate(pools)
-    wanted = config.deletion.count or round(config.deletion.share * len(labels))
-    if wanted > len(pool):
-        raise ConfigError(
-            f"deleting {wanted} samples needs more than "
-            f"the {len(pool)} eligible samples held by deleting clients {clients}; "
-            "add --deleting-clients or lower --delete"
-        )
-    if wanted == 0:
-        raise ConfigError(f"a share of {config.deletion.share:.2%} deletes no sample at all")
-    picked = rng.choice(len(pool), size=wanted, replace=False)
-    return _nonempty(
-        {cid: np.sort(pool[picked][owners[picked] == cid]).astype(np.int64) for cid in clients}
-    )
-
-
-def _nonempty(chosen: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    return {cid: idx.astype(np.int64) for cid, idx in chosen.items() if len(idx)}
-
-
-def _poison(train: ArrayDataset, plan: DeletionPlan, trigger_size: int) -> ArrayDataset:
-    if plan.backdoor_target is None:
-        return train
-    idx = plan.forget_indices
-    x = train.x.copy()
-    y = train.y.copy()
-    x[idx] = apply_trigger(train.x[idx], trigger_size)
-    y[idx] = plan.backdoor_target
-    return ArrayDataset(x=x, y=y)
+    return deletion_mode(config.deletion.mode).plan(bundle, client_indices, config)
 
 
 _FEDERATIONS: dict[str, Federation] = {}
@@ -316,7 +212,7 @@ def _build(config: SimulationConfig) -> Federation:
     test, validation = split_validation(bundle.test, config.data.validation_share, config.seed)
     return Federation(
         name=bundle.name,
-        train=_poison(bundle.train, plan, trigger),
+        train=plan.deletion_mode.prepare_train(bundle.train, plan, config),
         test=test,
         num_classes=bundle.num_classes,
         client_indices=client_indices,

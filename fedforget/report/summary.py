@@ -45,6 +45,11 @@ class DeletionSummary(BaseModel):
     clients: list[int] = Field(default_factory=list)
     forget_samples: int = 0
     forget_classes: list[int] = Field(default_factory=list)
+    nodes: list[int] = Field(
+        default_factory=list, description="Flower node ids of the deleting clients."
+    )
+    unlearning_seconds: float = Field(0.0, description="Wall seconds of the unlearning.")
+    recovery_seconds: float = Field(0.0, description="Wall seconds of the recovery relay.")
     relay_hops: int = Field(0, description="Relay hops tried.")
     relay_min_accuracy: float | None = Field(
         None, description="The relay's objective at its end (see relay_objective)."
@@ -74,14 +79,13 @@ class DeletionSummary(BaseModel):
         None, description="What the relay's objective measured: validation or clients."
     )
     relay_client_calls: int = Field(0, description="Client evaluations + trainings of the relay.")
-    forget_samples_received: int = Field(0, description="D_f samples the server received.")
-    retain_samples: int = Field(0, description="Retained samples the clients sent the server.")
-    history_bytes: int = Field(0, description="Stored client updates handed to the unlearner.")
-    client_training_calls: int = Field(0, description="Trainings the unlearner ran on clients.")
-    generator_client_seconds: float = Field(
-        0.0, description="Client compute spent training the federation's GAN (MuGAN)."
+    needs: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Per data need of the method (fedforget.needs): the figures its gathering "
+        "and its work during training recorded, e.g. forget.samples_received, retain.samples, "
+        "history.bytes, rounds.client_training_calls, generator.bytes, "
+        "synthetic.training_client_seconds (a need's training figures add up over the run).",
     )
-    generator_bytes: int = Field(0, description="Size of the GAN sent each way per round.")
     bytes_to_clients: int = Field(
         0, description="Payload bytes the deletion step's messages carried to the clients."
     )
@@ -93,18 +97,6 @@ class DeletionSummary(BaseModel):
     )
     server_seconds: float = Field(
         0.0, description="The step's wall seconds less the time it waited for replies."
-    )
-    distillation_client_seconds: float = Field(
-        0.0, description="Client compute spent distilling synthetic sets in training (QuickDrop)."
-    )
-    synthetic_bytes: int = Field(
-        0, description="Synthetic sets the clients sent the server at the deletion (QuickDrop)."
-    )
-    auxiliary_client_seconds: float = Field(
-        0.0, description="Client compute spent training auxiliary heads in training (FedAU)."
-    )
-    auxiliary_bytes: int = Field(
-        0, description="Auxiliary heads the clients sent the server at the deletion (FedAU)."
     )
     requests: list[dict[str, Any]] = Field(
         default_factory=list, description="Node-side requests carried out, per deletion step."
@@ -121,6 +113,19 @@ class DeletionSummary(BaseModel):
     faults: list[dict[str, Any]] = Field(
         default_factory=list, description="Nodes that failed or timed out, and at which message."
     )
+
+    @property
+    def wall_seconds(self) -> float:
+        """The deletion step's wall time: unlearning plus recovery."""
+        return self.unlearning_seconds + self.recovery_seconds
+
+    def need_figure(self, need: str, figure: str, default: float = 0.0) -> float:
+        """One figure a data need recorded (``default`` when the method has no such need)."""
+        return self.needs.get(need, {}).get(figure, default)
+
+    def training_client_seconds(self) -> float:
+        """Client compute the method's needs added to the clients' FedAvg training."""
+        return sum(figures.get("training_client_seconds", 0.0) for figures in self.needs.values())
 
 
 class Bookkeeping(BaseModel):

@@ -15,49 +15,51 @@ that, the federated way; the core never reaches into a client:
 ``generator``
     the class-conditional GAN the clients trained alongside the classifier and the server
     averaged (MuGAN, paper 002 section 3.2); no real sample reaches the server.
-``synthetic``
-    the small synthetic sets the clients distilled from their data during training
-    (QuickDrop): the server asks for them at the deletion (``query.synthetic``) and splits
-    them into the part to forget and the rest; their size is recorded (``synthetic_bytes``),
-    and the distillation's client compute during training (``distillation_client_seconds``).
-``auxiliary``
-    the auxiliary heads that the deleting clients trained during learning (FedAU): the server
-    asks for them at the deletion (``query.auxiliary``); their size is recorded
-    (``auxiliary_bytes``), and their client compute during training
-    (``auxiliary_client_seconds``).
+``synthetic``, ``auxiliary``
+    what the clients' training-time hook of the method kept (QuickDrop's distilled sets, FedAU's
+    auxiliary heads): a method with a client-side need declares the need's name as
+    :attr:`Unlearner.hook_need` and implements :meth:`Unlearner.training_hook`; every FedAvg
+    round's clients then run the hook while they train and keep what it returns, and the
+    server asks them for it at the deletion (:attr:`UnlearningRequest.client_state`); the
+    hook's client compute and the kept arrays' size are recorded.
 ``rounds``
     training run *on the clients* (:attr:`UnlearningContext.federated_train`): the server sends
     weights, every remaining client trains them on its retained data and sends them back.
 
+The needs are plug-ins of the strategy layer (:mod:`fedforget.needs`): each holds the server's
+gathering step, the client's handler and the figures it records, so that neither the
+strategy nor the ClientApp names a method.
+
 Every unlearner has a pydantic ``Settings`` model: options are validated once, and a bad
 option is a :class:`fedforget.config.ConfigError` with one line.
 
-Some methods are defined for some deletion modes only (FedEraser-style client removal, a
-GAN that draws classes): :attr:`Unlearner.modes` says which, so that a harness can state the
-refusal before anything runs, and :meth:`Unlearner.check_mode` refuses the others with a
-one-line :class:`~fedforget.config.ConfigError`.
+Some methods are defined for some kinds of deletion only (FedEraser-style client removal, a
+GAN that draws classes): :attr:`Unlearner.modes` says which :class:`~fedforget.data.modes.Kind`,
+so that a harness can state the refusal before anything runs, and :meth:`Unlearner.check_mode`
+refuses the others with a one-line :class:`~fedforget.config.ConfigError`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from fedforget.config import ConfigError, validated_options
+from fedforget.config import ConfigError, SimulationConfig, validated_options
+from fedforget.data.modes import DeletionMode, Kind, deletion_mode
 from fedforget.data.sources import ArrayDataset
 from fedforget.federated import ClientUpdate, HistoryRound, State
 from fedforget.gan.networks import ConditionalGan
 from fedforget.models import ClassifierModel, missing_parts
 from fedforget.registry import Registry, UnknownNameError
 
-DataNeed = Literal["forget", "retain", "history", "rounds", "generator", "synthetic", "auxiliary"]
-DeletionMode = Literal["backdoor", "random", "class", "client"]
-ALL_MODES: frozenset[str] = frozenset({"backdoor", "random", "class", "client"})
+DataNeed = str
+"""The name of a data need (registered in :mod:`fedforget.needs`)."""
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 FederatedTrainFn = Callable[[State, int, float], list[ClientUpdate]]
 """``(weights, epochs, lr) -> updated weights of every remaining client`` (trained on D_r)."""
@@ -77,8 +79,8 @@ class UnlearningRequest:
         D_f as gathered from the deleting clients (triggered and relabelled in backdoor mode).
     num_classes : int
         Number of output classes.
-    mode : str
-        Deletion mode: ``backdoor``, ``random``, ``class`` or ``client``.
+    mode : DeletionMode
+        The deletion's mode (a registered name is looked up); methods act on its ``kind``.
     forget_classes : tuple[int, ...]
         Forgotten classes in class mode.
     retain : ArrayDataset | None
@@ -94,26 +96,29 @@ class UnlearningRequest:
         A held-out set the experimenter declares to the server (no client's data): methods
         that forget natural data (``random``, ``client``) measure there what "unseen" looks
         like (distill's deletion-aware target).
-    synthetic_forget, synthetic_retain : ArrayDataset | None
-        The clients' distilled synthetic images, split into the part standing for the
-        deleted data and the rest (the ``synthetic`` need, QuickDrop).
-    auxiliary_heads : tuple of State
-        The deleting clients' auxiliary heads (``weight``, ``bias``), trained during
-        learning (the ``auxiliary`` need, FedAU).
+    client_state : Mapping[str, Mapping[int, State]]
+        Per need: what each client's training-time hook kept, by partition id (the clients
+        that kept nothing are left out): QuickDrop's synthetic sets, FedAU's heads.
     """
 
     forget: ArrayDataset
     num_classes: int
-    mode: str = "backdoor"
+    mode: DeletionMode = "backdoor"  # type: ignore[assignment]  # a name is looked up
     forget_classes: tuple[int, ...] = ()
     retain: ArrayDataset | None = None
     history: tuple[HistoryRound, ...] = ()
     leaving_clients: tuple[int, ...] = ()
     generator: ConditionalGan | None = None
     validation: ArrayDataset | None = None
-    synthetic_forget: ArrayDataset | None = None
-    synthetic_retain: ArrayDataset | None = None
-    auxiliary_heads: tuple[State, ...] = ()
+    client_state: Mapping[str, Mapping[int, State]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", deletion_mode(self.mode))
+
+    @property
+    def kind(self) -> Kind:
+        """What kind of data is forgotten (:class:`~fedforget.data.modes.Kind`)."""
+        return self.mode.kind
 
 
 @dataclass
@@ -153,6 +158,68 @@ class UnlearningContext:
             self.progress(phase, step, total, metrics)
 
 
+@dataclass(frozen=True)
+class HookSetup:
+    """What a method's training-time hook may use on a client: its own data, nothing else.
+
+    Attributes
+    ----------
+    data : ArrayDataset
+        The client's local training data (as it trains on it this round).
+    deleting : np.ndarray
+        Boolean mask over ``data``: the samples the client will ask to delete (its part of
+        the simulated deletion plan, or its filed, pending requests on a real node).
+    kept : State or None
+        What the hook kept on this client in the earlier rounds (``None`` at first).
+    num_classes : int
+        Classes of the federation's model.
+    mode : DeletionMode
+        The configured deletion.
+    forget_classes : tuple of int
+        The configured forgotten classes.
+    client_seed : int
+        The same every round for this client (the run's seed plus its partition id).
+    round_seed : int
+        This round's seed for this client (its batch order).
+    lr, batch_size : float, int
+        The round's local learning rate and the run's batch size.
+    device : torch.device
+        Where the client trains.
+    shared_model : bool
+        The trained model serves several ``compare`` branches: a hook must not change it
+        beyond what plain training does.
+    """
+
+    data: ArrayDataset
+    deleting: np.ndarray
+    kept: State | None
+    num_classes: int
+    mode: DeletionMode
+    forget_classes: tuple[int, ...]
+    client_seed: int
+    round_seed: int
+    lr: float
+    batch_size: int
+    device: torch.device
+    shared_model: bool = False
+
+
+class TrainingHook(ABC):
+    """A method's work during a client's local training, called after each local step."""
+
+    @abstractmethod
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Run after a local step on the batch ``(x, y)`` (the model's weights as stepped)."""
+
+    @abstractmethod
+    def kept(self) -> State | None:
+        """The arrays the client keeps for the method now (``None``: nothing to keep)."""
+
+    @abstractmethod
+    def spent_seconds(self) -> float:
+        """The compute seconds the hook spent (recorded as the method's training cost)."""
+
+
 class UnlearnerSettings(BaseModel):
     """Base of every unlearner's options (unknown options are errors)."""
 
@@ -164,13 +231,16 @@ class Unlearner(ABC):
 
     Subclasses set ``name``, ``needs``, a ``Settings`` model and implement :meth:`unlearn`;
     ``uses_relay`` says whether the method includes paper 000's recovery relay; ``modes``
-    lists the deletion modes the method is defined for (``mode_reason`` says why, for the
-    refusal of the others).
+    lists the kinds of deletion the method is defined for (``mode_reason`` says why, for the
+    refusal of the others). A method whose clients work during training (a client-side need)
+    names the need in ``hook_need`` and implements :meth:`training_hook`.
     """
 
     name: ClassVar[str]
     needs: ClassVar[frozenset[DataNeed]] = frozenset({"forget"})
-    modes: ClassVar[frozenset[str]] = ALL_MODES
+    modes: ClassVar[frozenset[Kind]] = frozenset(Kind)
+    hook_need: ClassVar[DataNeed | None] = None
+    """The need whose data :meth:`training_hook` keeps on the clients (``None``: no hook)."""
     mode_reason: ClassVar[str] = ""
     uses_relay: ClassVar[bool] = False
     model_needs: ClassVar[frozenset[str]] = frozenset()
@@ -192,13 +262,14 @@ class Unlearner(ABC):
         self.settings = validated_options(self.name, self.Settings, options)
 
     @classmethod
-    def refusal(cls, mode: str) -> str | None:
+    def refusal(cls, mode: str | DeletionMode) -> str | None:
         """Why this method does not carry out a ``mode`` deletion (``None``: it does)."""
-        if mode in cls.modes:
+        mode = deletion_mode(mode)
+        if mode.kind in cls.modes:
             return None
         allowed = ", ".join(sorted(cls.modes))
         why = f" ({cls.mode_reason})" if cls.mode_reason else ""
-        return f"{cls.name} supports only mode(s) {allowed}{why}; got mode '{mode}'"
+        return f"{cls.name} supports only mode(s) {allowed}{why}; got mode '{mode.name}'"
 
     def check_mode(self, request: UnlearningRequest) -> None:
         """Refuse, with a one-line :class:`ConfigError`, a mode outside :attr:`modes`."""
@@ -222,6 +293,21 @@ class Unlearner(ABC):
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext
     ) -> ClassifierModel:
         """Return the unlearned model (may modify ``model`` in place)."""
+
+    def training_hook(self, setup: HookSetup) -> TrainingHook | None:
+        """The method's work on a client during FedAvg training (``None``: none here).
+
+        Called by the client for every training message of a run whose method declares
+        :attr:`hook_need`; what the hook keeps is the need's data at the deletion.
+        """
+        return None
+
+    def kept_after_deletion(
+        self, kept: State, mode: DeletionMode, classes: tuple[int, ...]
+    ) -> State:
+        """What a client keeps of the hook's arrays once it dropped its D_f (default: nothing:
+        the arrays were made from the deleted data too)."""
+        return {}
 
     def adjust_update(self, before: State, aggregated: State) -> State:
         """Post-training hook: every FedAvg aggregate after the deletion passes through it.
@@ -266,3 +352,10 @@ unlearner_names = UNLEARNER_REGISTRY.names
 def build_unlearner(name: str, **options: object) -> Unlearner:
     """Instantiate a registered unlearner."""
     return UNLEARNER_REGISTRY.lookup(name)(**options)
+
+
+def configured_unlearner(config: SimulationConfig, name: str) -> Unlearner:
+    """The unlearner ``name`` with its options from ``config`` (a one-line ConfigError)."""
+    settings = config.unlearning.model_dump() if name == "distill" else {}
+    settings.update(config.methods.options.get(name, {}))
+    return build_unlearner(name, **settings)

@@ -103,7 +103,6 @@ from fedforget.unlearning.losses import (
     weight_regulariser,
 )
 
-NATURAL_MODES = ("random", "client")  # D_f is ordinary data: after retraining, like unseen data
 PRUNE_SAMPLES = 1024
 """D_f samples that the attribution scores and the stopping rule's accuracy are measured on:
 both are means over D_f, which a seeded sample estimates within a fraction of a point, and
@@ -170,7 +169,7 @@ class DistillationUnlearner(Unlearner):
     def _natural(self, request: UnlearningRequest) -> bool:
         return (
             self.settings.natural_target == "validation"
-            and request.mode in NATURAL_MODES
+            and request.mode.natural
             and request.validation is not None
             and len(request.validation) > 0
         )

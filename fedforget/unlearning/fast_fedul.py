@@ -47,6 +47,7 @@ from collections.abc import Iterable
 import numpy as np
 from pydantic import Field
 
+from fedforget.data.modes import Kind
 from fedforget.models import ClassifierModel
 from fedforget.training import load_numpy_state, state_to_numpy
 from fedforget.unlearning.base import (
@@ -78,7 +79,7 @@ class FastFedULUnlearner(Unlearner):
 
     name = "fast-fedul"
     needs = frozenset({"history"})
-    modes = frozenset({"client"})
+    modes = frozenset({Kind.CLIENT})
     mode_reason = "it removes whole clients' stored updates"
     Settings = FastFedULSettings
     settings: FastFedULSettings

@@ -74,10 +74,13 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
+from fedforget.data.modes import Kind
 from fedforget.data.sources import ArrayDataset
 from fedforget.federated import State
 from fedforget.training import seeded_batches
 from fedforget.unlearning.base import (
+    HookSetup,
+    TrainingHook,
     Unlearner,
     UnlearnerSettings,
     UnlearningContext,
@@ -91,7 +94,7 @@ HEAD_KEYS = ("weight", "bias")
 def auxiliary_labels(
     y: np.ndarray,
     marked: np.ndarray,
-    mode: str,
+    mode: Kind,
     num_classes: int,
     forget_classes: tuple[int, ...] = (),
     seed: int = 0,
@@ -104,8 +107,8 @@ def auxiliary_labels(
         The client's labels (in backdoor mode the triggered samples carry the target).
     marked : np.ndarray
         Boolean mask of the samples the client will ask to delete.
-    mode : str
-        The deletion mode.
+    mode : Kind
+        The kind of deletion.
     num_classes : int
         Number of classes.
     forget_classes : tuple of int
@@ -115,11 +118,11 @@ def auxiliary_labels(
     """
     rng = np.random.default_rng(seed)
     y = np.asarray(y, dtype=np.int64)
-    if mode == "class":
+    if mode == Kind.CLASS:
         if not forget_classes:
             raise ValueError("class mode needs the forgotten classes")
         return rng.choice(np.asarray(forget_classes, dtype=np.int64), size=len(y))
-    relabel = np.ones(len(y), dtype=bool) if mode == "client" else np.asarray(marked, dtype=bool)
+    relabel = np.ones(len(y), dtype=bool) if mode == Kind.CLIENT else np.asarray(marked, bool)
     shift = rng.integers(1, num_classes, size=len(y))  # never 0: the random label is not y
     return np.where(relabel, (y + shift) % num_classes, y)
 
@@ -164,7 +167,7 @@ class AuxiliaryHead:
         cls,
         head: nn.Module,
         kept: State | None,
-        mode: str,
+        mode: Kind,
         gamma: float,
         **options: object,
     ) -> AuxiliaryHead:
@@ -176,9 +179,11 @@ class AuxiliaryHead:
         received = head_state(head)
         if kept is None:
             start = (
-                {k: np.zeros_like(v) for k, v in received.items()} if mode == "class" else received
+                {k: np.zeros_like(v) for k, v in received.items()}
+                if mode == Kind.CLASS
+                else received
             )
-        elif mode == "client":
+        elif mode == Kind.CLIENT:
             start = {k: (1 - gamma) * received[k] + gamma * kept[k] for k in HEAD_KEYS}
         else:
             start = kept
@@ -216,8 +221,8 @@ class AuxiliaryHead:
         }
 
 
-class AuxiliaryTraining:
-    """A client's W_a training during learning: a :data:`~fedforget.training.StepHook`.
+class AuxiliaryTraining(TrainingHook):
+    """A client's W_a training during learning: the method's :class:`TrainingHook`.
 
     Called after each local step, it takes one step of W_a on its own batch of ``data`` with
     the targets ``labels`` (a seeded permutation, renewed when used up, so W_a sees the data as
@@ -251,7 +256,7 @@ class AuxiliaryTraining:
         self.x = torch.from_numpy(data.x)
         self.y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.new_head = new_head
-        self.kept = kept
+        self.previous = kept
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self.batches: Iterator[torch.Tensor] = iter(())
@@ -262,8 +267,8 @@ class AuxiliaryTraining:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
         if model is not self.model:  # a new round's model
             if self.head is not None:
-                self.kept, self.seconds = self.head.state(), self.seconds + self.head.seconds
-            self.model, self.head = model, self.new_head(model, self.kept)
+                self.previous, self.seconds = self.head.state(), self.seconds + self.head.seconds
+            self.model, self.head = model, self.new_head(model, self.previous)
         batch = next(self.batches, None)
         if batch is None:
             self.batches = seeded_batches(len(self.x), self.batch_size, self.generator)
@@ -273,20 +278,23 @@ class AuxiliaryTraining:
 
     def state(self) -> State | None:
         """The current W_a (``None`` before the first step)."""
-        return self.head.state() if self.head is not None else self.kept
+        return self.head.state() if self.head is not None else self.previous
 
-    @property
-    def total_seconds(self) -> float:
+    def kept(self) -> State | None:
+        """W_a, kept on the client until the deletion."""
+        return self.state()
+
+    def spent_seconds(self) -> float:
         """Seconds spent training W_a so far."""
         return self.seconds + (self.head.seconds if self.head is not None else 0.0)
 
 
-def combined_head(head: State, auxiliary: list[State], mode: str, alpha: float) -> State:
+def combined_head(head: State, auxiliary: list[State], mode: Kind, alpha: float) -> State:
     """FedAU's linear operation on the global head (see the module docstring)."""
     if not auxiliary:
         raise ValueError("fedau needs the deleting clients' auxiliary heads (none came)")
     mean = {k: np.mean([np.asarray(a[k]) for a in auxiliary], axis=0) for k in HEAD_KEYS}
-    if mode == "class":
+    if mode == Kind.CLASS:
         return {k: head[k] - mean[k] for k in HEAD_KEYS}
     return {k: (1 - alpha) * head[k] + alpha * mean[k] for k in HEAD_KEYS}
 
@@ -307,7 +315,7 @@ class FedAUSettings(UnlearnerSettings):
 def auxiliary_trainings(
     clients: dict[int, tuple[ArrayDataset, np.ndarray]],
     unlearner: FedAUUnlearner,
-    mode: str,
+    mode: Kind,
     num_classes: int,
     forget_classes: tuple[int, ...] = (),
     *,
@@ -345,7 +353,8 @@ class FedAUUnlearner(Unlearner):
 
     name = "fedau"
     needs = frozenset({"auxiliary"})
-    modes = frozenset({"class", "client"})
+    modes = frozenset({Kind.CLASS, Kind.CLIENT})
+    hook_need = "auxiliary"
     mode_reason = (
         "a new linear head forgets a class or a client; chosen samples share their class's "
         "features (a sample-level backdoor on digits stayed at 50-86 %)"
@@ -357,7 +366,7 @@ class FedAUUnlearner(Unlearner):
         self,
         model: nn.Module,
         kept: State | None,
-        mode: str,
+        mode: Kind,
         lr: float,
         device: torch.device | None = None,
         *,
@@ -380,15 +389,44 @@ class FedAUUnlearner(Unlearner):
             device=device,
         )
 
+    def training_hook(self, setup: HookSetup) -> AuxiliaryTraining | None:
+        """W_a's training on a client that holds samples it will delete (the modes FedAU
+        carries out only); in a ``shared_model`` the body never steps on W_a's loss."""
+        kind = setup.mode.kind
+        if kind not in self.modes or not setup.deleting.any():
+            return None
+        labels = auxiliary_labels(
+            setup.data.y,
+            setup.deleting,
+            kind,
+            setup.num_classes,
+            setup.forget_classes,
+            setup.client_seed,
+        )
+
+        def new_head(model: nn.Module, kept: State | None) -> AuxiliaryHead:
+            return self.new_head(
+                model, kept, kind, setup.lr, setup.device, joint=not setup.shared_model
+            )
+
+        return AuxiliaryTraining(
+            setup.data,
+            labels,
+            new_head,
+            setup.kept,
+            batch_size=setup.batch_size,
+            seed=setup.round_seed,
+        )
+
     def unlearn(
         self, model: nn.Module, request: UnlearningRequest, context: UnlearningContext
     ) -> nn.Module:
         self.check_mode(request)
         self.check_model(model)
         context.report("fedau", 0, 1)
-        new = combined_head(
-            head_state(model.head), list(request.auxiliary_heads), request.mode, self.settings.alpha
-        )
+        heads = request.client_state.get(self.hook_need, {})
+        auxiliary = [heads[client] for client in sorted(heads)]
+        new = combined_head(head_state(model.head), auxiliary, request.kind, self.settings.alpha)
         with torch.no_grad():
             for key in HEAD_KEYS:
                 parameter = getattr(model.head, key)

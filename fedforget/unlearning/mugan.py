@@ -32,6 +32,7 @@ import torch
 from pydantic import Field
 
 from fedforget.config import ConfigError
+from fedforget.data.modes import Kind
 from fedforget.gan.networks import ConditionalGan
 from fedforget.gan.training import sample_images
 from fedforget.models import ClassifierModel
@@ -65,10 +66,10 @@ class MuGanSettings(ImpairRepairSettings):
 
 def require_class_mode(name: str, request: UnlearningRequest) -> tuple[int, ...]:
     """The forgotten classes; a one-line ``ConfigError`` unless the request deletes classes."""
-    if request.mode != "class" or not request.forget_classes:
+    if request.kind is not Kind.CLASS or not request.forget_classes:
         raise ConfigError(
             f"{name} unlearns classes only (class mode with forget_classes); "
-            f"got mode '{request.mode}'"
+            f"got mode '{request.mode.name}'"
         )
     return tuple(request.forget_classes)
 
@@ -102,7 +103,7 @@ class MuGanUnlearner(Unlearner):
 
     name = "mugan"
     needs = frozenset({"generator"})
-    modes = frozenset({"class"})
+    modes = frozenset({Kind.CLASS})
     mode_reason = "a generator draws classes, not samples or triggers"
     Settings = MuGanSettings
     settings: MuGanSettings

@@ -57,6 +57,7 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
+from fedforget.data.modes import Kind
 from fedforget.federated import weighted_average
 from fedforget.models import ClassifierModel
 from fedforget.training import (
@@ -124,7 +125,7 @@ class PgaUnlearner(Unlearner):
 
     name = "pga"
     needs = frozenset({"forget", "history", "rounds"})
-    modes = frozenset({"client"})
+    modes = frozenset({Kind.CLIENT})
     mode_reason = "its reference model is the average of the clients that stay"
     Settings = PgaSettings
     settings: PgaSettings

@@ -57,9 +57,12 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
+from fedforget.data.modes import DeletionMode, Kind
 from fedforget.data.sources import ArrayDataset
-from fedforget.training import StepHook
+from fedforget.federated import State
 from fedforget.unlearning.base import (
+    HookSetup,
+    TrainingHook,
     Unlearner,
     UnlearnerSettings,
     UnlearningContext,
@@ -155,17 +158,40 @@ class GradientMatchingDistiller:
         )
 
 
-def distillation_hook(distiller: GradientMatchingDistiller, every: int) -> StepHook:
-    """A :data:`~fedforget.training.StepHook` that distils on every ``every``-th local step."""
-    steps = 0
+class DistillationHook(TrainingHook):
+    """A client's distillation during its local training: a step every ``every`` local steps.
 
-    def hook(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-        nonlocal steps
-        if steps % every == 0:
-            distiller.distillation_step(model, x, y)
-        steps += 1
+    Parameters
+    ----------
+    distiller : GradientMatchingDistiller
+        The client's synthetic set and its optimizer.
+    every : int
+        Local steps between two distillation steps (the first local step distils).
+    """
 
-    return hook
+    def __init__(self, distiller: GradientMatchingDistiller, every: int) -> None:
+        self.distiller = distiller
+        self.every = every
+        self.steps = 0
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.steps % self.every == 0:
+            self.distiller.distillation_step(model, x, y)
+        self.steps += 1
+
+    def kept(self) -> State:
+        """The synthetic set (``x``, ``y``), kept on the client from round to round."""
+        synthetic = self.distiller.synthetic_set()
+        return {"x": synthetic.x, "y": synthetic.y}
+
+    def spent_seconds(self) -> float:
+        """Seconds spent in distillation steps."""
+        return self.distiller.seconds
+
+
+def distillation_hook(distiller: GradientMatchingDistiller, every: int) -> DistillationHook:
+    """The hook that distils on every ``every``-th local step (in-process federations)."""
+    return DistillationHook(distiller, every)
 
 
 def concatenated(parts: Iterable[ArrayDataset], like: ArrayDataset) -> ArrayDataset:
@@ -178,7 +204,7 @@ def concatenated(parts: Iterable[ArrayDataset], like: ArrayDataset) -> ArrayData
 
 def split_synthetic(
     sets: dict[int, ArrayDataset],
-    mode: str,
+    mode: Kind,
     forget_classes: Iterable[int] = (),
     leaving: Iterable[int] = (),
 ) -> tuple[ArrayDataset, ArrayDataset]:
@@ -190,12 +216,12 @@ def split_synthetic(
     if not sets:
         raise ValueError("no client sent a synthetic set")
     like = next(iter(sets.values()))
-    if mode == "client":
+    if mode == Kind.CLIENT:
         gone = set(leaving)
         forget = [data for client, data in sorted(sets.items()) if client in gone]
         retain = [data for client, data in sorted(sets.items()) if client not in gone]
         return concatenated(forget, like), concatenated(retain, like)
-    if mode == "class":
+    if mode == Kind.CLASS:
         classes = np.asarray(sorted(forget_classes), dtype=np.int64)
         masks = {client: np.isin(data.y, classes) for client, data in sets.items()}
         forget = [sets[c].subset(np.flatnonzero(m)) for c, m in sorted(masks.items())]
@@ -255,7 +281,8 @@ class QuickDropUnlearner(Unlearner):
 
     name = "quickdrop"
     needs = frozenset({"synthetic"})
-    modes = frozenset({"class", "client"})
+    modes = frozenset({Kind.CLASS, Kind.CLIENT})
+    hook_need = "synthetic"
     mode_reason = (
         "a synthetic image condenses a whole class of a client: it forgets classes or clients, "
         "not chosen samples"
@@ -270,15 +297,46 @@ class QuickDropUnlearner(Unlearner):
         start = initial_synthetic_set(data, settings.images_per_class, num_classes, seed)
         return GradientMatchingDistiller(start, lr=settings.image_lr, device=device)
 
+    def training_hook(self, setup: HookSetup) -> DistillationHook:
+        """The client's distillation, on the synthetic set it kept (drawn from its data at
+        first, and again after a deletion dropped it)."""
+        kept = setup.kept
+        if kept is None or len(kept.get("y", ())) == 0:
+            distiller = self.new_distiller(
+                setup.data, setup.num_classes, setup.client_seed, setup.device
+            )
+        else:
+            start = ArrayDataset(x=kept["x"], y=kept["y"])
+            distiller = GradientMatchingDistiller(
+                start, lr=self.settings.image_lr, device=setup.device
+            )
+        return DistillationHook(distiller, self.settings.distil_every)
+
+    def kept_after_deletion(
+        self, kept: State, mode: DeletionMode, classes: tuple[int, ...]
+    ) -> State:
+        """A class deletion drops the forgotten classes' images; any other deletion the whole
+        set (its images condense every sample of their class, the deleted ones included)."""
+        if mode.kind != Kind.CLASS or not classes or len(kept.get("y", ())) == 0:
+            return {}
+        keep = ~np.isin(kept["y"], list(classes))
+        return {"x": kept["x"][keep], "y": kept["y"][keep]}
+
     def unlearn(
         self, model: nn.Module, request: UnlearningRequest, context: UnlearningContext
     ) -> nn.Module:
         self.check_mode(request)
-        forget = request.synthetic_forget
-        if forget is None or len(forget) == 0:
+        sets = {
+            client: ArrayDataset(x=kept["x"], y=kept["y"])
+            for client, kept in request.client_state.get(self.hook_need, {}).items()
+        }
+        if not sets:
+            raise ValueError("quickdrop needs the clients' synthetic sets (none came)")
+        forget, retain = split_synthetic(
+            sets, request.kind, request.forget_classes, request.leaving_clients
+        )
+        if len(forget) == 0:
             raise ValueError("quickdrop needs the synthetic images of the deleted data (none came)")
-        retain = request.synthetic_retain
-        retain = retain if retain is not None else forget.subset(np.empty(0, dtype=np.int64))
         settings = self.settings
         torch.manual_seed(context.seed)
         model.to(context.device)

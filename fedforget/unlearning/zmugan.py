@@ -51,6 +51,7 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
+from fedforget.data.modes import Kind
 from fedforget.models import ClassifierModel
 from fedforget.unlearning.base import (
     Unlearner,
@@ -245,7 +246,7 @@ class ZMuGanUnlearner(Unlearner):
 
     name = "zmugan"
     needs = frozenset()
-    modes = frozenset({"class"})
+    modes = frozenset({Kind.CLASS})
     mode_reason = "model inversion draws classes, not samples or triggers"
     Settings = ZMuGanSettings
     settings: ZMuGanSettings

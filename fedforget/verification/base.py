@@ -22,8 +22,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from fedforget.config import SimulationConfig, validated_options
+from fedforget.config import ConfigError, SimulationConfig, validated_options
 from fedforget.data import ArrayDataset, Federation
+from fedforget.data.modes import DeletionMode, Kind, deletion_mode
 from fedforget.registry import Registry
 
 __all__ = [
@@ -100,14 +101,24 @@ class Verifier(ABC):
 
     Subclasses set ``name``, ``summary``, a ``Settings`` model and implement :meth:`check` and
     :meth:`verify`. ``Settings`` receives the user's options plus ``seed`` and ``device``.
+    ``kinds`` are the kinds of deletion (:class:`~fedforget.data.modes.Kind`) it can check.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     Settings: ClassVar[type[BaseModel]] = VerifierSettings
+    kinds: ClassVar[frozenset[Kind]] = frozenset(Kind)
 
     def __init__(self, **options: Any) -> None:
         self.settings = validated_options(self.name, self.Settings, options)
+
+    @classmethod
+    def check_mode(cls, mode: str | DeletionMode) -> None:
+        """Refuse, with a one-line :class:`ConfigError`, a deletion it cannot check."""
+        mode = deletion_mode(mode)
+        if not mode.node_side and mode.kind not in cls.kinds:
+            checked = " and ".join(sorted(cls.kinds))
+            raise ConfigError(f"--verify {cls.name} checks {checked} deletions, not {mode.name}")
 
     @abstractmethod
     def check(self, task: VerificationTask) -> None:
@@ -147,7 +158,8 @@ def client_task(
     left the training data, not the user's disk, and they never leave the node here.
     """
     deletion = config.deletion
-    backdoor = deletion.mode == "backdoor"
+    mode = deletion_mode(deletion.mode)
+    backdoor = federation.plan.backdoor_target is not None
     local, _ = federation.client_data(partition_id, drop_deleted=not backdoor)
     return VerificationTask(
         model=model,
@@ -156,7 +168,7 @@ def client_task(
         num_classes=federation.num_classes,
         local_data=local,
         forget=federation.train.subset(federation.client_forget_indices(partition_id)),
-        forgotten_classes=tuple(deletion.forget_classes) if deletion.mode == "class" else (),
+        forgotten_classes=tuple(deletion.forget_classes) if mode.names_classes else (),
         backdoor_target=deletion.backdoor_target if backdoor else None,
         trigger_size=deletion.trigger_size if backdoor else None,
     )

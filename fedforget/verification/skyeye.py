@@ -90,6 +90,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from fedforget.data.modes import Kind
 from fedforget.verification.base import (
     ProgressFn,
     VerificationTask,
@@ -170,6 +171,7 @@ class SkyeyeVerifier(Verifier):
 
     name = "skyeye"
     summary = "conditional GAN draws what the model still knows; a judge reads it (paper 000)"
+    kinds = frozenset({Kind.BACKDOOR, Kind.CLASS})
     Settings = SkyeyeSettings
 
     def check(self, task: VerificationTask) -> None:
