@@ -306,8 +306,10 @@ def write_comparison(result: Comparison) -> None:
     if durability:
         rounds = result.after_rounds
         markdown += (
-            f"\n\nRight after the deletion step and after {rounds} further FedAvg rounds "
-            f"(%):\n\n{durability}"
+            f"\n\nEach metric right after the deletion step (`<column> step`) and after "
+            f"{rounds} further FedAvg rounds on the remaining data (`<column> end`); the "
+            f"columns are those explained above (accuracies and attack rates in %):"
+            f"\n\n{durability}"
         )
     (out / "compare.md").write_text(markdown + "\n")
     from fedforget.report.plot import plot_comparison

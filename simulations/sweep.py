@@ -72,7 +72,6 @@ TABLE = (
     ("end.forget_test_accuracy", "D_tf end", 100.0),
     ("end.backdoor_success", "backdoor end", 100.0),
     ("after_recovery.mia_success", "MIA", 100.0),
-    ("after_recovery.mia_power", "MIA power", 100.0),
     ("deletion_rounds", "(unl.+rec.)/round", 1.0),
 )
 

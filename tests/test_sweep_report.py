@@ -131,3 +131,22 @@ def test_the_compare_files_show_the_metrics_after_the_later_rounds():
     assert "original" not in table
     assert durability_table([{"strategy": "fast", "test_accuracy": 0.8}]) == ""
     assert "| 2.50 |" in markdown_table(rows)  # MB sent to the clients
+
+
+def test_the_sweep_shows_the_mia_with_its_mean_power_or_no_power():
+    def entries(powers):
+        rows = [
+            _row(
+                "distill",
+                seed,
+                0.97,
+                0.9,
+                **{"after_recovery.mia_success": share, "after_recovery.mia_power": power},
+            )
+            for seed, (share, power) in enumerate(zip((0.30, 0.34), powers, strict=True))
+        ]
+        return aggregate(rows)
+
+    column = [("after_recovery.mia_success", "MIA", 100.0)]
+    assert "| 32.0 ± 2.8 % (power 0.75) |" in markdown(entries((0.7, 0.8)), column)
+    assert "| no power (0.52) |" in markdown(entries((0.5, 0.54)), column)

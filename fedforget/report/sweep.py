@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fedforget.report.formatting import format_mia, is_mia_key, power_key
+
 RETRAIN = "retrain"
 CELL_KEYS = ("scenario", "partition", "seed")
 GROUP_KEYS = ("scenario", "partition", "strategy")
@@ -188,21 +190,31 @@ def acceptance(entries: Iterable[dict[str, Any]], strategy: str) -> list[Check]:
 def markdown(entries: list[dict[str, Any]], columns: Sequence[tuple[str, str, float]]) -> str:
     """Mean ± std over seeds, one line per (scenario, partition, strategy).
 
-    ``columns`` are ``(key, label, scale)``; scale 100 shows fractions as percentages.
+    ``columns`` are ``(key, label, scale)``; scale 100 shows fractions as percentages. An MIA
+    column shows its mean with the attack's mean power, or ``no power`` (see
+    :func:`fedforget.report.formatting.format_mia`; its scale is not used).
     """
     head = "| scenario | partition | strategy | " + " | ".join(c[1] for c in columns) + " |"
     lines = [head, "|---|---|---|" + "---:|" * len(columns)]
     for entry in entries:
-        cells = []
-        for key, _, scale in columns:
-            value = entry.get(key)
-            cells.append(value.format(scale) if isinstance(value, Stat) else "-")
+        cells = [_cell(entry, key, scale) for key, _, scale in columns]
         lines.append(
             f"| {entry['scenario']} | {entry['partition']} | {entry['strategy']} | "
             + " | ".join(cells)
             + " |"
         )
     return "\n".join(lines)
+
+
+def _cell(entry: dict[str, Any], key: str, scale: float) -> str:
+    value = entry.get(key)
+    if not isinstance(value, Stat) or value.n == 0:
+        return "-"
+    if is_mia_key(key):
+        power = entry.get(power_key(key))
+        mean_power = power.mean if isinstance(power, Stat) and power.n else None
+        return format_mia(value.mean, mean_power, value.std)
+    return value.format(scale)
 
 
 def checks_markdown(checks: Sequence[Check]) -> str:
