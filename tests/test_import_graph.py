@@ -58,9 +58,9 @@ def _modules() -> dict[str, Module]:
 def _imported_names(module: Module) -> set[str]:
     """Dotted names of every import the module can run, at any depth, made absolute.
 
-    ``from X import y`` yields both ``X`` and ``X.y``: which of them is a module is decided
-    against the module table (:func:`_targets`). Imports under ``if TYPE_CHECKING:`` are left
-    out: they never run, so they cannot take part in an import cycle.
+    ``from X import y`` yields ``X.y``, whether ``y`` is a module or a name in ``X``: the
+    module table decides which (:func:`_targets`). Imports under ``if TYPE_CHECKING:`` are
+    left out: they never run, so they cannot take part in an import cycle.
     """
     names: set[str] = set()
     for node in _runtime_nodes(ast.parse(module.path.read_text(), str(module.path))):
@@ -68,7 +68,6 @@ def _imported_names(module: Module) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = _absolute(module, node.module, node.level)
-            names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
 
@@ -106,7 +105,8 @@ def _targets(module: Module, modules: dict[str, Module]) -> set[str]:
     ``from fedforget.data import deletion`` targets ``fedforget.data.deletion``;
     ``from fedforget.data import ArrayDataset`` targets ``fedforget.data`` (its
     ``__init__``). A parent package's ``__init__`` that Python also runs on the way is not
-    counted: counting it would make every package that re-exports its submodules a cycle.
+    counted: counting it would make every package whose ``__init__`` re-exports a submodule
+    that imports a sibling through the package a cycle, though Python resolves those.
     """
     found: set[str] = set()
     for name in module.imports:
