@@ -16,14 +16,13 @@ from pydantic import BaseModel
 from torch import nn
 from torch.nn import functional as F
 
+from fedforget.attacks import EPS, ModelOutputs, build_attack, default_attack
 from fedforget.data.deletion import Federation
 from fedforget.data.sources import ArrayDataset
 from fedforget.models import ClassifierModel
 from fedforget.training import predict_proba, seeded_batches
 from fedforget.unlearning.losses import attention_map
 
-EPS = 1e-12
-MIA_SAMPLES = 5000
 RETAIN_EVAL_SAMPLES = 10000
 ATTENTION_SAMPLES = 1000
 
@@ -39,35 +38,6 @@ class PhaseMetrics(BaseModel):
     backdoor_success: float | None
     mia_success: float | None
     mia_power: float | None = None
-
-
-def entropy(probs: np.ndarray) -> np.ndarray:
-    """Shannon entropy of each row of a probability matrix."""
-    return -(probs * np.log(probs + EPS)).sum(axis=1)
-
-
-def membership_attack_success(
-    retain_probs: np.ndarray, test_probs: np.ndarray, target_probs: np.ndarray, seed: int = 0
-) -> float:
-    """Entropy-based membership inference on a target set (D_f); about 0.5 = forgotten.
-
-    The attack is a one-feature classifier on the output entropy, built from members (retained
-    training data) against non-members (test data), balanced; the score is the share of the
-    target set that it calls members. Paper 000/002 (after Chundawat et al.) fit a logistic
-    regression on the entropy; on one feature that is a threshold, and when members and
-    non-members are nearly indistinguishable (a well-generalising MNIST model: 53 % balanced
-    accuracy here) the fitted sign and threshold flip between random subsamples, sending the
-    score from 0 % to 100 %. We fix the attack's form instead: *member iff the entropy is at
-    most the median entropy of the balanced member + non-member pool*. It keeps the attack's
-    meaning (confident = member), is deterministic, scores unseen-looking data near or below
-    0.5 and memorised data near 1.
-    """
-    rng = np.random.default_rng(seed)
-    n = min(len(retain_probs), len(test_probs), MIA_SAMPLES)
-    members = entropy(retain_probs[rng.choice(len(retain_probs), n, replace=False)])
-    non_members = entropy(test_probs[rng.choice(len(test_probs), n, replace=False)])
-    threshold = float(np.median(np.concatenate([members, non_members])))
-    return float((entropy(target_probs) <= threshold).mean())
 
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
@@ -109,8 +79,6 @@ class Evaluator:
         seed: int = 0,
         attack: str | None = None,
     ) -> None:
-        from fedforget.attacks import build_attack
-
         if attack is not None:
             build_attack(attack)  # an unknown name fails here, not after training
         self.federation = federation
@@ -155,8 +123,6 @@ class Evaluator:
     @property
     def attack_name(self) -> str:
         """The membership attack that fills ``mia_success`` and ``mia_power`` (for summaries)."""
-        from fedforget.attacks import default_attack
-
         return self.attack or default_attack(self.reference is not None)
 
     def attack_sets(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -172,8 +138,6 @@ class Evaluator:
         self.reference = (members, non_members, forget)
 
     def _attack(self, retain_probs, test_probs, forget_probs):
-        from fedforget.attacks import ModelOutputs, build_attack
-
         name = self.attack_name
         ref = self.reference or (None, None, None)
         outputs = [

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
@@ -23,11 +21,17 @@ from fedforget import protocol as P
 from fedforget.attacks_reference import attach_references
 from fedforget.config import SimulationConfig
 from fedforget.data import Federation, build_federation
-from fedforget.gan import ConditionalGan, build_conditional_gan
 from fedforget.metrics import Evaluator
 from fedforget.models import ClassifierModel, build_model
 from fedforget.report.recorder import Display, RunRecorder
-from fedforget.report.summary import DeletionSummary, Efficiency, Summary, Timings
+from fedforget.report.summary import Efficiency, Summary, Timings
+from fedforget.server.shared import (
+    default_out_dir,
+    deletion_summary,
+    gan_factory,
+    reference_retrain,
+    to_numpy,
+)
 from fedforget.strategies import FederatedUnlearning, build_strategy
 from fedforget.training import resolve_device
 
@@ -45,32 +49,12 @@ def main(grid: Grid, context: Context) -> None:
     run_server(grid, config)
 
 
-def default_out_dir(config: SimulationConfig) -> Path:
-    """``runs/<time>-<strategy>-<mode>`` unless the configuration names a folder."""
-    if config.out is not None:
-        return config.out
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{config.strategy}-{config.deletion.mode}"
-
-
 def model_factory(config: SimulationConfig, federation: Federation):
     """A zero-argument constructor of the run's model."""
 
     def build() -> ClassifierModel:
         return build_model(
             config.model, federation.num_classes, federation.in_channels, federation.image_size
-        )
-
-    return build
-
-
-def gan_factory(config: SimulationConfig, federation: Federation):
-    """A zero-argument constructor of the federation's conditional GAN (seeded like the run)."""
-    shape = tuple(int(s) for s in federation.train.x.shape[1:])
-
-    def build() -> ConditionalGan:
-        return build_conditional_gan(
-            federation.num_classes, shape, seed=config.seed, width=config.gan.width
         )
 
     return build
@@ -116,7 +100,7 @@ def run_server(
         total_seconds=time.perf_counter() - started,
     )
     return recorder.finish(
-        final_state=_numpy(result.arrays),
+        final_state=to_numpy(result.arrays),
         reference_state=reference_state,
         deletion=deletion_summary(strategy, config),
         extra={
@@ -157,24 +141,6 @@ def _verify(
 
 def _if_deleted(strategy: FederatedUnlearning, seconds: float) -> float | None:
     return seconds if strategy.deletion.round else None
-
-
-def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
-    return {key: array.numpy() for key, array in arrays.items()}
-
-
-def deletion_summary(strategy: FederatedUnlearning, config: SimulationConfig) -> DeletionSummary:
-    """The run summary's deletion: the record of the strategy's latest step (as it is)."""
-    return strategy.deletion
-
-
-def reference_retrain(
-    strategy: FederatedUnlearning, grid: Grid, num_rounds: int
-) -> tuple[dict[str, np.ndarray], float]:
-    """The reference: ``num_rounds`` of FedAvg from w_0 without the deleted data, and its time."""
-    started = time.perf_counter()
-    arrays = strategy.run_reference(grid, num_rounds)
-    return _numpy(arrays), time.perf_counter() - started
 
 
 def _efficiency(rows: list[dict]) -> Efficiency | None:

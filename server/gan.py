@@ -30,7 +30,7 @@ from fedforget.models import ClassifierModel
 from fedforget.report import RunObserver
 from fedforget.report.observer import CheckpointObserver
 from fedforget.report.summary import DeletionSummary
-from fedforget.server.app import (
+from fedforget.server.shared import (
     default_out_dir,
     deletion_summary,
     gan_factory,

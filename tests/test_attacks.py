@@ -17,10 +17,10 @@ from fedforget.attacks import (
     best_threshold,
     build_attack,
     default_attack,
+    membership_attack_success,
     reference_confidences,
     scaled_confidence,
 )
-from fedforget.metrics import membership_attack_success
 
 SEEDS = (0, 1, 2)
 CLASSES = 10

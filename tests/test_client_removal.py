@@ -2,7 +2,7 @@
 fedosd, not and quickdrop, plus the pieces they are built from.
 
 Each behaviour test trains a tiny digits federation in-process (:mod:`fedforget.federated`).
-Client removal (:func:`conftest.leaving_client_federation`): client 0 leaves, a backdoor
+Client removal (:func:`fedforget.testing.leaving_client_federation`): client 0 leaves, a backdoor
 attacker (``backdoor``: clean training keeps a trigger, so recovery rounds alone do not
 remove it). Sample deletion (``class``): every client deletes its 3s, for fedquit and fedosd,
 which forget samples: given a whole client's data they misclassify its clean samples too

@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedforget.data import build_federation
-from fedforget.federated import LocalFederation
-from fedforget.models import build_model
-from fedforget.training import accuracy, load_numpy_state, state_to_numpy, to_tensors
+from fedforget.testing import mean_logit_margin, trained_digits
+from fedforget.training import accuracy, load_numpy_state, state_to_numpy
 from fedforget.unlearning import UnlearningContext, UnlearningRequest, build_unlearner
-from fedforget.unlearning.distillation import logit_margins
 
 ROUNDS = 8
 
@@ -19,28 +16,12 @@ ROUNDS = 8
 _CACHE: dict = {}
 
 
-def _trained(make_config, mode: str, seed: int):
+def _trained(mode: str, seed: int):
     """The digits federation trained ``ROUNDS`` rounds (cached: several tests share it)."""
     if (mode, seed) not in _CACHE:
-        _CACHE[mode, seed] = _train(make_config, mode, seed)
+        run = trained_digits(mode, seed, ROUNDS)
+        _CACHE[mode, seed] = run.federation, run.build, run.initial, run.trained
     return _CACHE[mode, seed]
-
-
-def _train(make_config, mode: str, seed: int):
-    torch.set_num_threads(1)
-    deletion = {"mode": mode, "share": 0.1}
-    if mode == "random":
-        deletion["deleting_clients"] = [0]
-    config = make_config(seed=seed, deletion=deletion, train={"batch_size": 16, "local_epochs": 4})
-    federation = build_federation(config)
-
-    def build():
-        return build_model("lenet5", federation.num_classes, 1, federation.image_size)
-
-    torch.manual_seed(seed)
-    initial = state_to_numpy(build())
-    local = LocalFederation.from_federation(federation, build, config.train, drop_deleted=False)
-    return federation, build, initial, local.run(initial, ROUNDS)
 
 
 def _unlearn(federation, build, initial, state, forget, mode, validation, **options):
@@ -50,14 +31,9 @@ def _unlearn(federation, build, initial, state, forget, mode, validation, **opti
     return unlearner.unlearn(load_numpy_state(build(), state), request, context)
 
 
-def _mean_margin(model, data) -> float:
-    x, y = to_tensors(data, torch.device("cpu"))
-    return float(logit_margins(model, x, y).mean())
-
-
 @pytest.mark.parametrize("seed", [0, 1])
-def test_natural_deletion_forgets_what_is_specific_to_the_forget_set(make_config, seed):
-    federation, build, initial, state = _trained(make_config, "random", seed)
+def test_natural_deletion_forgets_what_is_specific_to_the_forget_set(seed):
+    federation, build, initial, state = _trained("random", seed)
     half = len(federation.test) // 2
     validation = federation.test.subset(np.arange(half))
     test = federation.test.subset(np.arange(half, len(federation.test)))
@@ -68,9 +44,9 @@ def test_natural_deletion_forgets_what_is_specific_to_the_forget_set(make_config
     # D_f's margins fall by more than unseen data's (held-out test samples, not the
     # validation set the targets come from): the model loses what it learnt of D_f itself,
     # not only confidence everywhere. Measured: 0.40-1.01 logit over seeds 0-2
-    # (scripts/quality_tolerance.py).
-    forget_drop = _mean_margin(original, forget) - _mean_margin(aware, forget)
-    unseen_drop = _mean_margin(original, test) - _mean_margin(aware, test)
+    # (python -m experiments.quality_tolerance).
+    forget_drop = mean_logit_margin(original, forget) - mean_logit_margin(aware, forget)
+    unseen_drop = mean_logit_margin(original, test) - mean_logit_margin(aware, test)
     assert forget_drop > unseen_drop + 0.2
     # Lower margins need not flip a prediction: on one CPU a sample D_f's original model got
     # wrong came out right (1.0 vs 0.993). Only a rise beyond one sample would be a defect.
@@ -78,8 +54,8 @@ def test_natural_deletion_forgets_what_is_specific_to_the_forget_set(make_config
     assert accuracy(aware, test) >= accuracy(original, test) - 0.05
 
 
-def test_unmemorised_data_is_left_alone(make_config):
-    federation, build, initial, state = _trained(make_config, "random", 1)
+def test_unmemorised_data_is_left_alone():
+    federation, build, initial, state = _trained("random", 1)
     half = len(federation.test) // 2
     validation = federation.test.subset(np.arange(half))
     unseen = federation.test.subset(np.arange(half, len(federation.test)))
@@ -94,8 +70,8 @@ def test_unmemorised_data_is_left_alone(make_config):
         np.testing.assert_array_equal(value, state[key])
 
 
-def test_backdoor_deletion_ignores_the_validation_set(make_config):
-    federation, build, initial, state = _trained(make_config, "backdoor", 0)
+def test_backdoor_deletion_ignores_the_validation_set():
+    federation, build, initial, state = _trained("backdoor", 0)
     forget = federation.forget_set()
     with_validation = _unlearn(
         federation, build, initial, state, forget, "backdoor", federation.test

@@ -7,22 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from fedforget.data import build_federation
-from fedforget.federated import LocalFederation
-from fedforget.metrics import Evaluator
 from fedforget.models import build_model
-from fedforget.training import load_numpy_state, state_to_numpy
-from fedforget.unlearning import UnlearningContext, UnlearningRequest, build_unlearner
+from fedforget.testing import fedau_outcome
+from fedforget.unlearning import build_unlearner
 from fedforget.unlearning.fedau import (
     AuxiliaryHead,
     AuxiliaryTraining,
     auxiliary_labels,
-    auxiliary_trainings,
     combined_head,
 )
 
 torch.set_num_threads(1)
-ROUNDS = 6
 SEEDS = (0, 1)
 
 
@@ -104,70 +99,15 @@ def build_federation_like(n: int):
 # -- behaviour on digits: FedAU against the model retrained without the deleted data ----------
 
 
-def _federation(make_config, make_leaving_client_federation, kind: str, seed: int):
-    if kind == "class":
-        deletion = {"mode": "class", "forget_classes": [3], "share": 0.1}
-        config = make_config(seed=seed, deletion=deletion, train={"batch_size": 16})
-        return config, build_federation(config), "class"
-    config, federation = make_leaving_client_federation(kind, seed)
-    return config, federation, "client"
-
-
-def _scores(evaluator: Evaluator, model, kind: str) -> tuple[float, float]:
-    metrics = evaluator.evaluate(model)
-    if kind == "backdoor":
-        return metrics.backdoor_success, metrics.test_accuracy
-    return metrics.forget_test_accuracy, metrics.retain_test_accuracy
-
-
 @pytest.fixture(scope="module")
-def outcome(make_config, make_leaving_client_federation):
+def outcome():
     """``outcome(kind, seed)``: (forgotten, kept) before, after FedAU and after a retrain."""
-    cache: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
+    cache: dict[tuple[str, int], dict] = {}
 
     def run(kind: str, seed: int) -> dict[str, tuple[float, float]]:
-        if (kind, seed) in cache:
-            return cache[kind, seed]
-        config, fed, mode = _federation(make_config, make_leaving_client_federation, kind, seed)
-
-        def build():
-            return build_model("lenet5", fed.num_classes, 1, fed.image_size)
-
-        torch.manual_seed(seed)
-        initial = state_to_numpy(build())
-        fedau = build_unlearner("fedau")
-        classes = tuple(fed.plan.forget_classes) if mode == "class" else ()
-        clients = {}
-        for cid in range(fed.num_clients):
-            data, ids = fed.client_data(cid, False)
-            clients[cid] = (data, fed.is_deleted(ids))
-        train = config.train
-        trainings = auxiliary_trainings(
-            clients, fedau, mode, fed.num_classes, classes, lr=train.lr,
-            batch_size=train.batch_size, seed=seed,
-        )  # fmt: skip
-        full = LocalFederation.from_federation(
-            fed, build, train, drop_deleted=False, seed=seed, step_hooks=trainings
-        )
-        trained = full.run(initial, ROUNDS)
-        kept = LocalFederation.from_federation(fed, build, train, drop_deleted=True, seed=seed)
-        retrained = kept.run(initial, ROUNDS)
-        request = UnlearningRequest(
-            forget=fed.forget_set(),
-            num_classes=fed.num_classes,
-            mode=mode,
-            forget_classes=classes,
-            leaving_clients=(0,) if mode == "client" else (),
-            client_state={"auxiliary": {cid: t.state() for cid, t in trainings.items()}},
-        )
-        context = UnlearningContext(initial_state=initial, build_model=build, seed=seed)
-        unlearned = fedau.unlearn(load_numpy_state(build(), trained), request, context)
-        evaluator = Evaluator(fed)
-        cache[kind, seed] = {
-            "before": _scores(evaluator, load_numpy_state(build(), trained), kind),
-            "after": _scores(evaluator, unlearned, kind),
-            "retrain": _scores(evaluator, load_numpy_state(build(), retrained), kind),
-        }
+        if (kind, seed) not in cache:
+            found = fedau_outcome(kind, seed)
+            cache[kind, seed] = {k: found[k] for k in ("before", "after", "retrain")}
         return cache[kind, seed]
 
     return run

@@ -8,14 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedforget.attacks import entropy, membership_attack_success
 from fedforget.data import build_federation
-from fedforget.metrics import (
-    Evaluator,
-    entropy,
-    jensen_shannon,
-    membership_attack_success,
-    weight_distance,
-)
+from fedforget.metrics import Evaluator, jensen_shannon, weight_distance
 from fedforget.models import build_model
 
 

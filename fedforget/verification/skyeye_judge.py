@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from fedforget.data import ArrayDataset
@@ -24,47 +23,17 @@ from fedforget.verification.skyeye_config import (
     BRIGHT,
     DEFAULT_JUDGE,
     FORGOTTEN,
-    GENERATE_BATCH,
     NOT_FORGOTTEN,
     SkyeyeConfig,
     SkyeyeThresholds,
     Verdict,
 )
-from fedforget.verification.skyeye_training import train_generator
+from fedforget.verification.skyeye_report import write_skyeye
+from fedforget.verification.skyeye_training import generate, train_generator
 
 # --------------------------------------------------------------------------------------
 # Decision (Algorithm 3, made measurable)
 # --------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def generate(
-    generator: ConditionalGenerator,
-    labels: np.ndarray | Sequence[int],
-    seed: int,
-    device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """Draw one image per label with seeded noise, the generator in eval mode.
-
-    Returns
-    -------
-    np.ndarray
-        float32 images ``(len(labels), C, H, W)`` in [0, 1]. The generator is left on ``device``
-        in eval mode.
-    """
-    device = torch.device(device)
-    generator.to(device).eval()
-    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    z = torch.randn(len(y), generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    chunks = [
-        generator(z[i : i + GENERATE_BATCH].to(device), y[i : i + GENERATE_BATCH].to(device))
-        .cpu()
-        .numpy()
-        for i in range(0, len(y), GENERATE_BATCH)
-    ]
-    if not chunks:
-        return np.empty((0, *generator.image_shape), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
 def recognition_rates(predictions: np.ndarray) -> dict[int, float]:
@@ -249,8 +218,6 @@ class SkyeyeResult:
 
     def write(self, out_dir: Path) -> dict[str, Path]:
         """:func:`write_skyeye` with this result's control generator and real images."""
-        from fedforget.verification.skyeye_report import write_skyeye  # it draws this result
-
         return write_skyeye(self, out_dir, before=self.before, real=self.real)
 
 

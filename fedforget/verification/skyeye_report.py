@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,7 +17,10 @@ from fedforget.verification.skyeye_config import (
     SKYEYE_GRID_FILE,
     SKYEYE_JSON_FILE,
 )
-from fedforget.verification.skyeye_judge import SkyeyeResult, generate
+from fedforget.verification.skyeye_training import generate
+
+if TYPE_CHECKING:  # the result's write() calls this module: a runtime import would be a cycle
+    from fedforget.verification.skyeye_judge import SkyeyeResult
 
 # --------------------------------------------------------------------------------------
 # Pictures and files

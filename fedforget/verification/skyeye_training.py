@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,7 @@ from fedforget.verification.base import (
     frozen_copy,
 )
 from fedforget.verification.networks import ConditionalGenerator, build_gan
-from fedforget.verification.skyeye_config import SkyeyeConfig
+from fedforget.verification.skyeye_config import GENERATE_BATCH, SkyeyeConfig
 
 # --------------------------------------------------------------------------------------
 # Losses (Eq. 10 and 11)
@@ -233,3 +234,38 @@ def _generator_step(
         "loss_g_c": float(ce.detach()),
         "c_acc": float((class_logits.detach().argmax(1) == y).float().mean()),
     }
+
+
+# --------------------------------------------------------------------------------------
+# Drawing (read by the judge and by the report)
+# --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate(
+    generator: ConditionalGenerator,
+    labels: np.ndarray | Sequence[int],
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Draw one image per label with seeded noise, the generator in eval mode.
+
+    Returns
+    -------
+    np.ndarray
+        float32 images ``(len(labels), C, H, W)`` in [0, 1]. The generator is left on ``device``
+        in eval mode.
+    """
+    device = torch.device(device)
+    generator.to(device).eval()
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    z = torch.randn(len(y), generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    chunks = [
+        generator(z[i : i + GENERATE_BATCH].to(device), y[i : i + GENERATE_BATCH].to(device))
+        .cpu()
+        .numpy()
+        for i in range(0, len(y), GENERATE_BATCH)
+    ]
+    if not chunks:
+        return np.empty((0, *generator.image_shape), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -1,27 +1,22 @@
 """Deletion-aware distillation on natural deletions (random samples, a leaving client).
 
 Trains an in-process FedAvg federation (no Flower), unlearns with ``distill`` (the
-deletion-aware target, and the earlier incompetent-teacher target for comparison), runs the
+deletion-aware target, and the incompetent-teacher target for comparison), runs the
 bounded recovery relay, and retrains without D_f from the same w_0 for the same rounds.
 Prints one JSON line per run. Example (the numbers of docs/methods-quality.md)::
 
-    OMP_NUM_THREADS=1 python scripts/quality_natural.py --mode random --partition iid
+    OMP_NUM_THREADS=1 python -m experiments.quality_natural --mode random --partition iid
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from quality_common import default_relay, make_run
 
 from fedforget.config import RecoveryConfig, validate_config
 from fedforget.federated import LocalFederation
+from fedforget.testing import default_relay, make_run
 from fedforget.training import state_to_numpy
 from fedforget.unlearning import UnlearningContext, UnlearningRequest, build_unlearner
 

@@ -9,8 +9,8 @@ test and D_f accuracy, the attack's D_f score and power, and the share of retain
 test (non-member) and D_f samples the attack calls members, which says whether D_f sits with
 the members or the non-members of the *same* model. Example (docs/methods-quality.md)::
 
-    OMP_NUM_THREADS=1 python scripts/quality_overfit.py --seed 0
-    OMP_NUM_THREADS=1 python scripts/quality_overfit.py --seed 0 --options '{"lr": 0.01}'
+    OMP_NUM_THREADS=1 python -m experiments.quality_overfit --seed 0
+    OMP_NUM_THREADS=1 python -m experiments.quality_overfit --seed 0 --options '{"lr": 0.01}'
 
 ``--cache DIR`` keeps the trained models and reference confidences between runs.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -33,11 +32,11 @@ from fedforget.federated import LocalFederation
 from fedforget.metrics import Evaluator
 from fedforget.models import build_model
 from fedforget.simulations.sweep import Cell, cell_config
+from fedforget.testing import default_relay, load_array_groups, save_array_groups
 from fedforget.training import load_numpy_state, predict_proba, state_to_numpy
 from fedforget.unlearning import UnlearningContext, UnlearningRequest, build_unlearner
 
-sys.path.insert(0, str(Path(__file__).parent))
-from quality_common import default_relay
+REFERENCE_SETS = ("members", "non_members", "forget")  # Evaluator.attack_sets' order
 
 
 def main() -> None:
@@ -98,11 +97,11 @@ def main() -> None:
 
 def _trained(args, config, federation, build, evaluator):
     """Initial, original and retrained weights (cached under ``--cache`` when given)."""
-    name = f"{args.scenario}_{args.partition}_{args.seed}.pt".replace("%", "pct")
+    name = f"{args.scenario}_{args.partition}_{args.seed}.npz".replace("%", "pct")
     path = args.cache / name if args.cache else None
     if path is not None and path.exists():
-        saved = torch.load(path, weights_only=False)  # our own cache of numpy arrays
-        evaluator.set_reference(saved["reference"])
+        saved = load_array_groups(path)
+        evaluator.set_reference([saved["reference"][k] for k in REFERENCE_SETS])
         return saved["initial"], saved["trained"], saved["retrained"]
     torch.manual_seed(args.seed)
     initial = state_to_numpy(build())
@@ -115,16 +114,9 @@ def _trained(args, config, federation, build, evaluator):
     ]
     attach_references(evaluator, config, build)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "initial": initial,
-                "trained": runs[0],
-                "retrained": runs[1],
-                "reference": evaluator.reference,
-            },
-            path,
-        )
+        reference = dict(zip(REFERENCE_SETS, evaluator.reference, strict=True))
+        groups = {"initial": initial, "trained": runs[0], "retrained": runs[1]}
+        save_array_groups(path, {**groups, "reference": reference})
     return initial, runs[0], runs[1]
 
 

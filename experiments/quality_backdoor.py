@@ -1,31 +1,28 @@
 """distill vs retrain on a backdoor deletion, in process: is the forgetting durable and cheap?
 
 Trains an in-process FedAvg federation (the CLI's defaults: backdoor on 6 % of every client's
-samples) to the deletion round with and without D_f (cached, see ``quality_common``), then
-runs ``distill`` (with any option overrides), the default relay, and ``--after`` more FedAvg
-rounds on the remaining data; retraining gets the same rounds after it. Prints one JSON line:
-test accuracy and backdoor success after unlearning, after the relay and at the end, the
-relay's hops and the unlearning's seconds. Example (docs/methods.md, "Durable forgetting")::
+samples) to the deletion round with and without D_f (cached by
+:func:`fedforget.testing.make_run`), then runs ``distill`` (with any option overrides), the
+default relay, and ``--after`` more FedAvg rounds on the remaining data; retraining gets the
+same rounds after it. Prints one JSON line: test accuracy and backdoor success after
+unlearning, after the relay and at the end, the relay's hops and the unlearning's seconds.
+Example (docs/methods.md, "Durable forgetting")::
 
-    OMP_NUM_THREADS=1 python scripts/quality_backdoor.py --clients 100 --rounds 7
-    OMP_NUM_THREADS=1 python scripts/quality_backdoor.py --partition dirichlet --alpha 0.3
+    OMP_NUM_THREADS=1 python -m experiments.quality_backdoor --clients 100 --rounds 7
+    OMP_NUM_THREADS=1 python -m experiments.quality_backdoor --partition dirichlet --alpha 0.3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 from fedforget.config import validate_config
 from fedforget.federated import LocalFederation
+from fedforget.testing import default_relay, make_run
 from fedforget.training import accuracy, state_to_numpy
 from fedforget.unlearning import UnlearningContext, UnlearningRequest, build_unlearner
-
-sys.path.insert(0, str(Path(__file__).parent))
-from quality_common import default_relay, make_run
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ that no client holds (the complement of ``data.train_samples``). Prints JSON: ea
 power on the original model and its D_f score for the original, retrained and unlearned
 models. Example (docs/methods-quality.md)::
 
-    OMP_NUM_THREADS=1 python scripts/quality_mia.py
+    OMP_NUM_THREADS=1 python -m experiments.quality_mia
 
 ``--lr``, ``--momentum``, ``--batch-size`` and ``--model`` vary the local training (levers of
 memorisation); ``--attack-only`` scores the original and retrained models only (no distill,
@@ -17,16 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from quality_common import default_relay
 
 from fedforget.attacks import ModelOutputs, attack_names, build_attack, reference_confidences
 from fedforget.config import validate_config
@@ -35,6 +29,7 @@ from fedforget.data.deletion import kept_train_indices
 from fedforget.data.sources import build_source
 from fedforget.federated import LocalFederation
 from fedforget.models import build_model
+from fedforget.testing import default_relay
 from fedforget.training import accuracy, load_numpy_state, predict_proba, state_to_numpy
 from fedforget.unlearning import UnlearningContext, UnlearningRequest, build_unlearner
 

@@ -2,24 +2,20 @@
 
 Trains an in-process FedAvg federation on a skewed partition, then runs from the same model
 (a) the plain relay (every client scores, the single weakest trains at the federation's lr,
-the result is always forwarded, as fedforget's relay did) and (b) :func:`run_relay`
+the result is always forwarded) and (b) :func:`run_relay`
 (improvement-only, several weakest clients per hop with a proximal term, bounded candidates).
 Prints JSON. Example::
 
-    OMP_NUM_THREADS=1 python scripts/quality_relay.py --partition shards --shards 1
+    OMP_NUM_THREADS=1 python -m experiments.quality_relay --partition shards --shards 1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 from fedforget.config import RecoveryConfig, validate_config
 from fedforget.data import build_federation
@@ -30,7 +26,7 @@ from fedforget.training import accuracy, load_numpy_state, state_to_numpy
 
 
 def plain_relay(state, clients, evaluate, train, hops, lr, min_accuracy):
-    """Paper 000's relay as fedforget ran it: the weakest client trains, always forwarded."""
+    """Paper 000's plain relay: the weakest client trains, its result is always forwarded."""
     for _ in range(hops):
         scores = evaluate([state], clients)[0]
         weakest = min(scores, key=lambda c: scores[c].accuracy)
