@@ -16,9 +16,12 @@ step as it ended, with its own requests and faults only.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
+from logging import INFO, WARN
 
 from flwr.app import Message
+from flwr.common.logger import log
 
 from fedforget import protocol as P
 from fedforget.data.sources import ArrayDataset
@@ -28,6 +31,11 @@ from fedforget.strategies.messaging import Traffic, data_in
 
 RequestsFiled = tuple[list[str], list[int]]
 """A node's filed request ids and the classes they name."""
+
+CONFIRMED, PENDING, CONFIRMED_LATER = "confirmed", "pending", "confirmed_later"
+"""A request entry's ``status``: the node's reply to ``query.deletion_complete`` confirmed
+that it recorded the deletion; no confirmation came (``fault`` says why; the node still holds
+the request and reports it again); a later step's entry holds the confirmation."""
 
 
 @dataclass
@@ -228,6 +236,7 @@ class DeletionLedger:
                     "requests": ids,
                     "classes": classes,
                     "samples": self.pending[node],
+                    "status": PENDING,  # until the node confirms (confirm_deletion)
                 }
             )
         self.pending.clear()
@@ -235,6 +244,43 @@ class DeletionLedger:
         record.clients = sorted(self.client_of(n) for n in nodes)
         record.nodes = nodes
         return nodes
+
+    def confirm_deletion(self, confirmed: Iterable[int]) -> None:
+        """Set the status of this step's requests from the nodes that confirmed them.
+
+        ``confirmed`` are the nodes whose reply to ``query.deletion_complete`` arrived; every
+        other request of the step stays ``pending`` with the node's latest fault of the step.
+        A confirmation also settles the same client's earlier unconfirmed entries for these
+        requests (``confirmed_later``, with ``confirmed_round``).
+        """
+        confirmed = set(confirmed)
+        record = self.record
+        step_faults = record.faults[self._faults_before_step :]
+        for entry in (e for e in record.requests if e["round"] == record.round):
+            if entry["node"] in confirmed:
+                entry["status"] = CONFIRMED
+                entry.pop("fault", None)
+                self._settle_earlier(entry)
+                log(INFO, "deletion:   client %d (node %d) confirmed %s", *_told(entry))
+                continue
+            faults = [f for f in step_faults if f["node"] == entry["node"]]
+            entry["fault"] = faults[-1] if faults else None
+            log(
+                WARN,
+                "deletion:   client %d (node %d) did not confirm %s: pending on the node, "
+                "carried out when it reports it again",
+                *_told(entry),
+            )
+
+    def _settle_earlier(self, entry: dict) -> None:
+        for earlier in self.record.requests:
+            if (
+                earlier["round"] < entry["round"]
+                and earlier.get("status") == PENDING
+                and earlier["client"] == entry["client"]
+                and set(earlier["requests"]) <= set(entry["requests"])
+            ):
+                earlier.update(status=CONFIRMED_LATER, confirmed_round=entry["round"])
 
     def close_deletion(self, traffic: Traffic) -> None:
         """The deletion step ended: record what its messages cost; keep a copy of the step."""
@@ -273,3 +319,9 @@ class DeletionLedger:
         if not filed or not all(filed):
             return ()
         return tuple(sorted({c for classes in filed for c in classes}))
+
+
+def _told(entry: dict) -> tuple[int, int, str]:
+    """A request entry's client, node and what it asked for, for Flower's log."""
+    what = f"requests {entry['requests']}" if entry["requests"] else "its deletion"
+    return entry["client"], entry["node"], what
