@@ -467,9 +467,10 @@ def verify(message: Message, context: Context) -> Message:
     verifier = build_verifier(name, **{**options, **config.methods.options.get(name, {})})
     result = verifier.verify(task)
     requested = str(message.content[P.CONFIG].get(P.VERIFY_DIR, ""))
-    folder = node.policy.verification_folder(requested, message.metadata.run_id)
+    client = f"client-{node.partition_id}"
+    folder = node.policy.verification_folder(requested, message.metadata.run_id, client)
     if folder is not None:
-        result.write(folder / f"client-{node.partition_id}")
+        result.write(folder)
     report = ConfigRecord({P.REPORT: json.dumps(result.to_json())})
     return view.reply({P.CONFIG: report}, {})
 

@@ -24,7 +24,7 @@ from fedforget import protocol as P
 from fedforget.clients.policy import NodePolicy
 from fedforget.config import SimulationConfig
 from fedforget.data import ArrayDataset, build_federation
-from fedforget.node import DeletionRequest, NodeDirectory
+from fedforget.node import DeletionRequest, NodeDirectory, RequestError
 from fedforget.verification import VerificationTask, client_task
 
 STATE_KEY = "fedforget"
@@ -159,6 +159,7 @@ class DirectoryNode(LocalNode):
         return np.array([s for r in self._requests() for s in r.samples], dtype=np.int64)
 
     def training_data(self) -> tuple[ArrayDataset, np.ndarray]:
+        self._requests()  # a requests folder the node cannot read stops it before it trains
         return self.directory.local_data()
 
     def retained_data(self) -> ArrayDataset:
@@ -186,6 +187,15 @@ class DirectoryNode(LocalNode):
         return self.directory.data.subset(self.directory.deleted_ids())
 
     def carry_out(self, requests: list[str], server_round: int) -> int:
+        """Record the named requests; a request the node neither holds nor recorded is an error.
+
+        The reply to ``query.deletion_complete`` is the server's confirmation that the node
+        recorded the deletion, so it must never succeed for a request the ledger lacks.
+        """
+        known = {r.id for r in self._requests()} | {e["id"] for e in self.directory.ledger()}
+        unknown = sorted(set(requests) - known)
+        if unknown:
+            raise RequestError(f"request {unknown[0]} is neither pending nor carried out here")
         return self.directory.carry_out(
             self._named(requests), server_round, self.message.metadata.run_id
         )

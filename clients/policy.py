@@ -10,7 +10,8 @@ compute* (model name, training settings, which deletion to carry out) but decide
 - Paths (``data.path``, ``data.data_dir``, the folder for verification pictures) must lie
   under a folder the node allows: its ``node-dir``, its ``node_config["data-dir"]`` or a
   folder in ``FEDFORGET_NODE_ROOTS`` (``os.pathsep``-separated). A real node with
-  ``node-dir`` writes verification pictures only under ``<node-dir>/verification``.
+  ``node-dir`` writes verification pictures only under ``<node-dir>/verification``, in
+  folders it creates itself without following a symbolic link.
 
 ``fedforget simulate`` runs server and nodes in one process tree for one user, so it puts the
 run's own plugins and folders into these variables for its simulated nodes.
@@ -18,12 +19,14 @@ run's own plugins and folders into these variables for its simulated nodes.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedforget.config import SimulationConfig
+from fedforget.node import RequestError, own_folder
 
 __all__ = [
     "NODE_DATA_DIR",
@@ -41,6 +44,9 @@ NODE_PLUGINS = "plugins"
 NODE_DATA_DIR = "data-dir"
 NODE_DIR = "node-dir"
 OWN_PACKAGE = "fedforget"
+VERIFICATION_DIR = "verification"
+
+log = logging.getLogger("fedforget.node")
 
 
 class NodeRefusalError(PermissionError):
@@ -114,16 +120,22 @@ class NodePolicy:
                     f"folders it allows (node config '{NODE_DATA_DIR}', ${ROOTS_ENV})"
                 )
 
-    def verification_folder(self, requested: str, run_id: int) -> Path | None:
-        """Where this node writes verification pictures, or ``None`` for nowhere.
+    def verification_folder(self, requested: str, run_id: int, client: str) -> Path | None:
+        """Where this node writes ``client``'s verification pictures, or ``None``: nowhere.
 
-        A real node writes under its own ``<node-dir>/verification/run-<id>``; otherwise the
+        A real node writes under its own ``<node-dir>/verification/run-<id>/<client>``,
+        created here as real folders: a link or a file in their place leaves the pictures
+        unwritten (the report still travels) rather than written elsewhere. Otherwise the
         folder the server names is used only when the node allows it.
         """
         if self.node_dir is not None:
-            return self.node_dir / "verification" / f"run-{run_id}"
+            try:
+                return own_folder(self.node_dir, VERIFICATION_DIR, f"run-{run_id}", client)
+            except (RequestError, OSError) as err:
+                log.warning("verification pictures not written: %s", err)
+                return None
         if requested and self.allows_path(requested):
-            return Path(requested)
+            return Path(requested) / client
         return None
 
 

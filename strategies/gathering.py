@@ -141,6 +141,10 @@ class Gathering:
         nodes leave the federation. Returns the candidates' scores (see :meth:`send_completion`).
         """
         replies = self.messenger.receive(grid, completion.pending)
+        kind = P.DELETION_COMPLETE
+        self.ledger.confirm_deletion(
+            r.metadata.src_node_id for r in replies if r.metadata.message_type == kind
+        )
         if self.settings.clients_leave:
             self.messenger.exclude(completion.nodes)
         return scores_in(replies)

@@ -21,9 +21,9 @@ with its own requests and faults only.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from logging import INFO
+from logging import INFO, WARN
 from typing import Any
 
 from flwr.app import Message
@@ -38,6 +38,11 @@ from fedforget.strategies.messaging import Traffic, data_in
 
 RequestsFiled = tuple[list[str], list[int]]
 """A node's filed request ids and the classes they name."""
+
+CONFIRMED, PENDING, CONFIRMED_LATER = "confirmed", "pending", "confirmed_later"
+"""A request entry's ``status``: the node's reply to ``query.deletion_complete`` confirmed
+that it recorded the deletion; no confirmation came (``fault`` says why; the node still holds
+the request and reports it again); a later step's entry holds the confirmation."""
 
 
 @dataclass
@@ -182,6 +187,7 @@ class DeletionLedger:
                     "requests": ids,
                     "classes": classes,
                     "samples": self.pending[node],
+                    "status": PENDING,  # until the node confirms (confirm_deletion)
                 }
             )
         self.current = OpenStep(
@@ -193,6 +199,45 @@ class DeletionLedger:
         )
         self.pending.clear()
         return nodes
+
+    def confirm_deletion(self, confirmed: Iterable[int]) -> None:
+        """Set the status of this step's requests from the nodes that confirmed them.
+
+        ``confirmed`` are the nodes whose reply to ``query.deletion_complete`` arrived; every
+        other request of the step stays ``pending`` with the node's latest fault of the step.
+        A confirmation also settles the same client's earlier unconfirmed entries for these
+        requests (``confirmed_later``, with ``confirmed_round``).
+        """
+        step = self.current
+        if step is None:
+            return
+        confirmed = set(confirmed)
+        step_faults = self.faults[step.faults_before :]
+        for entry in (e for e in self.requests if e["round"] == step.round):
+            if entry["node"] in confirmed:
+                entry["status"] = CONFIRMED
+                entry.pop("fault", None)
+                self._settle_earlier(entry)
+                log(INFO, "deletion:   client %d (node %d) confirmed %s", *_told(entry))
+                continue
+            faults = [f for f in step_faults if f["node"] == entry["node"]]
+            entry["fault"] = faults[-1] if faults else None
+            log(
+                WARN,
+                "deletion:   client %d (node %d) did not confirm %s: pending on the node, "
+                "carried out when it reports it again",
+                *_told(entry),
+            )
+
+    def _settle_earlier(self, entry: dict) -> None:
+        for earlier in self.requests:
+            if (
+                earlier["round"] < entry["round"]
+                and earlier.get("status") == PENDING
+                and earlier["client"] == entry["client"]
+                and set(earlier["requests"]) <= set(entry["requests"])
+            ):
+                earlier.update(status=CONFIRMED_LATER, confirmed_round=entry["round"])
 
     def close_deletion(self, figures: StepFigures, traffic: Traffic) -> DeletionSummary:
         """Assemble the step's record from its parts' ``figures`` and its messages' cost.
@@ -299,3 +344,9 @@ class DeletionLedger:
         if not filed or not all(filed):
             return ()
         return tuple(sorted({c for classes in filed for c in classes}))
+
+
+def _told(entry: dict) -> tuple[int, int, str]:
+    """A request entry's client, node and what it asked for, for Flower's log."""
+    what = f"requests {entry['requests']}" if entry["requests"] else "its deletion"
+    return entry["client"], entry["node"], what

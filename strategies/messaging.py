@@ -294,8 +294,15 @@ class NodeMessenger:
         return nodes if size >= len(nodes) else sorted(rng.sample(nodes, size))
 
     def exchange(self, grid: Grid, messages: list[Message]) -> list[Message]:
-        """Every reply (errors included) that arrived within the timeout; metered."""
-        return self._collect(grid, self.send_messages(grid, messages))
+        """Every reply (errors included) that arrived within the timeout; metered.
+
+        The nodes that failed are recorded as faults, as :meth:`receive` does: a node that
+        refuses to train (a deletion ledger it cannot trust) is named with its reason.
+        """
+        pending = self.send_messages(grid, messages)
+        replies = self._collect(grid, pending)
+        self._record_faults(pending, replies)
+        return replies
 
     def send_messages(self, grid: Grid, messages: list[Message]) -> PendingQuery:
         """Push ``messages`` now; :meth:`receive` collects the replies."""
@@ -334,10 +341,22 @@ class NodeMessenger:
         if pending.received is not None:
             return pending.received
         replies = self._collect(grid, pending)
-        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in pending.messages}
+        faults = self._faults(pending, replies)
+        if faults and strict:
+            raise RuntimeError(
+                f"{faults[0]['message']}: {len(faults)} of {len(pending.messages)} clients did "
+                f"not answer ({faults[0]['error']})"
+            )
+        self._record_faults(pending, replies, faults)
         good = [reply for reply in replies if not reply.has_error()]
-        answered = {reply.metadata.src_node_id for reply in good}
-        faults: list[Fault] = [
+        pending.received = sorted(good, key=lambda r: self.order_key(r.metadata.src_node_id))
+        return pending.received
+
+    def _faults(self, pending: PendingQuery, replies: list[Message]) -> list[Fault]:
+        """One fault per message whose node gave no usable reply."""
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in pending.messages}
+        answered = {reply.metadata.src_node_id for reply in replies if not reply.has_error()}
+        return [
             {
                 "message": message.metadata.message_type,
                 "node": message.metadata.dst_node_id,
@@ -347,17 +366,15 @@ class NodeMessenger:
             for message in pending.messages
             if message.metadata.dst_node_id not in answered
         ]
-        if faults and strict:
-            raise RuntimeError(
-                f"{faults[0]['message']}: {len(faults)} of {len(pending.messages)} clients did "
-                f"not answer ({faults[0]['error']})"
-            )
-        for fault in faults:
+
+    def _record_faults(
+        self, pending: PendingQuery, replies: list[Message], faults: list[Fault] | None = None
+    ) -> None:
+        """Log and record each fault; its node is skipped until the next FedAvg round."""
+        for fault in self._faults(pending, replies) if faults is None else faults:
             self.suspects.add(int(fault["node"]))  # type: ignore[call-overload]
             log(WARN, "%s: node %s skipped (%s)", fault["message"], fault["node"], fault["error"])
             self.on_fault(fault)
-        pending.received = sorted(good, key=lambda r: self.order_key(r.metadata.src_node_id))
-        return pending.received
 
     def _collect(self, grid: Grid, pending: PendingQuery) -> list[Message]:
         """Every reply to ``pending`` within the timeout (errors included); metered."""

@@ -162,9 +162,9 @@ class RecoveryRelay:
         self._log(result)
         self.observer.progress(
             "recovery",
-            record.relay_hops,
+            figures["relay_hops"],
             self.settings.max_hops,
-            {"kept": record.relay_hops_kept, "objective": result.objective},
+            {"kept": figures["relay_hops_kept"], "objective": result.objective},
         )
         if result.state is start:
             return arrays, figures

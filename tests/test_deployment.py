@@ -177,6 +177,7 @@ def test_a_request_filed_on_a_node_is_unlearned_once_and_recorded(
     assert [entry["id"] for entry in ledger] == request["requests"]
     assert ledger[0]["round"] == request["round"] == 4
     assert request["client"] == 0 and request["classes"] == [FORGET_CLASS]
+    assert request["status"] == "confirmed"  # the node's acknowledgement came back
     assert deletion["mode"] == "requests" and deletion["forget_classes"] == [FORGET_CLASS]
     assert not list((dirs[0] / REQUESTS_DIR).glob("*.json"))
     # the malformed request was refused on its node, with the reason, and nothing stopped
@@ -187,8 +188,17 @@ def test_a_request_filed_on_a_node_is_unlearned_once_and_recorded(
     assert set(node_accuracy) == {"before_deletion", "after_unlearning", "after_recovery", "final"}
     assert node_accuracy["before_deletion"] >= 0.4 and node_accuracy["final"] <= 0.1
     assert deletion["node_forget_samples"] == len(ledger[0]["samples"])
-    for told in ("deletion: requests after round 4", "deletion: unlearning", "own D_f accuracy"):
-        assert told in outcome.log, told  # flwr run --stream shows the deletion step
+    told_in_stream = (
+        "round 4/4: test accuracy",
+        "deletion: requests after round 4",
+        "deletion: unlearning",
+        "confirmed requests",
+        "after recovery: test accuracy",
+        "own D_f accuracy",
+    )
+    for told in told_in_stream:
+        assert told in outcome.log, told  # flwr run --stream shows rounds and the deletion
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
     # the node's own verification: the deleted 3s were known before and are forgotten now
     (report,) = summary["verification"]
     assert report["client"] == 0 and report["method"] == "spd"

@@ -90,10 +90,26 @@ def test_paths_under_an_allowed_folder_pass(tmp_path: Path) -> None:
 
 def test_a_real_node_writes_verification_only_under_its_own_folder(tmp_path: Path) -> None:
     node_dir = tmp_path / "node"
+    node_dir.mkdir()
     policy = NodePolicy.from_node({"node-dir": str(node_dir)}, environ={})
-    folder = policy.verification_folder(str(tmp_path / "anywhere"), run_id=7)
-    assert folder == node_dir.resolve() / "verification" / "run-7"
+    folder = policy.verification_folder(str(tmp_path / "anywhere"), 7, "client-0")
+    assert folder == node_dir.resolve() / "verification" / "run-7" / "client-0"
+    assert folder.is_dir() and not (tmp_path / "anywhere").exists()
     simulated = NodePolicy.from_node({}, environ={})
-    assert simulated.verification_folder(str(tmp_path / "anywhere"), run_id=7) is None
+    assert simulated.verification_folder(str(tmp_path / "anywhere"), 7, "client-0") is None
     allowed = NodePolicy.from_node({}, environ={ROOTS_ENV: str(tmp_path)})
-    assert allowed.verification_folder(str(tmp_path / "run"), 7) == tmp_path / "run"
+    assert allowed.verification_folder(str(tmp_path / "run"), 7, "c") == tmp_path / "run" / "c"
+
+
+@pytest.mark.parametrize("planted", ["verification", "run-7", "client-0"])
+def test_a_link_in_the_verification_folders_is_never_followed(tmp_path: Path, planted) -> None:
+    """A link where the node's own verification folders go leaves the pictures unwritten."""
+    node_dir, outside = tmp_path / "node", tmp_path / "outside"
+    outside.mkdir()
+    chain = ["verification", "run-7", "client-0"]
+    parent = node_dir.joinpath(*chain[: chain.index(planted)])
+    parent.mkdir(parents=True)
+    (parent / planted).symlink_to(outside)
+    policy = NodePolicy.from_node({"node-dir": str(node_dir)}, environ={})
+    assert policy.verification_folder("", 7, "client-0") is None
+    assert list(outside.iterdir()) == []

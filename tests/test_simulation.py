@@ -128,7 +128,8 @@ def test_federaser_replays_the_stored_updates_on_the_clients(tmp_path, make_conf
         t.numel() * t.element_size() for t in build_model("lenet5", 10, 1, 8).state_dict().values()
     )
     # every client's update of every round before the deletion was kept
-    assert summary.deletion.need_figure("history", "bytes") == config.deletion.round * config.clients * model_bytes
+    kept = config.deletion.round * config.clients * model_bytes
+    assert summary.deletion.need_figure("history", "bytes") == kept
     # one calibration training on the clients per kept round, never on the deleted data
     assert summary.deletion.need_figure("rounds", "client_training_calls") == config.deletion.round
     assert summary.bookkeeping.deleted_passes_after_deletion == 0
@@ -169,7 +170,8 @@ def test_quickdrop_unlearns_a_class_on_the_clients_distilled_sets(tmp_path, make
     # every client distilled while it trained, and sent its set: 10 images of each class it
     # holds (digits' IID partition: all 10), 8x8 float32 images and int64 labels
     assert summary.deletion.need_figure("synthetic", "training_client_seconds") > 0
-    assert summary.deletion.need_figure("synthetic", "bytes") == config.clients * 10 * 10 * (64 * 4 + 8)
+    sets = config.clients * 10 * 10 * (64 * 4 + 8)
+    assert summary.deletion.need_figure("synthetic", "bytes") == sets
     _forgot_the_class_without_its_samples(summary)
 
 

@@ -480,7 +480,7 @@ class _Quiet:
 
 def test_the_relay_stops_at_once_when_the_clients_meet_the_bar() -> None:
     grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, accuracy=0.95))
-    relay, ledger = _relay(grid)
+    relay, _ = _relay(grid)
     arrays = _initial()
     relayed, figures = relay.run(grid, arrays)
     assert relayed is arrays
@@ -510,7 +510,7 @@ def test_the_relay_reports_the_hops_it_tried_and_kept_not_its_limit() -> None:
 def test_the_weakest_clients_train_with_the_proximal_term() -> None:
     clients = {f"c{i}": FakeClient(i, accuracy=0.5 + 0.1 * i) for i in range(4)}
     grid, nodes = _federation(**clients)
-    relay, ledger = _relay(grid, per_hop=2, max_hops=1)
+    relay, _ = _relay(grid, per_hop=2, max_hops=1)
     _, figures = relay.run(grid, _initial())
     trained = sorted(n for n in nodes if grid.types_sent(n).count(P.RELAY_TRAIN))
     assert trained == [100, 101]  # the two weakest
@@ -521,7 +521,7 @@ def test_the_weakest_clients_train_with_the_proximal_term() -> None:
 
 def test_a_hop_that_does_not_help_is_discarded_and_the_input_returned() -> None:
     grid, _ = _federation(a=FakeClient(0, accuracy=0.1, improves=False), b=FakeClient(1))
-    relay, ledger = _relay(grid, max_hops=2)
+    relay, _ = _relay(grid, max_hops=2)
     arrays = _initial()
     relayed, record = relay.run(grid, arrays)
     assert relayed is arrays
@@ -555,7 +555,7 @@ def test_a_failing_client_is_recorded_and_the_others_carry_the_hop() -> None:
 def test_the_relay_asks_a_bounded_number_of_clients() -> None:
     clients = {f"c{i}": FakeClient(i, accuracy=0.3, improves=False) for i in range(30)}
     grid, _ = _federation(**clients)
-    relay, ledger = _relay(grid, max_hops=3, candidates=5, per_hop=2)
+    relay, _ = _relay(grid, max_hops=3, candidates=5, per_hop=2)
     _, figures = relay.run(grid, _initial())
     assert grid.types_sent().count(P.LOCAL_EVAL) == 5 * (1 + 3)  # start + one per hop
     assert grid.types_sent().count(P.RELAY_TRAIN) == 2 * 3

@@ -21,6 +21,8 @@ SERIES = (
 )
 UNLEARNED_OFFSET = 0.33
 RECOVERED_OFFSET = 0.66
+FINAL_OFFSET = 0.9
+NODE_FORGET_LABEL = "accuracy on D_f, measured by the deleting nodes"
 
 
 def _series(rows: list[dict[str, Any]], phase: str, key: str) -> tuple[list[float], list[float]]:
@@ -43,6 +45,26 @@ def _checkpoint_points(
     return xs, ys
 
 
+def _node_forget_points(rows: list[dict[str, Any]], summary: Summary) -> list[tuple[float, float]]:
+    """The deleting nodes' own D_f accuracy per phase, placed like the server's checkpoints.
+
+    ``final`` sits at the last FedAvg round, or just after the relay when the deletion was in
+    the last round.
+    """
+    deletion_round = summary.deletion.round
+    measured = summary.deletion.node_forget_accuracy
+    if not deletion_round or not measured:
+        return []
+    last = max((r["round"] for r in rows if r.get("phase") == "federated"), default=0)
+    places = {
+        "before_deletion": float(deletion_round),
+        "after_unlearning": deletion_round + UNLEARNED_OFFSET,
+        "after_recovery": deletion_round + RECOVERED_OFFSET,
+        "final": float(last) if last > deletion_round else deletion_round + FINAL_OFFSET,
+    }
+    return sorted((places[phase], value) for phase, value in measured.items() if phase in places)
+
+
 def plot_run(rows: list[dict[str, Any]], summary: Summary, path: Path) -> Path:
     """Draw the metrics of every round (solid) and of the retrain reference (dashed)."""
     fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
@@ -59,6 +81,17 @@ def plot_run(rows: list[dict[str, Any]], summary: Summary, path: Path) -> Path:
         rx, ry = _series(rows, "reference", key)
         if rx:
             ax.plot(rx, ry, linestyle="--", color=color, alpha=0.6, label=f"{label} (retrain)")
+    node_points = _node_forget_points(rows, summary)
+    if node_points:  # a deployment's server holds no D_f: the deleting nodes measured it
+        ax.plot(
+            [x for x, _ in node_points],
+            [y for _, y in node_points],
+            marker="s",
+            markersize=4,
+            linestyle="-.",
+            color="tab:brown",
+            label=NODE_FORGET_LABEL,
+        )
     if deletion_round:
         ax.axvline(deletion_round + 0.05, color="black", linestyle=":", label="deletion request")
         ax.axvspan(

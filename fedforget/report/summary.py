@@ -99,7 +99,12 @@ class DeletionSummary(BaseModel):
         0.0, description="The step's wall seconds less the time it waited for replies."
     )
     requests: list[dict[str, Any]] = Field(
-        default_factory=list, description="Node-side requests carried out, per deletion step."
+        default_factory=list,
+        description="The requests of every deletion step: round, client, node, request ids, "
+        "classes, samples and status: confirmed (the node's reply to query.deletion_complete "
+        "said it recorded the deletion), pending (no confirmation; fault says why, and the "
+        "node still holds the request and reports it again) or confirmed_later (a later "
+        "step's entry, in confirmed_round, holds the confirmation).",
     )
     node_forget_accuracy: dict[str, float] = Field(
         default_factory=dict,

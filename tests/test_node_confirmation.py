@@ -1,0 +1,209 @@
+"""A deletion is listed as done only when the node confirmed it.
+
+The server may unlearn a request whose node then vanishes (D_f came with the training reply),
+but only the node's reply to ``query.deletion_complete`` says the node recorded the deletion.
+A request without that reply stays ``pending`` in the run summary, with the fault; the node
+still holds it, reports it again in its next training reply and carries it out then.
+
+The federation is a fake Grid (:mod:`test_strategy_parts`) whose nodes are either scripted
+clients or real node directories served by the ClientApp's own handlers, in this process.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from test_strategy_parts import (  # the fake Grid and scripted clients of the strategy tests
+    FakeClient,
+    FakeGrid,
+    ZeroingUnlearner,
+    _config,
+    _federation,
+    _initial,
+    _server_identity,  # noqa: F401 - the autouse fixture stamping the messages
+    _strategy,
+)
+
+from fedforget import protocol as P
+from fedforget.clients import app as client_app
+from fedforget.config import SimulationConfig
+from fedforget.data import ArrayDataset
+from fedforget.models import build_model
+from fedforget.node import LEDGER_FILE, REQUESTS_DIR, RequestError, file_request, write_node_data
+from fedforget.strategies import FederatedUnlearning, StrategySettings
+from fedforget.strategies.ledger import CONFIRMED, CONFIRMED_LATER, PENDING
+
+ROWS = 40
+
+
+class ComesBack(FakeClient):
+    """A scripted client that gives no reply to its first ``query.deletion_complete``."""
+
+    def __init__(self, partition: int, forget: int, returns: bool = True) -> None:
+        super().__init__(partition, forget=forget)
+        self.returns = returns
+        self.dropped = 0
+
+    def __call__(self, message: Message):
+        if message.metadata.message_type == P.DELETION_COMPLETE:
+            self.dropped += 1
+            if self.dropped == 1 or not self.returns:
+                return None  # killed during the step: no reply before the timeout
+        return super().__call__(message)
+
+
+def _statuses(strategy) -> list[tuple[int, int, str]]:
+    return [(r["round"], r["client"], r["status"]) for r in strategy.deletion.requests]
+
+
+def test_an_unconfirmed_request_is_pending_until_the_node_confirms_it() -> None:
+    vanishing = ComesBack(1, forget=3)
+    grid, _ = _federation(a=FakeClient(0), b=vanishing, c=FakeClient(2))
+    unlearner = ZeroingUnlearner()
+    unlearner.seen = []
+    strategy = _strategy(_config(mode="requests", forget_classes=[]), unlearner)
+
+    strategy.start(grid, _initial(), num_rounds=3)
+
+    # round 1: D_f came with the request and the server unlearned, but no confirmation came
+    assert len(unlearner.seen) == 2 and len(unlearner.seen[0].forget) == 3
+    first, second = strategy.deletion.requests
+    assert _statuses(strategy) == [(1, 1, CONFIRMED_LATER), (2, 1, CONFIRMED)]
+    assert first["fault"]["message"] == P.DELETION_COMPLETE and first["confirmed_round"] == 2
+    assert first["fault"]["error"] == "no reply before the timeout" and "fault" not in second
+    assert vanishing.deleted  # the request was carried out when the node came back
+    steps = strategy.ledger.step_summaries("requests", [])
+    assert [s.requests[0]["status"] for s in steps] == [CONFIRMED_LATER, CONFIRMED]
+
+
+def test_a_node_that_never_comes_back_leaves_its_request_pending() -> None:
+    gone = ComesBack(1, forget=3, returns=False)
+    grid, _ = _federation(a=FakeClient(0), b=gone)
+    strategy = _strategy(_config(clients=2, mode="requests", forget_classes=[]), ZeroingUnlearner())
+    strategy.start(grid, _initial(), num_rounds=2)
+    assert _statuses(strategy) == [(1, 1, PENDING), (2, 1, PENDING)]
+    summary = json.loads(strategy.deletion.summary("requests", []).model_dump_json())
+    assert all(r["status"] == PENDING and r["fault"]["node"] == 101 for r in summary["requests"])
+
+
+def test_a_confirmed_request_in_a_simulated_federation() -> None:
+    grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, forget=2))
+    strategy = _strategy(_config(clients=2), ZeroingUnlearner())
+    strategy.start(grid, _initial(), num_rounds=1)
+    assert _statuses(strategy) == [(1, 1, CONFIRMED)]
+
+
+# ---------------------------------------------------------------------- real node directories
+class RealNode:
+    """A node directory served by the ClientApp's handlers; ``silent`` types get no reply once."""
+
+    def __init__(self, node_dir: Path, partition: int) -> None:
+        self.context = Context(
+            run_id=1,
+            node_id=100 + partition,
+            node_config={"node-dir": str(node_dir), "partition-id": partition},
+            state=RecordDict(),
+            run_config={},
+        )
+        self.silent: set[str] = set()
+
+    def __call__(self, message: Message) -> RecordDict | str | None:
+        kind = message.metadata.message_type
+        if kind in self.silent:
+            self.silent.discard(kind)
+            return None
+        try:
+            return client_app.app(message, self.context).content
+        except Exception as err:  # what Flower sends the server: the error, one line
+            return f"{type(err).__name__}: {err}"
+
+
+def _node_dirs(root: Path, count: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    dirs = []
+    for index in range(count):
+        data = ArrayDataset(
+            x=rng.random((ROWS, 1, 8, 8), dtype=np.float32),
+            y=np.arange(ROWS, dtype=np.int64) % 10,
+        )
+        dirs.append(root / f"node{index}")
+        write_node_data(dirs[-1], data)
+    return dirs
+
+
+def _real_strategy(unlearner) -> FederatedUnlearning:
+    config = SimulationConfig(
+        clients=2,
+        data={"dataset": "digits"},
+        train={"rounds": 2, "local_epochs": 1},
+        deletion={"mode": "requests"},
+        recovery={"enabled": False},
+        message_timeout=0.05,
+    )
+    settings = StrategySettings.from_config(config, num_classes=10, image_shape=(1, 8, 8))
+    return FederatedUnlearning(
+        settings, unlearner=unlearner, build_model=lambda: build_model("lenet5", 10, 1, 8)
+    )
+
+
+def _lenet() -> ArrayRecord:
+    return ArrayRecord(build_model("lenet5", 10, 1, 8).state_dict())
+
+
+def test_a_real_node_killed_during_the_step_carries_its_request_out_when_back(tmp_path) -> None:
+    dirs = _node_dirs(tmp_path, 2)
+    request, path, _ = file_request(dirs[0], samples=[4, 9])
+    nodes = [RealNode(folder, i) for i, folder in enumerate(dirs)]
+    nodes[0].silent.add(P.DELETION_COMPLETE)
+    grid = FakeGrid({100 + i: node for i, node in enumerate(nodes)})
+    unlearner = ZeroingUnlearner()
+    unlearner.seen = []
+
+    strategy = _real_strategy(unlearner)
+    strategy.start(grid, _lenet(), num_rounds=2)
+
+    assert P.FORGET_DATA not in grid.types_sent(100)  # D_f came with the training reply
+    assert [len(r.forget) for r in unlearner.seen] == [2, 2]  # unlearned in rounds 1 and 2
+    first, second = strategy.deletion.requests
+    assert (first["requests"], first["status"]) == ([request.id], CONFIRMED_LATER)
+    assert first["fault"]["message"] == P.DELETION_COMPLETE
+    assert (second["round"], second["status"]) == (2, CONFIRMED)
+    (entry,) = json.loads((dirs[0] / LEDGER_FILE).read_text())["carried_out"]
+    assert (entry["id"], entry["round"]) == (request.id, 2)  # recorded once, when confirmed
+    assert not path.exists()
+
+
+def test_a_node_refusing_to_train_is_a_fault_naming_it_and_the_reason(tmp_path) -> None:
+    dirs = _node_dirs(tmp_path, 2)
+    file_request(dirs[1], samples=[1])
+    nodes = [RealNode(folder, i) for i, folder in enumerate(dirs)]
+    grid = FakeGrid({100 + i: node for i, node in enumerate(nodes)})
+    strategy = _real_strategy(ZeroingUnlearner())
+    strategy.start(grid, _lenet(), num_rounds=1)  # node 1 carries its request out
+    (dirs[1] / LEDGER_FILE).unlink()  # then its ledger is lost
+
+    strategy.start(grid, _lenet(), num_rounds=1)
+
+    trained = [f for f in strategy.deletion.faults if f["message"] == P.TRAIN]
+    assert [(f["node"], f["client"]) for f in trained] == [(101, 1)]
+    assert "RequestError" in trained[0]["error"] and LEDGER_FILE in trained[0]["error"]
+
+
+def test_a_node_never_confirms_a_request_it_does_not_hold(tmp_path) -> None:
+    (folder,) = _node_dirs(tmp_path, 1)
+    node = RealNode(folder, 0)
+    config = _real_strategy(ZeroingUnlearner()).settings.message_config()
+    entries = {**config, P.SERVER_ROUND: 1, P.NUM_CLASSES: 10}
+    entries[P.REQUESTS] = json.dumps({"100": ["r-000000000000"]})
+    message = Message(
+        RecordDict({P.CONFIG: ConfigRecord(entries)}),
+        dst_node_id=100,
+        message_type=P.DELETION_COMPLETE,
+    )
+    with pytest.raises(RequestError, match="neither pending nor carried out"):
+        client_app.deletion_complete(message, node.context)
+    assert not (folder / LEDGER_FILE).exists() and not (folder / REQUESTS_DIR).exists()
