@@ -17,9 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A user error in the configuration, with a one-line message."""
+from fedforget.errors import ConfigError
 
 
 class _Section(BaseModel):

@@ -14,7 +14,7 @@ import importlib
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Generic, TypeVar
 
-from fedforget.config import ConfigError
+from fedforget.errors import ConfigError
 
 __all__ = ["Registry", "UnknownNameError", "load_plugins"]
 

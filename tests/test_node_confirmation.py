@@ -76,7 +76,7 @@ def test_an_unconfirmed_request_is_pending_until_the_node_confirms_it() -> None:
     assert first["fault"]["message"] == P.DELETION_COMPLETE and first["confirmed_round"] == 2
     assert first["fault"]["error"] == "no reply before the timeout" and "fault" not in second
     assert vanishing.deleted  # the request was carried out when the node came back
-    steps = strategy.ledger.step_summaries("requests", [])
+    steps = strategy.ledger.steps
     assert [s.requests[0]["status"] for s in steps] == [CONFIRMED_LATER, CONFIRMED]
 
 
@@ -86,7 +86,7 @@ def test_a_node_that_never_comes_back_leaves_its_request_pending() -> None:
     strategy = _strategy(_config(clients=2, mode="requests", forget_classes=[]), ZeroingUnlearner())
     strategy.start(grid, _initial(), num_rounds=2)
     assert _statuses(strategy) == [(1, 1, PENDING), (2, 1, PENDING)]
-    summary = json.loads(strategy.deletion.summary("requests", []).model_dump_json())
+    summary = json.loads(strategy.deletion.model_dump_json())
     assert all(r["status"] == PENDING and r["fault"]["node"] == 101 for r in summary["requests"])
 
 

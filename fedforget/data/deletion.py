@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from fedforget.config import ConfigError, SimulationConfig
-from fedforget.data.modes import DeletionMode, apply_trigger, deletion_mode
+from fedforget.data.modes import DeletionPlan, apply_trigger, deletion_mode
 from fedforget.data.partition import partition_indices
 from fedforget.data.sources import ArrayDataset, DatasetBundle, build_source
 
@@ -35,44 +35,6 @@ def triggered_samples(
     return ArrayDataset(
         x=apply_trigger(chosen.x, trigger_size), y=np.full(len(chosen), target, dtype=np.int64)
     )
-
-
-@dataclass(frozen=True)
-class DeletionPlan:
-    """Which training samples are deleted, held by which clients.
-
-    Attributes
-    ----------
-    mode : str
-        The deletion mode's name (:mod:`fedforget.data.modes`).
-    forget_by_client : dict[int, np.ndarray]
-        Partition id -> sorted global indices (into the federation's training set) of D_f^i.
-    forget_classes : tuple[int, ...]
-        Classes forgotten in class mode, else empty.
-    backdoor_target : int | None
-        Label carried by the triggered samples in backdoor mode, else None.
-    """
-
-    mode: str
-    forget_by_client: dict[int, np.ndarray]
-    forget_classes: tuple[int, ...] = ()
-    backdoor_target: int | None = None
-
-    @property
-    def deletion_mode(self) -> DeletionMode:
-        """The registered mode that made this plan."""
-        return deletion_mode(self.mode)
-
-    @property
-    def deleting_clients(self) -> list[int]:
-        """Partition ids that hold deleted samples."""
-        return sorted(cid for cid, idx in self.forget_by_client.items() if len(idx))
-
-    @property
-    def forget_indices(self) -> np.ndarray:
-        """All deleted global indices, sorted."""
-        parts = list(self.forget_by_client.values())
-        return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)

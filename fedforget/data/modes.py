@@ -25,18 +25,20 @@ one-line :class:`~fedforget.config.ConfigError` for an unknown name).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from fedforget.config import ConfigError
+from fedforget.data.sources.base import ArrayDataset
+from fedforget.errors import ConfigError
 from fedforget.registry import Registry, UnknownNameError
 
 if TYPE_CHECKING:
     from fedforget.config import SimulationConfig
-    from fedforget.data.deletion import DeletionPlan, Federation
-    from fedforget.data.sources import ArrayDataset, DatasetBundle
+    from fedforget.data.deletion import Federation
+    from fedforget.data.sources.base import DatasetBundle
 
 
 class Kind(StrEnum):
@@ -79,6 +81,44 @@ def apply_trigger(x: np.ndarray, size: int) -> np.ndarray:
     end_w = x.shape[3] - TRIGGER_MARGIN
     out[:, :, end_h - size : end_h, end_w - size : end_w] = 1.0
     return out
+
+
+@dataclass(frozen=True)
+class DeletionPlan:
+    """Which training samples are deleted, held by which clients.
+
+    Attributes
+    ----------
+    mode : str
+        The deletion mode's name (:mod:`fedforget.data.modes`).
+    forget_by_client : dict[int, np.ndarray]
+        Partition id -> sorted global indices (into the federation's training set) of D_f^i.
+    forget_classes : tuple[int, ...]
+        Classes forgotten in class mode, else empty.
+    backdoor_target : int | None
+        Label carried by the triggered samples in backdoor mode, else None.
+    """
+
+    mode: str
+    forget_by_client: dict[int, np.ndarray]
+    forget_classes: tuple[int, ...] = ()
+    backdoor_target: int | None = None
+
+    @property
+    def deletion_mode(self) -> DeletionMode:
+        """The registered mode that made this plan."""
+        return deletion_mode(self.mode)
+
+    @property
+    def deleting_clients(self) -> list[int]:
+        """Partition ids that hold deleted samples."""
+        return sorted(cid for cid, idx in self.forget_by_client.items() if len(idx))
+
+    @property
+    def forget_indices(self) -> np.ndarray:
+        """All deleted global indices, sorted."""
+        parts = list(self.forget_by_client.values())
+        return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
 
 
 class DeletionMode(ABC):
@@ -171,8 +211,6 @@ class DeletionMode(ABC):
     def attack_test_set(self, federation: Federation) -> ArrayDataset | None:
         """Test data that measures an attack D_f planted: with a backdoor target in the plan,
         the triggered test samples whose true label is not the target, labelled with it."""
-        from fedforget.data.sources import ArrayDataset
-
         target = federation.plan.backdoor_target
         if target is None:
             return None
@@ -284,8 +322,6 @@ class BackdoorMode(DeletionMode):
     summary = "triggered samples relabelled to a target class (paper 000's sample unlearning)"
 
     def plan(self, bundle, client_indices, config):
-        from fedforget.data.deletion import DeletionPlan
-
         target = config.deletion.backdoor_target
         if target >= bundle.num_classes:
             raise ConfigError(
@@ -295,8 +331,6 @@ class BackdoorMode(DeletionMode):
         return DeletionPlan(self.name, chosen, backdoor_target=target)
 
     def prepare_train(self, train, plan, config):
-        from fedforget.data.sources import ArrayDataset
-
         idx = plan.forget_indices
         x = train.x.copy()
         y = train.y.copy()
@@ -317,8 +351,6 @@ class RandomMode(DeletionMode):
     gan_mode = "item"
 
     def plan(self, bundle, client_indices, config):
-        from fedforget.data.deletion import DeletionPlan
-
         return DeletionPlan(self.name, draw_samples(bundle.train.y, client_indices, config))
 
 
@@ -335,8 +367,6 @@ class ClassMode(DeletionMode):
     gan_mode = "class"
 
     def plan(self, bundle, client_indices, config):
-        from fedforget.data.deletion import DeletionPlan
-
         classes = config.deletion.forget_classes
         bad = [c for c in classes if not 0 <= c < bundle.num_classes]
         if bad:
@@ -365,8 +395,6 @@ class ClientMode(DeletionMode):
         return leaving_by_default(config)
 
     def plan(self, bundle, client_indices, config):
-        from fedforget.data.deletion import DeletionPlan
-
         return DeletionPlan(self.name, whole_clients(client_indices, config))
 
 
@@ -387,8 +415,6 @@ class RequestsMode(DeletionMode):
     default_round = 1
 
     def plan(self, bundle, client_indices, config):
-        from fedforget.data.deletion import DeletionPlan
-
         return DeletionPlan(self.name, {})
 
     def resolve(self, named_classes):
