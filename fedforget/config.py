@@ -251,68 +251,6 @@ class TrainConfig(_Section):
     )
 
 
-class DistillConfig(_Section):
-    """Distillation unlearning of paper 000 (section IV.A, IV.C, Eq. 2-9, 12).
-
-    Defaults follow the paper: mu = 0.33 each, q = 2, BND = 15, unlearning learning rate
-    5e-3 (Table IV), regulariser weight 0.4 (Table IV). ``reg_reduction = "mean"`` divides
-    ``||w - w_o||^2`` by the number of parameters. ``prune_mads`` is our addition for durable
-    forgetting (see :mod:`fedforget.unlearning.distillation` and docs/methods.md).
-    """
-
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(100, ge=1)
-    lr: float = Field(5e-3, gt=0)
-    lr_decay: float | None = Field(0.7, gt=0, le=1, description="Per-epoch factor; None = off.")
-    mu_distill: float = Field(0.33, ge=0)
-    mu_attention: float = Field(0.33, ge=0)
-    mu_hard: float = Field(0.33, ge=0)
-    temperature: float = Field(1.0, gt=0)
-    attention_q: float = Field(2.0, ge=1)
-    bound: float | None = Field(15.0, gt=0, description="BND of Eq. 12; None = unbounded Eq. 9.")
-    reg_weight: float = Field(0.4, ge=0)
-    reg_reduction: Literal["mean", "sum"] = "mean"
-    stop_accuracy: float | None = Field(0.01, ge=0, le=1, description="Stop once D_f acc <=.")
-    prune_mads: float | None = Field(
-        5.0, gt=0, description="Prune outlying D_f units first (our addition); None = off."
-    )
-    prune_max: int = Field(32, ge=1)
-    prune_layer: str | None = None
-    reset_class_outputs: bool = True
-    natural_target: Literal["validation", "teacher"] = Field(
-        "validation",
-        description=(
-            "Random and client deletions with a declared validation set: lower each D_f"
-            " sample's logit margin to a class-matched margin of unseen data while the"
-            " validation set's margins are held; 'teacher' = as for backdoor."
-        ),
-    )
-    natural_keep: float = Field(
-        0.1,
-        ge=0,
-        description="Weight of the validation anchor: mean squared change of the validation"
-        " samples' margins (natural deletions).",
-    )
-    natural_keep_samples: int = Field(
-        50, ge=1, description="Validation samples the anchor draws per step."
-    )
-    natural_lr: float = Field(
-        0.01, gt=0, description="Constant learning rate of the natural-deletion target."
-    )
-    natural_tolerance: float = Field(
-        0.1,
-        ge=0,
-        description="Natural deletions stop once D_f's mean margin excess over its targets"
-        " (logits) is at most this.",
-    )
-    natural_max_steps: int = Field(
-        400, ge=1, description="Step cap of the natural-deletion target (checked every step)."
-    )
-    natural_check_samples: int = Field(
-        512, ge=1, description="D_f samples scored after every step for the natural stop."
-    )
-
-
 class RecoveryConfig(_Section):
     """Performance-recovery relay of paper 000 (IV.C.3); policy in :mod:`fedforget.recovery`.
 
@@ -417,6 +355,9 @@ class RecoveryConfig(_Section):
         "only decision that depends on the machine's speed).",
     )
 
+
+LEGACY_SECTION_METHOD = "distill"
+"""The method whose settings an ``[unlearning]`` section of older files holds."""
 
 OptionValue = bool | int | Annotated[float, Field(allow_inf_nan=True)] | str | None
 """A method's option value; a non-finite number is refused by :class:`MethodsConfig` with a
@@ -696,12 +637,30 @@ class SimulationConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     deletion: DeletionConfig = Field(default_factory=DeletionConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    unlearning: DistillConfig = Field(default_factory=DistillConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     methods: MethodsConfig = Field(default_factory=MethodsConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     gan: GanConfig = Field(default_factory=GanConfig)
     resources: ResourceConfig = Field(default_factory=ResourceConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _distill_options_live_with_every_methods(cls, values: Any) -> Any:
+        """An ``[unlearning]`` section (distill's settings, as configuration files and
+        ``summary.json`` held them) becomes ``methods.options.distill``, where every method's
+        options are; options given there win over the section's."""
+        if not isinstance(values, dict) or "unlearning" not in values:
+            return values
+        values = dict(values)
+        section = values.pop("unlearning")
+        if not isinstance(section, dict):
+            raise ValueError("unlearning: expected a table of distill's settings")
+        methods = dict(values.get("methods") or {})
+        options = dict(methods.get("options") or {})
+        options[LEGACY_SECTION_METHOD] = {**section, **(options.get(LEGACY_SECTION_METHOD) or {})}
+        methods["options"] = options
+        values["methods"] = methods
+        return values
 
     @field_validator("clients")
     @classmethod

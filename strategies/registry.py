@@ -12,7 +12,7 @@ from fedforget.gan import ConditionalGan
 from fedforget.report import RunObserver
 from fedforget.strategies.settings import StrategySettings
 from fedforget.strategies.unlearning import FederatedUnlearning, ModelFactory, Retrain
-from fedforget.unlearning import Unlearner, build_unlearner, unlearner_names
+from fedforget.unlearning import Unlearner, configured_unlearner, unlearner_names
 
 RETRAIN = "retrain"
 
@@ -29,11 +29,8 @@ def check_strategy_name(name: str) -> None:
         raise ConfigError(f"unknown strategy '{name}'; choose one of: {choices}")
 
 
-def build_configured_unlearner(config: SimulationConfig, name: str) -> Unlearner:
-    """The unlearner ``name`` with its options from ``config`` (raises :class:`ConfigError`)."""
-    settings = config.unlearning.model_dump() if name == "distill" else {}
-    settings.update(config.methods.options.get(name, {}))
-    return build_unlearner(name, **settings)
+build_configured_unlearner = configured_unlearner
+"""The core's :func:`fedforget.unlearning.configured_unlearner`, under its former name."""
 
 
 def build_strategy(

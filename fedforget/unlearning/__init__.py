@@ -1,5 +1,9 @@
 """Unlearning methods behind one interface (:class:`Unlearner`) and a name registry."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from fedforget.unlearning.bad_teacher import BadTeacherUnlearner
 from fedforget.unlearning.base import (
     UNLEARNER_REGISTRY,
@@ -16,7 +20,7 @@ from fedforget.unlearning.base import (
     register_unlearner,
     unlearner_names,
 )
-from fedforget.unlearning.distillation import DistillationUnlearner
+from fedforget.unlearning.distillation import DistillationUnlearner, DistillSettings
 from fedforget.unlearning.fast_fedul import FastFedULUnlearner
 from fedforget.unlearning.fedau import FedAUUnlearner
 from fedforget.unlearning.federaser import FedEraserUnlearner
@@ -41,6 +45,7 @@ __all__ = [
     "CatastrophicForgettingK",
     "ClientUpdate",
     "DataNeed",
+    "DistillSettings",
     "DistillationUnlearner",
     "ExactUnlearningK",
     "FastFedULUnlearner",
@@ -68,6 +73,24 @@ __all__ = [
     "UnlearningRequest",
     "ZMuGanUnlearner",
     "build_unlearner",
+    "configured_unlearner",
     "register_unlearner",
     "unlearner_names",
 ]
+
+if TYPE_CHECKING:
+    from fedforget.config import SimulationConfig
+
+
+def configured_unlearner(config: SimulationConfig, name: str) -> Unlearner:
+    """The unlearner ``name`` with its options from ``config.methods.options[name]``.
+
+    Every method's options live there, validated by the method's own ``Settings``; the
+    server's strategy and the clients build a run's unlearners through this one function.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name, or an option its ``Settings`` refuses (one line).
+    """
+    return build_unlearner(name, **config.methods.options.get(name, {}))
