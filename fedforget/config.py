@@ -505,6 +505,25 @@ def check_writable_folder(folder: Path, option: str = "--out") -> None:
         raise ConfigError(f"{option} {folder}: cannot write there (permission denied)")
 
 
+def check_local_paths(config: SimulationConfig) -> None:
+    """Raise :class:`ConfigError` for a path of ``config`` that cannot serve on this machine.
+
+    The custom data must exist and be a regular file or a folder (a FIFO would block its
+    reader), the cache folder must not be a file, the run folder must be writable. Like
+    :func:`check_device`, an edge check: the model itself cannot know where it will run.
+    """
+    path = config.data.path
+    if path is not None:
+        found = path.expanduser()
+        if not found.exists():
+            raise ConfigError(f"--data-path {path}: no such file or folder")
+        if not (found.is_dir() or found.is_file()):
+            raise ConfigError(f"--data-path {path}: not a regular file or a folder")
+    check_data_dir(config.data.data_dir)
+    if config.out is not None:
+        check_writable_folder(config.out)
+
+
 class ResourceConfig(_Section):
     """Ray resources per simulated client and where the server computes."""
 
@@ -810,7 +829,10 @@ def validate_config(values: dict, *, partial: bool = False) -> SimulationConfig:
     partial : bool
         Validate ``values`` as one source of a configuration still to be merged (a
         ``--config`` file): every field must hold, checks across fields are left for the
-        merged configuration.
+        merged configuration (and its plugins are not imported yet).
+
+    The configuration's ``plugins`` are imported (:func:`fedforget.registry.load_plugins`)
+    once it is valid, so that the names it holds can be looked up.
 
     Raises
     ------
@@ -818,9 +840,14 @@ def validate_config(values: dict, *, partial: bool = False) -> SimulationConfig:
         With one line naming the first offending field, why, and its range where it has one.
     """
     try:
-        return SimulationConfig.model_validate(values, context={"partial": partial})
+        config = SimulationConfig.model_validate(values, context={"partial": partial})
     except ValidationError as err:
         raise ConfigError(error_line(err, SimulationConfig)) from None
+    if not partial:
+        from fedforget.registry import load_plugins
+
+        load_plugins(config.plugins)  # before any name of the configuration is looked up
+    return config
 
 
 RANGE_ERRORS = frozenset(
