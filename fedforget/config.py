@@ -155,7 +155,8 @@ class DeletionConfig(_Section):
         None,
         ge=1,
         le=MAX_SAMPLES,
-        description="Exact number of samples to delete (backdoor, random); overrides share.",
+        description="Exact number of samples to delete (backdoor, random); overrides share; at "
+        "most 10**9 (more than any dataset held in memory).",
     )
     deleting_clients: list[int] | list[list[int]] | None = Field(
         None,
@@ -169,16 +170,22 @@ class DeletionConfig(_Section):
         7, description="Round after which the deletion requests arrive; a list: one step each."
     )
     forget_classes: list[Annotated[int, Field(ge=0, lt=MAX_CLASSES)]] = Field(
-        default_factory=list, description="Classes to forget (mode class)."
+        default_factory=list,
+        description="Classes to forget (mode class); class ids below 100,000 and the data's "
+        "classes.",
     )
     backdoor_target: int = Field(
-        0, ge=0, lt=MAX_CLASSES, description="Class the backdoor trigger maps to (mode backdoor)."
+        0,
+        ge=0,
+        lt=MAX_CLASSES,
+        description="Class the backdoor trigger maps to (mode backdoor); below the data's classes.",
     )
     trigger_size: int = Field(
         4,
         ge=1,
         le=1024,
-        description="Side of the square trigger, in pixels (smaller than the images).",
+        description="Side of the square trigger, in pixels, in [1, 1024] (smaller than the "
+        "images).",
     )
 
     @model_validator(mode="after")
@@ -288,7 +295,7 @@ class RecoveryConfig(_Section):
         description="Relay hop limit (at most 1,000: each hop is a round of local training).",
     )
     local_epochs: int = Field(
-        1, ge=1, le=MAX_EPOCHS, description="Local epochs of a hop's training."
+        1, ge=1, le=MAX_EPOCHS, description="Local epochs of a hop's training (at most 1,000)."
     )
     lr: float | None = Field(
         None,
@@ -297,28 +304,35 @@ class RecoveryConfig(_Section):
         description="Relay learning rate, in (0, 10]; default: the clients' (train.lr).",
     )
     eval_samples: int = Field(
-        500, ge=1, le=MAX_SAMPLES, description="Local samples each client scores."
+        500,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="Local samples each client scores (at most 10**9, more than memory holds).",
     )
     hop_samples: int = Field(
         1000,
         ge=1,
         le=MAX_SAMPLES,
-        description="Local samples (at most) each of a hop's clients trains on.",
+        description="Local samples (at most) each of a hop's clients trains on; at most 10**9.",
     )
     candidates: int = Field(
         10,
         ge=1,
         le=MAX_CLIENTS,
-        description="Clients the relay ever asks (bounded cost).",
+        description="Clients the relay ever asks (bounded cost; at most 100,000 clients).",
     )
     clients_per_hop: int = Field(
-        3, ge=1, le=MAX_CLIENTS, description="Weakest candidates that train per hop."
+        3,
+        ge=1,
+        le=MAX_CLIENTS,
+        description="Weakest candidates that train per hop (at most 100,000, the most clients).",
     )
     proximal_mu: float = Field(
         1.0,
         ge=0,
         le=1e6,
-        description="FedProx mu of the hop's local training, in [0, 1e6].",
+        description="FedProx mu of the hop's local training, in [0, 1e6] (beyond, the term "
+        "holds the model where it is).",
     )
     restore: bool = Field(
         True,
@@ -376,7 +390,8 @@ class MethodsConfig(_Section):
         150,
         ge=1,
         le=MAX_SAMPLES,
-        description="Retained samples each client sends to methods that need them.",
+        description="Retained samples each client sends to methods that need them (at most "
+        "10**9: more than any client holds in memory).",
     )
     options: dict[str, dict[str, OptionValue]] = Field(
         default_factory=dict,
@@ -429,7 +444,10 @@ class GanConfig(_Section):
     """
 
     epochs: int = Field(
-        1, ge=1, le=MAX_EPOCHS, description="Local GAN epochs per round (GAN task, MuGAN)."
+        1,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="Local GAN epochs per round (GAN task, MuGAN; at most 1,000).",
     )
     generator_clients: int = Field(
         2,
@@ -437,8 +455,12 @@ class GanConfig(_Section):
         le=MAX_CLIENTS,
         description="Clients per round that also train the GAN (MuGAN; at most the clients).",
     )
-    lr: float = Field(2e-4, gt=0, le=MAX_LR, description="Adam learning rate of G and D.")
-    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="GAN batch size.")
+    lr: float = Field(
+        2e-4, gt=0, le=MAX_LR, description="Adam learning rate of G and D, in (0, 10]."
+    )
+    batch_size: int = Field(
+        64, ge=1, le=MAX_BATCH, description="GAN batch size (at most 100,000 in memory)."
+    )
     width: int = Field(
         32,
         ge=4,

@@ -107,6 +107,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "labels-1e9": _images(tmp_path / "labels.npz", y_train=labels),
         "good-npz": _images(tmp_path / "good.npz"),
         "8x6": _images(tmp_path / "8x6.npz", side=(8, 6)),
+        "2x2": _images(tmp_path / "2x2.npz", side=(2, 2)),
         "model": str(tmp_path / "model.pt"),
         "file": str(tmp_path / "a-file"),
         "node": str(tmp_path / "node"),
@@ -254,6 +255,7 @@ ROWS: list[Row] = [
     # data problems said in one line, without advice to unpickle
     ("text named .npz", _npz("text-npz"), "not an .npz archive", None),
     ("images 8x6", _npz("8x6"), "square", None),
+    ("images too small for the model", _npz("2x2"), "cannot take the data's 1x2x2 images", None),
 ]
 
 

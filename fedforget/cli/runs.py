@@ -38,8 +38,38 @@ def check_command(config: SimulationConfig, *, deployment: bool = False) -> None
     check_resources(config)
     if deployment and config.deletion.mode == NODE_SIDE_MODE:
         check_names(config)
-    else:
-        check_run(config)
+        return
+    check_run(config)
+    if config.task == CLASSIFIER_TASK:
+        check_model_takes_the_images(config)
+
+
+CLASSIFIER_TASK = "classify"
+
+
+def check_model_takes_the_images(config: SimulationConfig) -> None:
+    """Run two blank images of the data's shape through the model, here, before Ray.
+
+    A model that cannot take the data's images (4x4 pixels through LeNet-5's layers) would
+    otherwise fail on every client, as a traceback from Ray, after the actors started.
+    """
+    import torch
+
+    from fedforget.data import build_federation
+    from fedforget.models import build_model
+
+    federation = build_federation(config)
+    channels, side = federation.in_channels, federation.image_size
+    try:
+        model = build_model(config.model, federation.num_classes, channels, side).eval()
+        with torch.no_grad():
+            model(torch.zeros(2, channels, side, side))
+    except (RuntimeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"model {config.model} cannot take the data's {channels}x{side}x{side} images "
+            f"({reason})"
+        ) from None
 
 
 @app.command()
