@@ -6,7 +6,12 @@ and exit with code 2; no traceback. The run commands (``simulate``, ``compare``,
 (:mod:`fedforget.cli.options`).
 """
 
-from fedforget.cli import commands, runs, verify  # noqa: F401 - the commands register on import
+# isort: off
+# The commands register on import, and `fedforget --help` lists them in this order.
+from fedforget.cli import runs  # noqa: F401
+from fedforget.cli import verify, commands  # noqa: F401
+
+# isort: on
 from fedforget.cli.app import EXIT_INTERRUPTED, EXIT_USAGE, app, data_app, main, verify_app
 from fedforget.cli.options import RUN_OPTIONS, config_from_options, read_config_file
 from fedforget.cli.parsing import (
