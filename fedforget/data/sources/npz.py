@@ -52,8 +52,8 @@ class NpzSource(DatasetSource):
         """Read the file(s) and validate them."""
         if self.path is None:
             raise DataError(
-                "dataset 'npz' needs a path (--data-path, data.path): a .npz file, or a folder "
-                "of client_*.npz and test.npz"
+                "dataset 'npz' needs a path (path=, --data-path): a .npz file, or a folder of "
+                "client_*.npz and test.npz"
             )
         if self.path.is_dir():
             train, test, client_indices, labels = self._load_folder(self.path)
