@@ -10,37 +10,104 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from fedforget.errors import ConfigError
 
+MAX_CLIENTS = 100_000
+"""Each client is a Flower node that the simulation engine polls and a round messages; a
+300-client round takes ~12 s on 2 cores (docs/results.md), so 100,000 is far beyond a run
+that finishes, yet no real federation is refused."""
+MAX_CLASSES = 100_000
+"""The classifier's head has one output per class and the metrics count per class: 100,000
+outputs are 34 MB of LeNet-5 head per model copy, and every client holds copies."""
+MAX_SAMPLES = 10**9
+"""More samples than any dataset held in memory (10**9 MNIST images are 3 TB as float32)."""
+MAX_ROUNDS = 100_000
+"""A FedAvg round takes seconds at the least; 100,000 rounds are days of one run."""
+MAX_EPOCHS = 1_000
+"""Local or unlearning passes over the data: 1,000 passes are hours on MNIST per round."""
+MAX_BATCH = 100_000
+"""A batch is held in memory at once with its activations: 100,000 CIFAR images are 1.2 GB
+of input alone."""
+MAX_LR = 10.0
+"""A learning rate above 10 makes SGD diverge for any model this project trains (NaN weights)."""
+SEED_LIMIT = 2**32
+"""Seeds lie in [0, 2**32): NumPy's seed range (``RandomState``), and the seeds derived from
+one (``seed x 1,000,003 + ...``) must stay below 2**64, torch's limit."""
+MAX_TIMEOUT = 30 * 24 * 3600.0
+"""Seconds: 30 days. Longer waits overflow the waiting primitives (``threading.Event.wait``)."""
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _whole_config(info: ValidationInfo) -> bool:
+    """False while one source of values (a ``--config`` file) is validated on its own: its
+    fields must hold, but checks across fields wait for the merged configuration."""
+    return not (info.context or {}).get("partial", False)
 
 
 class DataConfig(_Section):
     """Where the data comes from and how it is split across clients."""
 
-    dataset: str = "mnist"
-    path: Path | None = Field(None, description="File or folder for the 'npz' (custom) source.")
-    data_dir: Path | None = Field(None, description="Cache folder; default $FEDFORGET_DATA.")
+    dataset: str = Field(
+        "mnist",
+        description="A registered dataset (fedforget list): mnist, digits, fashion-mnist, "
+        "cifar10, cifar100, or npz (your own files, with --data-path).",
+    )
+    path: Path | None = Field(
+        None,
+        description="Custom data ('npz'): one .npz (x_train, y_train, x_test, y_test) or a "
+        "folder of client_*.npz (x, y) plus test.npz.",
+    )
+    data_dir: Path | None = Field(
+        None, description="Dataset cache folder; default $FEDFORGET_DATA or ~/.cache/fedforget."
+    )
     num_classes: int | None = Field(
         None,
         ge=1,
+        le=MAX_CLASSES,
         description=(
-            "Custom data ('npz'): the number of classes; default the largest label + 1, and a "
-            "label that no sample has below it is refused (a stray label, not a class)."
+            "Custom data ('npz'): the number of classes, at most 100,000 (one head output "
+            "each); default the largest label + 1, and a label that no sample has below it is "
+            "refused (a stray label, not a class)."
         ),
     )
-    partition: Literal["iid", "dirichlet", "shards"] = "iid"
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration.")
-    shards_per_client: int = Field(2, ge=1)
+    partition: Literal["iid", "dirichlet", "shards"] = Field(
+        "iid", description="How the training set is split: iid | dirichlet | shards."
+    )
+    alpha: float = Field(
+        0.5,
+        ge=0.01,
+        le=1e6,
+        description="Dirichlet concentration of the label split, in [0.01, 1e6]: below 0.01 "
+        "each class goes to one client to float precision (use shards), far above 100 the split "
+        "is iid.",
+    )
+    shards_per_client: int = Field(
+        2,
+        ge=1,
+        le=10_000,
+        description="Shards partition: label-sorted shards per client (at most 10,000; each "
+        "shard needs samples of its own).",
+    )
     validation_share: float = Field(
         0.1,
         ge=0,
@@ -54,6 +121,7 @@ class DataConfig(_Section):
     train_samples: int | None = Field(
         None,
         ge=1,
+        le=MAX_SAMPLES,
         description=(
             "Keep only this many training samples (a seeded draw) before partitioning: few"
             " samples per client make a federation that memorises (membership-attack presets)."
@@ -80,11 +148,15 @@ class DeletionConfig(_Section):
         "backdoor",
         description="The deletion mode (fedforget.data.modes; `fedforget list` names them).",
     )
-    share: float = Field(0.06, description="Share of all training samples to delete.")
+    share: float = Field(
+        0.06, description="Share of all training samples to delete, strictly in (0, 1)."
+    )
     count: int | None = Field(
         None,
         ge=1,
-        description="Exact number of samples to delete (backdoor, random); overrides share.",
+        le=MAX_SAMPLES,
+        description="Exact number of samples to delete (backdoor, random); overrides share; at "
+        "most 10**9 (more than any dataset held in memory).",
     )
     deleting_clients: list[int] | list[list[int]] | None = Field(
         None,
@@ -97,9 +169,24 @@ class DeletionConfig(_Section):
     round: int | list[int] = Field(
         7, description="Round after which the deletion requests arrive; a list: one step each."
     )
-    forget_classes: list[int] = Field(default_factory=list)
-    backdoor_target: int = Field(0, ge=0)
-    trigger_size: int = Field(4, ge=1, description="Side of the square trigger, in pixels.")
+    forget_classes: list[Annotated[int, Field(ge=0, lt=MAX_CLASSES)]] = Field(
+        default_factory=list,
+        description="Classes to forget (mode class); class ids below 100,000 and the data's "
+        "classes.",
+    )
+    backdoor_target: int = Field(
+        0,
+        ge=0,
+        lt=MAX_CLASSES,
+        description="Class the backdoor trigger maps to (mode backdoor); below the data's classes.",
+    )
+    trigger_size: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Side of the square trigger, in pixels, in [1, 1024] (smaller than the "
+        "images).",
+    )
 
     @field_validator("mode")
     @classmethod
@@ -157,73 +244,27 @@ class TrainConfig(_Section):
     batch 50 (98.7 % after 7 rounds).
     """
 
-    rounds: int = Field(10, ge=1)
-    local_epochs: int = Field(2, ge=1)
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    batch_size: int = Field(50, ge=1)
-    fraction_train: float = Field(1.0, gt=0, le=1)
-
-
-class DistillConfig(_Section):
-    """Distillation unlearning of paper 000 (section IV.A, IV.C, Eq. 2-9, 12).
-
-    Defaults follow the paper: mu = 0.33 each, q = 2, BND = 15, unlearning learning rate
-    5e-3 (Table IV), regulariser weight 0.4 (Table IV). ``reg_reduction = "mean"`` divides
-    ``||w - w_o||^2`` by the number of parameters. ``prune_mads`` is our addition for durable
-    forgetting (see :mod:`fedforget.unlearning.distillation` and docs/methods.md).
-    """
-
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(100, ge=1)
-    lr: float = Field(5e-3, gt=0)
-    lr_decay: float | None = Field(0.7, gt=0, le=1, description="Per-epoch factor; None = off.")
-    mu_distill: float = Field(0.33, ge=0)
-    mu_attention: float = Field(0.33, ge=0)
-    mu_hard: float = Field(0.33, ge=0)
-    temperature: float = Field(1.0, gt=0)
-    attention_q: float = Field(2.0, ge=1)
-    bound: float | None = Field(15.0, gt=0, description="BND of Eq. 12; None = unbounded Eq. 9.")
-    reg_weight: float = Field(0.4, ge=0)
-    reg_reduction: Literal["mean", "sum"] = "mean"
-    stop_accuracy: float | None = Field(0.01, ge=0, le=1, description="Stop once D_f acc <=.")
-    prune_mads: float | None = Field(
-        5.0, gt=0, description="Prune outlying D_f units first (our addition); None = off."
+    rounds: int = Field(
+        10, ge=1, le=MAX_ROUNDS, description="FedAvg rounds in all (at most 100,000)."
     )
-    prune_max: int = Field(32, ge=1)
-    prune_layer: str | None = None
-    reset_class_outputs: bool = True
-    natural_target: Literal["validation", "teacher"] = Field(
-        "validation",
-        description=(
-            "Random and client deletions with a declared validation set: lower each D_f"
-            " sample's logit margin to a class-matched margin of unseen data while the"
-            " validation set's margins are held; 'teacher' = as for backdoor."
-        ),
+    local_epochs: int = Field(
+        2, ge=1, le=MAX_EPOCHS, description="Local epochs per round (at most 1,000)."
     )
-    natural_keep: float = Field(
-        0.1,
-        ge=0,
-        description="Weight of the validation anchor: mean squared change of the validation"
-        " samples' margins (natural deletions).",
+    lr: float = Field(
+        0.05,
+        gt=0,
+        le=MAX_LR,
+        description="Client learning rate (SGD), in (0, 10]: larger steps diverge.",
     )
-    natural_keep_samples: int = Field(
-        50, ge=1, description="Validation samples the anchor draws per step."
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum, in [0, 1).")
+    batch_size: int = Field(
+        50, ge=1, le=MAX_BATCH, description="Client batch size (at most 100,000 in memory)."
     )
-    natural_lr: float = Field(
-        0.01, gt=0, description="Constant learning rate of the natural-deletion target."
-    )
-    natural_tolerance: float = Field(
-        0.1,
-        ge=0,
-        description="Natural deletions stop once D_f's mean margin excess over its targets"
-        " (logits) is at most this.",
-    )
-    natural_max_steps: int = Field(
-        400, ge=1, description="Step cap of the natural-deletion target (checked every step)."
-    )
-    natural_check_samples: int = Field(
-        512, ge=1, description="D_f samples scored after every step for the natural stop."
+    fraction_train: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the clients sampled for each round; it must sample at least one.",
     )
 
 
@@ -243,7 +284,7 @@ class RecoveryConfig(_Section):
     caps the wall time of unlearning + relay at that many FedAvg rounds of the same run.
     """
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run the recovery relay after unlearning.")
     objective: Literal["validation", "clients"] = Field(
         "validation",
         description="What a hop must raise: 'validation' = accuracy on the declared validation "
@@ -251,18 +292,58 @@ class RecoveryConfig(_Section):
         "accuracies; 'clients' = always the candidates' sample-weighted local accuracies.",
     )
     min_accuracy: float = Field(
-        0.97, ge=0, le=1, description="Paper 000's absolute standard (used without restore)."
+        0.97,
+        ge=0,
+        le=1,
+        description="Relay stops when every client reaches this (paper 000's absolute "
+        "standard, used without restore).",
     )
-    max_hops: int = Field(5, ge=0)
-    local_epochs: int = Field(1, ge=1)
-    lr: float | None = Field(None, gt=0, description="Relay learning rate; None = train.lr.")
-    eval_samples: int = Field(500, ge=1, description="Local samples each client scores.")
+    max_hops: int = Field(
+        5,
+        ge=0,
+        le=1_000,
+        description="Relay hop limit (at most 1,000: each hop is a round of local training).",
+    )
+    local_epochs: int = Field(
+        1, ge=1, le=MAX_EPOCHS, description="Local epochs of a hop's training (at most 1,000)."
+    )
+    lr: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_LR,
+        description="Relay learning rate, in (0, 10]; default: the clients' (train.lr).",
+    )
+    eval_samples: int = Field(
+        500,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="Local samples each client scores (at most 10**9, more than memory holds).",
+    )
     hop_samples: int = Field(
-        1000, ge=1, description="Local samples (at most) each of a hop's clients trains on."
+        1000,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="Local samples (at most) each of a hop's clients trains on; at most 10**9.",
     )
-    candidates: int = Field(10, ge=1, description="Clients the relay ever asks (bounded cost).")
-    clients_per_hop: int = Field(3, ge=1, description="Weakest candidates that train per hop.")
-    proximal_mu: float = Field(1.0, ge=0, description="FedProx mu of the hop's local training.")
+    candidates: int = Field(
+        10,
+        ge=1,
+        le=MAX_CLIENTS,
+        description="Clients the relay ever asks (bounded cost; at most 100,000 clients).",
+    )
+    clients_per_hop: int = Field(
+        3,
+        ge=1,
+        le=MAX_CLIENTS,
+        description="Weakest candidates that train per hop (at most 100,000, the most clients).",
+    )
+    proximal_mu: float = Field(
+        1.0,
+        ge=0,
+        le=1e6,
+        description="FedProx mu of the hop's local training, in [0, 1e6] (beyond, the term "
+        "holds the model where it is).",
+    )
     restore: bool = Field(
         True,
         description="Relay until the candidates' accuracy is back to the model's before "
@@ -292,26 +373,51 @@ class RecoveryConfig(_Section):
     budget_rounds: float | None = Field(
         1.0,
         gt=0,
+        le=MAX_ROUNDS,
         description="Unlearning + relay stop hopping before they would exceed this many "
         "FedAvg rounds of the run (median round time; None = no time budget: the relay's "
         "only decision that depends on the machine's speed).",
     )
 
 
-OptionValue = bool | int | float | str | None
+LEGACY_SECTION_METHOD = "distill"
+"""The method whose settings an ``[unlearning]`` section of older files holds."""
+
+OptionValue = bool | int | Annotated[float, Field(allow_inf_nan=True)] | str | None
+"""A method's option value; a non-finite number is refused by :class:`MethodsConfig` with a
+message of its own (rather than the union's "should be a valid boolean")."""
 
 
 class MethodsConfig(_Section):
-    """Settings of the unlearning methods other than ``distill`` (whose are ``unlearning``).
+    """Settings of the unlearning methods and verifiers, by name.
 
-    ``options`` maps a strategy name to its options, e.g. ``{"lau": {"alpha": 0.5}}``; each
-    method validates its own (see ``fedforget list`` and docs/methods.md).
+    ``options`` maps a strategy (or verifier) name to its options, e.g.
+    ``{"lau": {"alpha": 0.5}}``; each method validates its own with its ``Settings`` model
+    (see ``fedforget list`` and docs/methods.md).
     """
 
     retain_per_client: int = Field(
-        150, ge=1, description="Retained samples each client sends to methods that need them."
+        150,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="Retained samples each client sends to methods that need them (at most "
+        "10**9: more than any client holds in memory).",
     )
-    options: dict[str, dict[str, OptionValue]] = Field(default_factory=dict)
+    options: dict[str, dict[str, OptionValue]] = Field(
+        default_factory=dict,
+        description="A method's or verifier's options, NAME.KEY=VALUE (e.g. lau.alpha=0.5).",
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _finite_numbers(
+        cls, options: dict[str, dict[str, OptionValue]]
+    ) -> dict[str, dict[str, OptionValue]]:
+        for name, values in options.items():
+            for key, value in values.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"{name}.{key} must be a finite number, got {value}")
+        return options
 
 
 class VerifyConfig(_Section):
@@ -322,8 +428,15 @@ class VerifyConfig(_Section):
     deleting clients (by partition id) verify the final global model on their own machine.
     """
 
-    method: str = "none"
-    clients: int = Field(1, ge=1, description="How many deleting clients verify.")
+    method: str = Field(
+        "none", description="After the run the deleting clients verify: none | skyeye | spd."
+    )
+    clients: int = Field(
+        1,
+        ge=1,
+        le=MAX_CLIENTS,
+        description="How many deleting clients verify (at most the federation's clients).",
+    )
 
 
 class GanConfig(_Section):
@@ -340,15 +453,35 @@ class GanConfig(_Section):
     ``epochs x local steps`` per round at the cost of ``generator_clients`` clients.
     """
 
-    epochs: int = Field(1, ge=1)
-    generator_clients: int = Field(
-        2, ge=1, description="Clients per round that also train the GAN (MuGAN)."
+    epochs: int = Field(
+        1,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="Local GAN epochs per round (GAN task, MuGAN; at most 1,000).",
     )
-    lr: float = Field(2e-4, gt=0)
-    batch_size: int = Field(64, ge=1)
-    width: int = Field(32, ge=4, description="Base channel count of G and D.")
+    generator_clients: int = Field(
+        2,
+        ge=1,
+        le=MAX_CLIENTS,
+        description="Clients per round that also train the GAN (MuGAN; at most the clients).",
+    )
+    lr: float = Field(
+        2e-4, gt=0, le=MAX_LR, description="Adam learning rate of G and D, in (0, 10]."
+    )
+    batch_size: int = Field(
+        64, ge=1, le=MAX_BATCH, description="GAN batch size (at most 100,000 in memory)."
+    )
+    width: int = Field(
+        32,
+        ge=4,
+        le=1024,
+        description="Base channel count of G and D, in [4, 1024] (1024 makes GB-sized nets).",
+    )
     judge_epochs: int = Field(
-        2, ge=1, description="Epochs of the offline evaluation classifier (GAN metrics)."
+        2,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="Epochs of the offline evaluation classifier (GAN metrics).",
     )
 
 
@@ -404,12 +537,37 @@ def check_writable_folder(folder: Path, option: str = "--out") -> None:
         raise ConfigError(f"{option} {folder}: cannot write there (permission denied)")
 
 
+def check_local_paths(config: SimulationConfig) -> None:
+    """Raise :class:`ConfigError` for a path of ``config`` that cannot serve on this machine.
+
+    The custom data must exist and be a regular file or a folder (a FIFO would block its
+    reader), the cache folder must not be a file, the run folder must be writable. Like
+    :func:`check_device`, an edge check: the model itself cannot know where it will run.
+    """
+    path = config.data.path
+    if path is not None:
+        found = path.expanduser()
+        if not found.exists():
+            raise ConfigError(f"--data-path {path}: no such file or folder")
+        if not (found.is_dir() or found.is_file()):
+            raise ConfigError(f"--data-path {path}: not a regular file or a folder")
+    check_data_dir(config.data.data_dir)
+    if config.out is not None:
+        check_writable_folder(config.out)
+
+
 class ResourceConfig(_Section):
     """Ray resources per simulated client and where the server computes."""
 
-    client_cpus: float = Field(1.0, gt=0)
-    client_gpus: float = Field(0.0, ge=0, le=1)
-    server_device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    client_cpus: float = Field(
+        1.0,
+        ge=0.01,
+        le=4096,
+        description="CPUs per client actor, in [0.01, 4096]; on this machine at most its "
+        "CPU count (Ray would wait forever for an actor it cannot place).",
+    )
+    client_gpus: float = Field(0.0, ge=0, le=1, description="GPU fraction per client actor.")
+    server_device: str = Field("auto", description="auto | cpu | mps | cuda | cuda:N.")
 
     @field_validator("server_device")
     @classmethod
@@ -438,52 +596,122 @@ class ResourceConfig(_Section):
         return value
 
 
+def check_resources(config: SimulationConfig) -> None:
+    """Raise :class:`ConfigError` when a private Ray instance could never place a client.
+
+    Ray waits, without end, for an actor that asks for more CPUs than the instance has (or
+    for a GPU it lacks). On a cluster (``ray_address``, ``RAY_ADDRESS``) the cluster's own
+    resources decide, so nothing is checked here. A machine check, like :func:`check_device`,
+    it runs at the edge and before Ray starts, not in the model: the configuration also
+    travels to nodes on other machines.
+    """
+    resources = config.resources
+    if resources.ray_address or os.environ.get("RAY_ADDRESS"):
+        return
+    cpus = os.cpu_count() or 1
+    if resources.client_cpus > cpus:
+        raise ConfigError(
+            f"--client-cpus {resources.client_cpus:g}: this machine has {cpus} CPU(s); "
+            f"a client actor can ask for at most {cpus}"
+        )
+    if resources.client_gpus > 0:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--client-gpus {resources.client_gpus:g}: this machine has no CUDA GPU"
+            )
+
+
 class SimulationConfig(_Section):
     """Everything one ``fedforget simulate`` run needs."""
 
-    clients: int = Field(20)
-    seed: int = 0
+    clients: int = Field(
+        20,
+        le=MAX_CLIENTS,
+        description="Number of simulated clients, in [2, 100,000] (default 20; a folder of "
+        "client_*.npz: its files).",
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        lt=SEED_LIMIT,
+        description="Seed of everything, in [0, 2**32): NumPy's seed range; derived seeds "
+        "(seed x 1,000,003 + ...) stay below torch's 2**64.",
+    )
     message_timeout: float = Field(
         3600.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="Seconds the server waits for the replies to any message.",
+        ge=1,
+        le=MAX_TIMEOUT,
+        description="Seconds the server waits for any message's replies, in [1, 30 days]: no "
+        "client answers in less than a second (default 3600).",
     )
     plugins: list[str] = Field(
         default_factory=list,
-        description="Modules every node and the server import first (your models, datasets).",
+        description="Modules every node and the server import first (your models, datasets); "
+        "the current folder is searched too.",
     )
     unlearn_on: Literal["server", "client"] = Field(
         "server",
         description=(
-            "Where the unlearning runs: on the server with the gathered D_f (the papers), or "
-            "on each requesting client with its own D_f, in a chain (D_f never leaves a node)."
+            "Where the unlearning runs: server (the papers: the server unlearns with the "
+            "gathered D_f) | client (each requesting client unlearns its own D_f, in a chain; "
+            "D_f never leaves a node)."
         ),
     )
     task: Literal["classify", "gan"] = Field(
         "classify",
-        description="What the federation learns: a classifier, or a conditional GAN (paper 001).",
+        description="What the federation learns: classify | gan (a conditional GAN, paper 001).",
     )
-    model: str = "lenet5"
+    model: str = Field(
+        "lenet5",
+        description="A registered model (fedforget list): lenet5, lenet-att, resnet32, ...",
+    )
     mia: str | None = Field(
         None,
         description=(
-            "Membership attack of the MIA metric (fedforget.attacks: median, svc, loss, "
-            "calibrated); None = the strongest the run affords."
+            "Membership attack behind the MIA column: median | svc | loss | calibrated "
+            "(default: the strongest the run affords)."
         ),
     )
-    strategy: str = "distill"
-    reference: Literal["retrain", "none"] = "retrain"
-    out: Path | None = None
+    strategy: str = Field(
+        "distill",
+        description="Unlearning strategy (fedforget list; default: distill, cascaded with the "
+        "GAN task).",
+    )
+    reference: Literal["retrain", "none"] = Field(
+        "retrain",
+        description="retrain: also retrain from scratch without D_f, the reference every "
+        "metric is compared with | none.",
+    )
+    out: Path | None = Field(None, description="Run folder (default runs/<time>-...).")
     data: DataConfig = Field(default_factory=DataConfig)
     deletion: DeletionConfig = Field(default_factory=DeletionConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    unlearning: DistillConfig = Field(default_factory=DistillConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     methods: MethodsConfig = Field(default_factory=MethodsConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     gan: GanConfig = Field(default_factory=GanConfig)
     resources: ResourceConfig = Field(default_factory=ResourceConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _distill_options_live_with_every_methods(cls, values: Any) -> Any:
+        """An ``[unlearning]`` section (distill's settings, as configuration files and
+        ``summary.json`` held them) becomes ``methods.options.distill``, where every method's
+        options are; options given there win over the section's."""
+        if not isinstance(values, dict) or "unlearning" not in values:
+            return values
+        values = dict(values)
+        section = values.pop("unlearning")
+        if not isinstance(section, dict):
+            raise ValueError("unlearning: expected a table of distill's settings")
+        methods = dict(values.get("methods") or {})
+        options = dict(methods.get("options") or {})
+        options[LEGACY_SECTION_METHOD] = {**section, **(options.get(LEGACY_SECTION_METHOD) or {})}
+        methods["options"] = options
+        values["methods"] = methods
+        return values
 
     @field_validator("clients")
     @classmethod
@@ -493,7 +721,9 @@ class SimulationConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> SimulationConfig:
+    def _cross_checks(self, info: ValidationInfo) -> SimulationConfig:
+        if not _whole_config(info):
+            return self
         last = self.deletion.rounds[-1]
         if last > self.train.rounds:
             raise ValueError(
@@ -512,6 +742,7 @@ class SimulationConfig(_Section):
         mode.check(self)
         if self.task == "gan" and mode.gan_mode is None:
             raise ValueError("the GAN task deletes images (--mode item) or a class (--mode class)")
+        self._check_client_counts()
         return self
 
     @property
@@ -520,6 +751,21 @@ class SimulationConfig(_Section):
         from fedforget.data.modes import deletion_mode
 
         return deletion_mode(self.deletion.mode)
+
+    def _check_client_counts(self) -> None:
+        """Counts of clients that must fit the federation (a round samples at least one)."""
+        fraction = self.train.fraction_train
+        if self.clients * fraction < 1 - 1e-9:
+            raise ValueError(
+                f"train.fraction_train {fraction:g} samples no client of {self.clients} "
+                f"(fraction x clients < 1); use at least {1 / self.clients:.3g}"
+            )
+        for where, count in (
+            ("gan.generator_clients", self.gan.generator_clients),
+            ("verify.clients", self.verify.clients),
+        ):
+            if count > self.clients:
+                raise ValueError(f"{where} {count} exceeds the federation's {self.clients} clients")
 
     def deletion_client_list(self) -> list[int] | None:
         """The configured deleting clients, every step's together (``None``: the default)."""
@@ -600,25 +846,146 @@ def merge_sections(base: dict[str, Any], override: dict[str, Any]) -> dict[str, 
     return merged
 
 
-def validate_config(values: dict) -> SimulationConfig:
+def validate_config(values: dict, *, partial: bool = False) -> SimulationConfig:
     """Validate raw values into a :class:`SimulationConfig`.
+
+    Parameters
+    ----------
+    values : dict
+        Sections and fields as in ``summary.json``'s ``config``.
+    partial : bool
+        Validate ``values`` as one source of a configuration still to be merged (a
+        ``--config`` file): every field must hold, checks across fields are left for the
+        merged configuration (and its plugins are not imported yet).
+
+    The configuration's ``plugins`` are imported (:func:`fedforget.registry.load_plugins`)
+    once it is valid, so that the names it holds can be looked up.
 
     Raises
     ------
     ConfigError
-        With one line naming the first offending field and why.
+        With one line naming the first offending field, why, and its range where it has one.
     """
     try:
-        return SimulationConfig.model_validate(values)
+        config = SimulationConfig.model_validate(values, context={"partial": partial})
     except ValidationError as err:
-        raise ConfigError(_first_error_line(err)) from None
+        raise ConfigError(error_line(err, SimulationConfig)) from None
+    if not partial:
+        from fedforget.registry import load_plugins
+
+        load_plugins(config.plugins)  # before any name of the configuration is looked up
+    return config
 
 
-def _first_error_line(err: ValidationError) -> str:
+RANGE_ERRORS = frozenset(
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+)
+
+
+def error_line(err: ValidationError, model: type[BaseModel], owner: str = "") -> str:
+    """The first error of ``err`` as one line: where, what, and the field's range if it has one.
+
+    ``model`` is the model that was validated (its fields give the ranges and, for an unknown
+    key, the section the key belongs to); ``owner`` prefixes the line (``"lau option "``).
+    """
     first = err.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
+    loc = first["loc"]
+    where = _where(loc)
     message = first["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
+    if first["type"] in RANGE_ERRORS:
+        span = field_range(model, loc)
+        if span:
+            message = f"{_shown(first.get('input'))} is outside {span}"
+    elif first["type"] == "extra_forbidden":
+        message = _unknown_key(model, loc)
+    return f"{owner}{where}: {message}" if where else f"{owner}{message}"
+
+
+def field_range(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """The interval the field at ``loc`` accepts, as ``[1, 1000]`` or ``(0, 10]`` ("" if none)."""
+    bounds = {type(item).__name__: item for item in _constraints(model, loc)}
+    if not bounds:
+        return ""
+    lower = bounds.get("Ge") or bounds.get("Gt")
+    upper = bounds.get("Le") or bounds.get("Lt")
+    left = (
+        "(-inf"
+        if lower is None
+        else ("[" if "Ge" in bounds else "(")
+        + _shown(getattr(lower, "ge", getattr(lower, "gt", None)))
+    )
+    right = (
+        "inf)"
+        if upper is None
+        else _shown(getattr(upper, "le", getattr(upper, "lt", None)))
+        + ("]" if "Le" in bounds else ")")
+    )
+    return f"{left}, {right}"
+
+
+def _constraints(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[Any]:
+    """The annotated-types constraints (Ge, Lt, ...) of the field, or list item, at ``loc``."""
+    current: Any = model
+    info: FieldInfo | None = None
+    item = False
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if isinstance(part, str) and isinstance(fields, dict) and part in fields:
+            info, item = fields[part], False
+            current = info.annotation
+        elif isinstance(part, int):
+            item = True
+    if info is None:
+        return []
+    return _annotated_metadata(info.annotation) if item else list(info.metadata)
+
+
+def _annotated_metadata(annotation: Any) -> list[Any]:
+    """Constraints declared inside a type, e.g. on the items of ``list[Annotated[int, ...]]``."""
+    found: list[Any] = []
+    for arg in get_args(annotation):
+        if isinstance(arg, FieldInfo):
+            found += arg.metadata
+        else:
+            found += _annotated_metadata(arg)
+    return found
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """``loc`` as a dotted path, without pydantic's union-member tags (``list[int]``)."""
+    tags = {"bool", "int", "float", "str", "none"}
+    return ".".join(
+        str(part) for part in loc if not (isinstance(part, str) and ("[" in part or part in tags))
+    )
+
+
+def _unknown_key(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """Why a key is unknown, and where it belongs when another section has it."""
+    key = str(loc[-1])
+    if model is not SimulationConfig:
+        return f"unknown option '{key}'"
+    homes = [
+        f"{name}.{key}"
+        for name, field in SimulationConfig.model_fields.items()
+        if isinstance(field.annotation, type)
+        and issubclass(field.annotation, BaseModel)
+        and key in field.annotation.model_fields
+        and (name,) != tuple(loc[:-1])
+    ]
+    if len(loc) > 1 and key in SimulationConfig.model_fields:
+        return f"unknown key; '{key}' belongs at the top level ({key})"
+    if len(homes) == 1:
+        section = homes[0].partition(".")[0]
+        return f"unknown key; '{key}' belongs in section '{section}' ({homes[0]})"
+    if homes:
+        return f"unknown key; '{key}' belongs in a section: {', '.join(homes)}"
+    return "unknown key (no section has it; see summary.json's config for the layout)"
 
 
 def validated_options(owner: str, settings: type[BaseModel], options: dict) -> BaseModel:
@@ -629,6 +996,4 @@ def validated_options(owner: str, settings: type[BaseModel], options: dict) -> B
     try:
         return settings(**options)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"{owner} option {where}: {first['msg']}") from None
+        raise ConfigError(error_line(err, settings, f"{owner} option ")) from None

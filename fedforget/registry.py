@@ -11,6 +11,9 @@ user's modules so that their entries register themselves.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import traceback
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Generic, TypeVar
 
@@ -128,13 +131,46 @@ class Registry(MutableMapping[str, T], Generic[T]):
 def load_plugins(modules: Iterable[str]) -> None:
     """Import the user's modules, whose entries register themselves on import.
 
+    The current working folder is searched too (after the installed packages): a user runs
+    ``fedforget simulate --config run.toml`` next to ``my_models.py``, and the console
+    script's own folder, not the working one, heads ``sys.path``. Any failure of the import
+    (a missing module, a syntax error, an exception the module raises) is a user error.
+
     Raises
     ------
     ConfigError
-        One line naming the first module that cannot be imported.
+        One line naming the first module that cannot be imported, and why.
     """
+    modules = list(modules)
+    if modules:
+        _search_working_folder()
     for module in modules:
         try:
             importlib.import_module(module)
         except ImportError as err:
             raise ConfigError(f"plugin module {module!r} cannot be imported: {err}") from None
+        except Exception as err:  # the user's module failed on import: say where, in one line
+            raise ConfigError(
+                f"plugin module {module!r} failed on import: {type(err).__name__}: "
+                f"{_first_line(err)}{_where_raised(err)}"
+            ) from None
+
+
+def _search_working_folder() -> None:
+    folder = os.getcwd()
+    if folder not in sys.path and "" not in sys.path:
+        sys.path.append(folder)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _where_raised(err: BaseException) -> str:
+    """`` (file.py:12)``: the innermost frame of ``err``'s traceback (a SyntaxError names its
+    own line)."""
+    if isinstance(err, SyntaxError):
+        return ""
+    frames = traceback.extract_tb(err.__traceback__)
+    return f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""

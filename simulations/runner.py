@@ -37,6 +37,7 @@ from fedforget.config import (
 )
 from fedforget.data import build_federation, source_names
 from fedforget.models import MODEL_REGISTRY, ClassifierModel, build_model, model_names
+from fedforget.registry import load_plugins
 from fedforget.report.recorder import Display
 from fedforget.report.summary import Summary
 from fedforget.server.app import default_out_dir, run_server
@@ -138,8 +139,10 @@ def check_names(config: SimulationConfig) -> None:
     """The checks that need only the registries (no data, no device): names and options.
 
     ``fedforget run-config`` runs these too, so a deployment's configuration is checked
-    before it is submitted.
+    before it is submitted. The configuration's plugins are imported first: their names are
+    among those checked.
     """
+    load_plugins(config.plugins)
     if config.data.dataset not in source_names():
         raise ConfigError(
             f"unknown dataset '{config.data.dataset}'; choose one of: {', '.join(source_names())}"

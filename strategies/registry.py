@@ -29,9 +29,8 @@ def check_strategy_name(name: str) -> None:
         raise ConfigError(f"unknown strategy '{name}'; choose one of: {choices}")
 
 
-def build_configured_unlearner(config: SimulationConfig, name: str) -> Unlearner:
-    """The unlearner ``name`` with its options from ``config`` (raises :class:`ConfigError`)."""
-    return configured_unlearner(config, name)
+build_configured_unlearner = configured_unlearner
+"""The core's :func:`fedforget.unlearning.configured_unlearner`, under its former name."""
 
 
 def build_strategy(

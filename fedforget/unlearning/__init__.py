@@ -1,5 +1,7 @@
 """Unlearning methods behind one interface (:class:`Unlearner`) and a name registry."""
 
+from __future__ import annotations
+
 from fedforget.unlearning.bad_teacher import BadTeacherUnlearner
 from fedforget.unlearning.base import (
     UNLEARNER_REGISTRY,
@@ -19,7 +21,7 @@ from fedforget.unlearning.base import (
     register_unlearner,
     unlearner_names,
 )
-from fedforget.unlearning.distillation import DistillationUnlearner
+from fedforget.unlearning.distillation import DistillationUnlearner, DistillSettings
 from fedforget.unlearning.fast_fedul import FastFedULUnlearner
 from fedforget.unlearning.fedau import FedAUUnlearner
 from fedforget.unlearning.federaser import FedEraserUnlearner
@@ -44,6 +46,7 @@ __all__ = [
     "CatastrophicForgettingK",
     "ClientUpdate",
     "DataNeed",
+    "DistillSettings",
     "DistillationUnlearner",
     "ExactUnlearningK",
     "FastFedULUnlearner",

@@ -355,7 +355,14 @@ def build_unlearner(name: str, **options: object) -> Unlearner:
 
 
 def configured_unlearner(config: SimulationConfig, name: str) -> Unlearner:
-    """The unlearner ``name`` with its options from ``config`` (a one-line ConfigError)."""
-    settings = config.unlearning.model_dump() if name == "distill" else {}
-    settings.update(config.methods.options.get(name, {}))
-    return build_unlearner(name, **settings)
+    """The unlearner ``name`` with its options from ``config.methods.options[name]``.
+
+    Every method's options live there, validated by the method's own ``Settings``; the
+    server's strategy and the clients build a run's unlearners through this one function.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name, or an option its ``Settings`` refuses (one line).
+    """
+    return build_unlearner(name, **config.methods.options.get(name, {}))

@@ -73,24 +73,27 @@ docs/methods-quality.md, section 3). In this mode:
 Backdoor and class deletions are unchanged (their D_f is *not* like unseen data: retraining
 does not predict the trigger's label or the forgotten class).
 
-The hyperparameters are :class:`fedforget.config.DistillConfig`: a zero ``mu_*`` drops a loss
-term, ``bound=None`` uses the unbounded hard loss of Eq. 9, ``lr_decay=None`` keeps the
-learning rate constant, ``reg_weight=0`` drops the regulariser.
+The hyperparameters are :class:`DistillSettings` (``methods.options.distill``): a zero
+``mu_*`` drops a loss term, ``bound=None`` uses the unbounded hard loss of Eq. 9,
+``lr_decay=None`` keeps the learning rate constant, ``reg_weight=0`` drops the regulariser.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
+from pydantic import ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
-from fedforget.config import DistillConfig
+from fedforget.config import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_SAMPLES
 from fedforget.models import ClassifierModel, classifier_head, logits_and_features
 from fedforget.training import load_numpy_state, seeded_batches, to_tensors
 from fedforget.unlearning.base import (
     Unlearner,
+    UnlearnerSettings,
     UnlearningContext,
     UnlearningRequest,
     batch_accuracy,
@@ -109,6 +112,96 @@ both are means over D_f, which a seeded sample estimates within a fraction of a 
 scoring all of a large D_f after every epoch cost a quarter of the unlearning step."""
 
 
+class DistillSettings(UnlearnerSettings):
+    """Distillation unlearning of paper 000 (section IV.A, IV.C, Eq. 2-9, 12).
+
+    Defaults follow the paper: mu = 0.33 each, q = 2, BND = 15, unlearning learning rate
+    5e-3 (Table IV), regulariser weight 0.4 (Table IV). ``reg_reduction = "mean"`` divides
+    ``||w - w_o||^2`` by the number of parameters. ``prune_mads`` is our addition for durable
+    forgetting (see the module's docstring and docs/methods.md). Given as every method's
+    options are: ``methods.options.distill`` (``--option distill.epochs=3``, or the
+    command line's ``--unlearn-epochs`` and its siblings).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    epochs: int = Field(
+        5, ge=1, le=MAX_EPOCHS, description="Distillation epochs over D_f (at most 1,000)."
+    )
+    batch_size: int = Field(100, ge=1, le=MAX_BATCH, description="Distillation batch size.")
+    lr: float = Field(5e-3, gt=0, le=MAX_LR, description="Distillation learning rate.")
+    lr_decay: float | None = Field(0.7, gt=0, le=1, description="Per-epoch factor; None = off.")
+    mu_distill: float = Field(0.33, ge=0, le=1e6, description="Weight of L_D (0 = off).")
+    mu_attention: float = Field(0.33, ge=0, le=1e6, description="Weight of L_AMA (0 = off).")
+    mu_hard: float = Field(0.33, ge=0, le=1e6, description="Weight of L_H.")
+    temperature: float = Field(1.0, gt=0, le=1e6, description="Distillation temperature.")
+    attention_q: float = Field(2.0, ge=1, le=64, description="Exponent q of the attention maps.")
+    bound: float | None = Field(
+        15.0, gt=0, le=1e6, description="BND of Eq. 12; None = unbounded Eq. 9."
+    )
+    reg_weight: float = Field(0.4, ge=0, le=1e6, description="Weight of ||w - w_o||^2.")
+    reg_reduction: Literal["mean", "sum"] = Field(
+        "mean", description="mean: ||w - w_o||^2 divided by the number of parameters | sum."
+    )
+    stop_accuracy: float | None = Field(0.01, ge=0, le=1, description="Stop once D_f acc <=.")
+    prune_mads: float | None = Field(
+        5.0,
+        gt=0,
+        le=1e6,
+        description="Prune outlying D_f units first (our addition); None = off.",
+    )
+    prune_max: int = Field(32, ge=1, le=1_000_000, description="Most units pruned.")
+    prune_layer: str | None = Field(None, description="Layer to prune; None = the model's own.")
+    reset_class_outputs: bool = Field(
+        True, description="Class mode: reset the forgotten classes' head rows to the teacher's."
+    )
+
+    natural_target: Literal["validation", "teacher"] = Field(
+        "validation",
+        description=(
+            "Random and client deletions with a declared validation set: lower each D_f"
+            " sample's logit margin to a class-matched margin of unseen data while the"
+            " validation set's margins are held; 'teacher' = as for backdoor."
+        ),
+    )
+    natural_keep: float = Field(
+        0.1,
+        ge=0,
+        le=1e6,
+        description="Weight of the validation anchor: mean squared change of the validation"
+        " samples' margins (natural deletions).",
+    )
+    natural_keep_samples: int = Field(
+        50, ge=1, le=MAX_SAMPLES, description="Validation samples the anchor draws per step."
+    )
+    natural_lr: float = Field(
+        0.01, gt=0, le=MAX_LR, description="Constant learning rate of the natural-deletion target."
+    )
+    natural_tolerance: float = Field(
+        0.1,
+        ge=0,
+        le=1e6,
+        description="Natural deletions stop once D_f's mean margin excess over its targets"
+        " (logits) is at most this.",
+    )
+    natural_max_steps: int = Field(
+        400,
+        ge=1,
+        le=1_000_000,
+        description="Step cap of the natural-deletion target (checked every step).",
+    )
+    natural_check_samples: int = Field(
+        512,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="D_f samples scored after every step for the natural stop.",
+    )
+
+
+DistillConfig = DistillSettings
+"""The former name, for code that imported it from here."""
+
+
 @register_unlearner
 class DistillationUnlearner(Unlearner):
     """Paper 000's unlearning: L = mu_D L_D + mu_AMA L_AMA + mu_H L_H + lambda ||w - w_o||^2.
@@ -118,8 +211,8 @@ class DistillationUnlearner(Unlearner):
 
     name = "distill"
     uses_relay = True
-    Settings = DistillConfig
-    settings: DistillConfig
+    Settings = DistillSettings
+    settings: DistillSettings
 
     def unlearn(
         self, model: ClassifierModel, request: UnlearningRequest, context: UnlearningContext

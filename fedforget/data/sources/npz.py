@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedforget.config import MAX_CLASSES
 from fedforget.data.sources.base import ArrayDataset, DataError, DatasetBundle, DatasetSource
 from fedforget.data.sources.memory import join_clients
 from fedforget.data.sources.readers import array_dataset, natural_key, read_npz
@@ -51,7 +52,8 @@ class NpzSource(DatasetSource):
         """Read the file(s) and validate them."""
         if self.path is None:
             raise DataError(
-                "dataset 'npz' needs option path=<file.npz or folder of client_*.npz + test.npz>"
+                "dataset 'npz' needs a path (path=, --data-path): a .npz file, or a folder of "
+                "client_*.npz and test.npz"
             )
         if self.path.is_dir():
             train, test, client_indices, labels = self._load_folder(self.path)
@@ -61,6 +63,8 @@ class NpzSource(DatasetSource):
             test = array_dataset(arrays["x_test"], arrays["y_test"], self.path, "_test")
             client_indices = None
             labels = {f"{self.path} y_train": train.y, f"{self.path} y_test": test.y}
+        elif self.path.exists():
+            raise DataError(f"npz dataset path {self.path}: not a regular file or a folder")
         else:
             raise DataError(f"npz dataset path not found: {self.path}")
         num_classes = checked_classes(labels, self.num_classes, str(self.path))
@@ -110,6 +114,8 @@ def checked_classes(labels: dict[str, np.ndarray], declared: int | None, where: 
         The data's path, for the gap message.
     """
     present = [y for y in labels.values() if len(y)]
+    if declared is not None and not 1 <= declared <= MAX_CLASSES:
+        raise DataError(f"{where}: num_classes={declared} is outside [1, {MAX_CLASSES}]")
     if declared is not None:
         for name, y in labels.items():
             if len(y) and y.max() >= declared:
@@ -120,7 +126,7 @@ def checked_classes(labels: dict[str, np.ndarray], declared: int | None, where: 
         return int(declared)
     needed = int(max(y.max() for y in present)) + 1 if present else 1
     seen = np.unique(np.concatenate(present)) if present else np.arange(1)
-    missing = sorted(set(range(needed)) - {int(c) for c in seen})
+    missing = np.setdiff1d(np.arange(needed), seen).tolist()  # labels < MAX_CLASSES (to_labels)
     if missing:
         shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
         raise DataError(

@@ -10,9 +10,11 @@ import codecs
 import gzip
 import importlib
 import logging
+import math
 import os
 import pickle
 import re
+import stat
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
@@ -21,6 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from fedforget.config import MAX_CLASSES
 from fedforget.data.sources.base import ArrayDataset, DataError, DatasetBundle
 
 LOG = logging.getLogger("fedforget.data.sources")
@@ -48,6 +51,11 @@ def to_images(x: np.ndarray, where: str) -> np.ndarray:
         raise DataError(
             f"{where}: images must be (N,H,W), (N,C,H,W) or (N,H,W,C) with C in 1/3; "
             f"got shape {x.shape}"
+        )
+    if x.shape[2] != x.shape[3]:
+        raise DataError(
+            f"{where}: images must be square (the models take H = W); got "
+            f"{x.shape[2]}x{x.shape[3]} pixels"
         )
     if len(x) == 0:
         return np.zeros(x.shape, dtype=np.float32)
@@ -80,6 +88,11 @@ def to_labels(y: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where}: labels must be integer class ids; got dtype {y.dtype}")
     if len(y) and y.min() < 0:
         raise DataError(f"{where}: label {y.min()} is negative; labels are class ids >= 0")
+    if len(y) and y.max() >= MAX_CLASSES:  # before anything sized by the labels is allocated
+        raise DataError(
+            f"{where}: label {y.max()} is beyond {MAX_CLASSES:,} classes (labels are class ids "
+            f"0..{MAX_CLASSES - 1})"
+        )
     return y.astype(np.int64)
 
 
@@ -216,19 +229,94 @@ def natural_key(path: Path) -> list[int | str]:
 
 
 def read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """Read the named arrays from an ``.npz`` file, raising one-line ``DataError``s."""
+    """Read the named arrays from an ``.npz`` file, raising one-line ``DataError``s.
+
+    The file must be a regular file holding a zip of ``.npy`` arrays (what ``np.savez``
+    writes); each array's header is read first, so that an array this machine cannot hold
+    (a forged or mistaken shape) is refused before anything is allocated for it.
+    """
+    check_regular_file(path)
+    if not zipfile.is_zipfile(path):
+        single = "; a .npy file holds a single array" if path.suffix.lower() == ".npy" else ""
+        raise DataError(
+            f"{path}: not an .npz archive (np.savez writes one, with arrays "
+            f"{', '.join(keys)}{single})"
+        )
+    headers = npz_headers(path, keys)
+    check_fits_in_memory(path, headers)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in keys if k not in npz.files]
+            return {k: npz[k] for k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {path}: {first_line(exc)}") from exc
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse a path that is not a regular file (a FIFO would block the reader forever)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or first_line(exc)}") from exc
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: not a regular file")
+
+
+def npz_headers(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The shape and dtype of each array ``keys`` names, read from the archive's headers."""
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            missing = [k for k in keys if f"{k}.npy" not in names]
             if missing:
                 raise DataError(
                     f"{path}: missing array(s) {', '.join(missing)}; expected {', '.join(keys)}"
                 )
-            return {k: npz[k] for k in keys}
+            for key in keys:
+                with archive.open(f"{key}.npy") as member:
+                    headers[key] = _npy_header(member)
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read {path}: {first_line(exc)}") from exc
+    for key, (_, dtype) in headers.items():
+        if dtype.hasobject:
+            raise DataError(f"{path} {key}: holds Python objects; save numeric arrays")
+    return headers
+
+
+def _npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return tuple(int(d) for d in shape), np.dtype(dtype)
+
+
+def check_fits_in_memory(path: Path, headers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+    """Refuse arrays that, read and converted to float32 images, exceed the free memory."""
+    needed = 0
+    for key, (shape, dtype) in headers.items():
+        count = math.prod(shape)
+        needed += count * dtype.itemsize
+        if key.startswith("x"):
+            needed += count * 4  # the float32 copy the images become
+    available = available_memory()
+    if needed > available:
+        raise DataError(
+            f"{path}: its arrays need {needed / 2**30:.1f} GiB in memory (as read and as "
+            f"float32 images); this machine has {available / 2**30:.1f} GiB available"
+        )
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (psutil's estimate)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def array_dataset(x: np.ndarray, y: np.ndarray, path: Path, suffix: str) -> ArrayDataset:
