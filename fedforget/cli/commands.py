@@ -110,6 +110,17 @@ def list_registered() -> None:
         if name == "retrain":
             base = "FedAvg of the GAN again from w_0, without the deleted images"
         typer.echo(f"  {name:<22} {base + (f' ({detail})' if detail else '')}")
+    from fedforget.data.modes import DELETION_MODES, mode_names
+
+    typer.echo("deletion modes (--mode):")
+    for name in mode_names():
+        mode = DELETION_MODES[name]
+        typer.echo(f"  {name:<16} {mode.summary} [{mode.kind}]")
+    from fedforget.needs import NEEDS, need_names
+
+    typer.echo("data needs (what a strategy may ask of the clients):")
+    for name in need_names():
+        typer.echo(f"  {name:<16} {NEEDS[name].summary}")
     from fedforget.verification import VERIFIER_REGISTRY
 
     typer.echo("verifiers (fedforget verify NAME, simulate --verify NAME):")

@@ -30,11 +30,11 @@ from fedforget.cli.files import parse_json, parse_toml, read_user_text
 from fedforget.cli.parsing import (
     parse_client_groups,
     parse_delete,
-    parse_mode,
     parse_options,
     parse_rounds,
 )
 from fedforget.config import ConfigError, SimulationConfig, merge_sections, validate_config
+from fedforget.data.modes import mode_help
 
 SECTION_PREFIX = {"recovery": "relay-", "gan": "gan-", "verify": "verify-"}
 """Flag prefix of a section's fields (the other sections' fields go by their own name)."""
@@ -268,10 +268,9 @@ DECLARED_OPTIONS = (
         "--mode",
         "mode",
         str,
-        "backdoor | random (= item) | class | client | requests (requests users file on real "
-        "nodes; flwr run) (default backdoor; gan task: item).",
+        "The deletion mode: " + mode_help() + " (default backdoor; gan task: item).",
         PANELS["deletion"],
-        _compact(("deletion", "mode"), parse_mode),
+        _compact(("deletion", "mode"), str),
     ),
     RunOption(
         "--deleting-clients",

@@ -57,11 +57,6 @@ def parse_rounds(text: str | int) -> int | list[int]:
     return rounds[0] if len(rounds) == 1 else rounds
 
 
-def parse_mode(text: str) -> str:
-    """``--mode``: a deletion mode; ``item`` is the GAN task's word for ``random``."""
-    return "random" if text == "item" else text
-
-
 def parse_options(items: list[str] | None, strategy: str) -> dict[str, dict[str, Any]]:
     """``["lau.alpha=0.5", "epochs=3"]`` -> ``{"lau": {"alpha": 0.5}, strategy: {"epochs": 3}}``.
 

@@ -21,9 +21,6 @@ from fedforget.config import (
     check_resources,
 )
 
-NODE_SIDE_MODE = "requests"
-"""The deletion mode whose data and requests live on real nodes (a deployment's), not here."""
-
 
 def check_command(config: SimulationConfig, *, deployment: bool = False) -> None:
     """Every check of a run command before anything runs; the same for all four commands.
@@ -36,7 +33,7 @@ def check_command(config: SimulationConfig, *, deployment: bool = False) -> None
 
     check_local_paths(config)
     check_resources(config)
-    if deployment and config.deletion.mode == NODE_SIDE_MODE:
+    if deployment and config.deletion_mode.node_side:  # the nodes hold data and requests
         check_names(config)
         return
     check_run(config)

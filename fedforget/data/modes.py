@@ -258,6 +258,16 @@ def mode_names() -> list[str]:
     return sorted({mode.name for mode in DELETION_MODES.values()})
 
 
+def mode_help() -> str:
+    """The modes for a help text: ``name`` (``= alias``): summary, separated by ``|``."""
+    parts = []
+    for name in mode_names():
+        mode = DELETION_MODES[name]
+        aliases = "".join(f" (= {alias})" for alias in mode.aliases)
+        parts.append(f"{name}{aliases}: {mode.summary}")
+    return " | ".join(parts)
+
+
 # ---------------------------------------------------------------------- shared plans
 def draw_samples(
     labels: np.ndarray,
@@ -428,6 +438,7 @@ __all__ = [
     "UnknownModeError",
     "apply_trigger",
     "deletion_mode",
+    "mode_help",
     "mode_names",
     "register_mode",
 ]
