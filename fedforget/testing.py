@@ -23,6 +23,7 @@ from torch import nn
 from fedforget.config import RecoveryConfig, SimulationConfig, validate_config
 from fedforget.data import build_federation
 from fedforget.data.deletion import DeletionPlan, Federation
+from fedforget.data.modes import Kind, deletion_mode
 from fedforget.data.sources import ArrayDataset
 from fedforget.federated import LocalFederation, State
 from fedforget.metrics import Evaluator
@@ -57,6 +58,37 @@ def digits_config(**overrides: object) -> SimulationConfig:
     return validate_config(values)
 
 
+def _threes(seed: int) -> tuple[SimulationConfig, Federation, list[np.ndarray], DeletionPlan]:
+    clients = 3
+    config = digits_config(
+        clients=clients,
+        seed=seed,
+        deletion={"mode": "class", "forget_classes": [3], "share": 0.1},
+        train={"batch_size": 16},
+    )
+    base = build_federation(config)
+    threes = np.flatnonzero(base.train.y == 3)
+    others = np.flatnonzero(base.train.y != 3)
+    split = np.array_split(np.random.default_rng(seed).permutation(others), clients)
+    indices = [np.union1d(threes, split[0])] + [np.sort(part) for part in split[1:]]
+    return config, base, indices, DeletionPlan("client", {0: indices[0]}, forget_classes=(3,))
+
+
+def _attacker(seed: int) -> tuple[SimulationConfig, Federation, list[np.ndarray], DeletionPlan]:
+    config = digits_config(
+        clients=4, seed=seed, deletion={"mode": "backdoor", "share": 0.1}, train={"batch_size": 16}
+    )
+    base = build_federation(config)
+    poisoned = base.plan.forget_indices
+    client0 = np.union1d(poisoned, base.client_indices[0])
+    indices = [client0] + [np.setdiff1d(ci, poisoned) for ci in base.client_indices[1:]]
+    plan = DeletionPlan("client", {0: client0}, backdoor_target=base.plan.backdoor_target)
+    return config, base, indices, plan
+
+
+_LEAVING_CLIENTS = {"threes": _threes, "backdoor": _attacker}
+
+
 def leaving_client_federation(kind: str, seed: int = 0) -> tuple[SimulationConfig, Federation]:
     """A client-mode federation on digits in which client 0, the leaving client, holds ...
 
@@ -71,36 +103,11 @@ def leaving_client_federation(kind: str, seed: int = 0) -> tuple[SimulationConfi
 
     Returns ``(config, federation)``; the config's train settings are the conformance ones.
     """
-    if kind == "threes":
-        clients = 3
-        config = digits_config(
-            clients=clients,
-            seed=seed,
-            deletion={"mode": "class", "forget_classes": [3], "share": 0.1},
-            train={"batch_size": 16},
-        )
-        base = build_federation(config)
-        threes = np.flatnonzero(base.train.y == 3)
-        others = np.flatnonzero(base.train.y != 3)
-        split = np.array_split(np.random.default_rng(seed).permutation(others), clients)
-        indices = [np.union1d(threes, split[0])] + [np.sort(part) for part in split[1:]]
-        plan = DeletionPlan("client", {0: indices[0]}, forget_classes=(3,))
-        trigger = 0
-    elif kind == "backdoor":
-        config = digits_config(
-            clients=4,
-            seed=seed,
-            deletion={"mode": "backdoor", "share": 0.1},
-            train={"batch_size": 16},
-        )
-        base = build_federation(config)
-        poisoned = base.plan.forget_indices
-        client0 = np.union1d(poisoned, base.client_indices[0])
-        indices = [client0] + [np.setdiff1d(ci, poisoned) for ci in base.client_indices[1:]]
-        plan = DeletionPlan("client", {0: client0}, backdoor_target=base.plan.backdoor_target)
-        trigger = base.trigger_size
-    else:
+    builder = _LEAVING_CLIENTS.get(kind)
+    if builder is None:
         raise ValueError(f"unknown leaving-client federation {kind!r}")
+    config, base, indices, plan = builder(seed)
+    trigger = base.trigger_size if plan.backdoor_target is not None else 0
     federation = Federation(
         base.name, base.train, base.test, base.num_classes, indices, plan, trigger
     )
@@ -126,7 +133,7 @@ def trained_digits(mode: str, seed: int, rounds: int = 8) -> TrainedDigits:
     """
     torch.set_num_threads(1)
     deletion: dict[str, object] = {"mode": mode, "share": 0.1}
-    if mode == "random":
+    if deletion_mode(mode).kind == Kind.RANDOM:
         deletion["deleting_clients"] = [0]
     config = digits_config(
         seed=seed, deletion=deletion, train={"batch_size": 16, "local_epochs": 4}
@@ -152,32 +159,31 @@ def mean_logit_margin(model: nn.Module, data: ArrayDataset) -> float:
 
 FEDAU_ROUNDS = 6
 FEDAU_KINDS = ("class", "threes", "backdoor", "samples")
+FEDAU_DELETIONS = {
+    "class": {"mode": "class", "forget_classes": [3], "share": 0.1},
+    "samples": {"mode": "backdoor", "share": 0.1},
+}
+"""The FedAU settings that are a configured deletion (the others: a leaving client)."""
 
 
-def fedau_federation(kind: str, seed: int) -> tuple[SimulationConfig, Federation, str]:
-    """``(config, federation, mode)`` of one FedAU setting on digits.
+def fedau_federation(kind: str, seed: int) -> tuple[SimulationConfig, Federation]:
+    """``(config, federation)`` of one FedAU setting on digits (its plan says the mode).
 
     ``class``: every client deletes its 3s; ``threes``: client 0, holding every 3, leaves;
     ``backdoor``: client 0, the attacker, leaves; ``samples``: 10 % triggered samples over
     4 clients (a mode FedAU refuses; :func:`fedau_outcome` measures its operation anyway).
     """
-    train = {"batch_size": 16}
-    if kind == "class":
-        deletion = {"mode": "class", "forget_classes": [3], "share": 0.1}
-        config = digits_config(seed=seed, deletion=deletion, train=train)
-        return config, build_federation(config), "class"
-    if kind == "samples":
-        config = digits_config(seed=seed, deletion={"mode": "backdoor", "share": 0.1}, train=train)
-        return config, build_federation(config), "backdoor"
-    config, federation = leaving_client_federation(kind, seed)
-    return config, federation, "client"
+    if kind in FEDAU_DELETIONS:
+        config = digits_config(seed=seed, deletion=FEDAU_DELETIONS[kind], train={"batch_size": 16})
+        return config, build_federation(config)
+    return leaving_client_federation(kind, seed)
 
 
-def fedau_scores(evaluator: Evaluator, model: nn.Module, kind: str) -> tuple[float, float]:
-    """``(forgotten, kept)``: backdoor success and test accuracy after a backdoor deletion,
+def fedau_scores(evaluator: Evaluator, model: nn.Module) -> tuple[float, float]:
+    """``(forgotten, kept)``: backdoor success and test accuracy when D_f planted a backdoor,
     else the accuracy on the test samples of the deleted class and on the rest."""
     metrics = evaluator.evaluate(model)
-    if kind in ("backdoor", "samples"):
+    if metrics.backdoor_success is not None:
         return metrics.backdoor_success, metrics.test_accuracy
     return metrics.forget_test_accuracy, metrics.retain_test_accuracy
 
@@ -189,7 +195,8 @@ def fedau_outcome(kind: str, seed: int, options: dict | None = None) -> dict[str
     the same w_0 for the same rounds) as ``(forgotten, kept)`` pairs, and the auxiliary heads'
     training seconds (``auxiliary_seconds``).
     """
-    config, fed, mode = fedau_federation(kind, seed)
+    config, fed = fedau_federation(kind, seed)
+    kind_of_deletion = fed.plan.deletion_mode.kind
 
     def build() -> nn.Module:
         return build_model("lenet5", fed.num_classes, 1, fed.image_size)
@@ -197,14 +204,14 @@ def fedau_outcome(kind: str, seed: int, options: dict | None = None) -> dict[str
     torch.manual_seed(seed)
     initial = state_to_numpy(build())
     fedau = build_unlearner("fedau", **(options or {}))
-    classes = tuple(fed.plan.forget_classes) if mode == "class" else ()
+    classes = tuple(fed.plan.forget_classes) if kind_of_deletion == Kind.CLASS else ()
     clients = {}
     for cid in range(fed.num_clients):
         data, ids = fed.client_data(cid, False)
         clients[cid] = (data, fed.is_deleted(ids))
     train = config.train
     trainings = auxiliary_trainings(
-        clients, fedau, mode, fed.num_classes, classes, lr=train.lr,
+        clients, fedau, kind_of_deletion, fed.num_classes, classes, lr=train.lr,
         batch_size=train.batch_size, seed=seed,
     )  # fmt: skip
     full = LocalFederation.from_federation(
@@ -216,18 +223,19 @@ def fedau_outcome(kind: str, seed: int, options: dict | None = None) -> dict[str
     request = UnlearningRequest(
         forget=fed.forget_set(),
         num_classes=fed.num_classes,
-        mode="client" if mode == "backdoor" else mode,  # ``samples``: the refused mode, anyway
+        # ``samples``: the mode FedAU refuses; its operation is measured as for a client's
+        mode=fed.plan.mode if kind_of_deletion != Kind.BACKDOOR else Kind.CLIENT.value,
         forget_classes=classes,
-        leaving_clients=(0,) if mode == "client" else (),
+        leaving_clients=(0,) if fed.plan.deletion_mode.clients_leave else (),
         client_state={"auxiliary": {cid: t.state() for cid, t in trainings.items()}},
     )
     context = UnlearningContext(initial_state=initial, build_model=build, seed=seed)
     unlearned = fedau.unlearn(load_numpy_state(build(), trained), request, context)
     evaluator = Evaluator(fed)
     return {
-        "before": fedau_scores(evaluator, load_numpy_state(build(), trained), kind),
-        "after": fedau_scores(evaluator, unlearned, kind),
-        "retrain": fedau_scores(evaluator, load_numpy_state(build(), retrained), kind),
+        "before": fedau_scores(evaluator, load_numpy_state(build(), trained)),
+        "after": fedau_scores(evaluator, unlearned),
+        "retrain": fedau_scores(evaluator, load_numpy_state(build(), retrained)),
         "auxiliary_seconds": sum(t.spent_seconds() for t in trainings.values()),
     }
 

@@ -54,6 +54,8 @@ app = ServerApp()
 
 
 RUN_FILE = "run.json"
+REPORT_ENVELOPE = ("client", "method")
+"""A verification report's keys that say who verified how (the file is the report's body)."""
 PHASE_LABELS = {"federated": "round", "retrain": "retrain round", "reference": "reference round"}
 
 
@@ -245,7 +247,7 @@ def _verify(
     for report in reports:
         target = folder / f"client-{report['client']}"
         target.mkdir(parents=True, exist_ok=True)
-        body = {k: v for k, v in report.items() if k not in ("client", "method")}
+        body = {k: v for k, v in report.items() if k not in REPORT_ENVELOPE}
         (target / f"{method}.json").write_text(json.dumps(body, indent=2) + "\n")
     return reports
 

@@ -174,7 +174,7 @@ def _build(config: SimulationConfig) -> Federation:
     test, validation = split_validation(bundle.test, config.data.validation_share, config.seed)
     return Federation(
         name=bundle.name,
-        train=plan.deletion_mode.prepare_train(bundle.train, plan, config),
+        train=plan.deletion_mode.prepare_train(bundle, plan, config),
         test=test,
         num_classes=bundle.num_classes,
         client_indices=client_indices,

@@ -115,11 +115,13 @@ from fedforget.gan.training import (
     sample_images,
 )
 from fedforget.gan.unlearner import (
+    GanMode,
     GanUnlearner,
     GanUnlearnerSettings,
     GanUnlearningRequest,
     GanUnlearningResult,
     ProgressFn,
+    gan_mode,
     register_gan_unlearner,
 )
 
@@ -134,8 +136,8 @@ __all__ = [
 Substitute = Literal["average", "truncation", "projection", "other-class"]
 ITEM_SUBSTITUTES: tuple[str, ...] = ("average", "truncation", "projection")
 CLASS_SUBSTITUTES: tuple[str, ...] = ("average", "other-class")
-DESTINATION = {"item": 0.8, "class": 0.9}  # paper 001, section 5.2
-ADVERSARIAL = {"item": 0.1, "class": 0.0}
+DESTINATION = {GanMode.ITEM: 0.8, GanMode.CLASS: 0.9}  # paper 001, section 5.2
+ADVERSARIAL = {GanMode.ITEM: 0.1, GanMode.CLASS: 0.0}
 AVERAGE_SAMPLES = 5000  # drawings averaged for the class "average" image
 
 
@@ -202,11 +204,11 @@ def substitute_images(
         ``(N, C, H, W)`` substitute images.
     """
     check_substitute(substitute, mode)
-    if mode == "class" and substitute == "average":
+    if mode == GanMode.CLASS and substitute == "average":
         if average is None:
             average = class_average_image(generator, 0, z.device)
         return average.expand(len(z), *average.shape[1:])
-    if mode == "class":
+    if mode == GanMode.CLASS:
         others = nearest_other_class(generator, z, y, retained or [])
         return generator(torch.zeros_like(z), others)
     scale = 0.0 if substitute == "average" else psi
@@ -215,9 +217,8 @@ def substitute_images(
 
 def check_substitute(substitute: str, mode: str) -> None:
     """Raise ``ValueError`` unless ``substitute`` exists for ``mode``."""
-    allowed = ITEM_SUBSTITUTES if mode == "item" else CLASS_SUBSTITUTES
-    if mode not in ("item", "class"):
-        raise ValueError(f"unknown GAN unlearning mode '{mode}'; choose item or class")
+    mode = gan_mode(mode)
+    allowed = ITEM_SUBSTITUTES if mode == GanMode.ITEM else CLASS_SUBSTITUTES
     if substitute not in allowed:
         raise ValueError(
             f"substitute '{substitute}' does not apply to {mode} unlearning; "
@@ -386,7 +387,7 @@ class CascadedUnlearner(GanUnlearner):
                 trajectory.append((iteration, self._auc(plan, request)))
                 metrics["auc"], metrics["mapping"] = trajectory[-1][1], float(np.mean(window))
                 mapped = (
-                    request.mode == "item"
+                    request.mode == GanMode.ITEM
                     or cfg.mapping_target is None
                     or metrics["mapping"] <= cfg.mapping_target
                 )
@@ -417,7 +418,7 @@ class CascadedUnlearner(GanUnlearner):
         device = device or torch.device("cpu")
         raw = copy.deepcopy(gan).to(device).eval().requires_grad_(False)
         model = copy.deepcopy(gan).to(device).train()
-        forgotten = set(request.forgotten_classes) if request.mode == "class" else set()
+        forgotten = set(request.forgotten_classes) if request.mode == GanMode.CLASS else set()
         retained = [c for c in range(gan.num_classes) if c not in forgotten]
         t0 = time.perf_counter()
         chosen = self._inverted_subset(len(request.unlearning))
@@ -435,7 +436,7 @@ class CascadedUnlearner(GanUnlearner):
         z_u = inverted.z.to(device)
         y_inv = y_u[torch.from_numpy(chosen).to(device)]
         average = None
-        if request.mode == "class" and cfg.substitute == "average":
+        if request.mode == GanMode.CLASS and cfg.substitute == "average":
             average = class_average_image(raw.generator, cfg.seed, device)
         targets = None
         if cfg.substitute != "projection":
@@ -539,12 +540,14 @@ class CascadedUnlearner(GanUnlearner):
         else:
             assert plan.targets is not None
             x_s = plan.targets[idx]
-        if request.mode == "class" and cfg.prior_codes > 0:
+        if request.mode == GanMode.CLASS and cfg.prior_codes > 0:
             classes = torch.tensor(request.forgotten_classes, device=plan.device)
             pick = torch.randint(len(classes), (cfg.prior_codes,), generator=plan.rng)
             y_p = classes[pick.to(plan.device)]
             z_p = noise(cfg.prior_codes, plan.model.z_dim, plan.rng, plan.device)
-            x_p = self._substitutes(plan.raw, z_p, y_p, "class", 0.0, plan.retained, plan.average)
+            x_p = self._substitutes(
+                plan.raw, z_p, y_p, GanMode.CLASS, 0.0, plan.retained, plan.average
+            )
             z, y_g, x_s = torch.cat([z, z_p]), torch.cat([y_g, y_p]), torch.cat([x_s, x_p])
         return x_u, y_u, z, y_g, x_s
 

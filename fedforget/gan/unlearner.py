@@ -13,7 +13,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from enum import StrEnum
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,17 +36,33 @@ __all__ = [
     "ProgressFn",
     "UnknownGanUnlearnerError",
     "build_gan_unlearner",
+    "gan_mode",
     "gan_unlearner_names",
     "register_gan_unlearner",
 ]
 
-GanMode = Literal["item", "class"]
+
+class GanMode(StrEnum):
+    """What a GAN unlearning forgets (paper 001): chosen images, or whole classes."""
+
+    ITEM = "item"
+    CLASS = "class"
+
+
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 """Called as ``progress(phase, step, total, metrics)``."""
 
 
 class UnknownGanUnlearnerError(UnknownNameError):
     """A GAN-unlearner name that is not registered."""
+
+
+def gan_mode(value: str) -> GanMode:
+    """``value`` as a :class:`GanMode` (a one-line ``ValueError`` for another word)."""
+    try:
+        return GanMode(value)
+    except ValueError:
+        raise ValueError(f"unknown GAN unlearning mode '{value}'; choose item or class") from None
 
 
 @dataclass(frozen=True)
@@ -68,17 +85,16 @@ class GanUnlearningRequest:
     """
 
     unlearning: ArrayDataset
-    mode: GanMode = "item"
+    mode: GanMode = GanMode.ITEM
     forgotten_classes: tuple[int, ...] = ()
     learning: ArrayDataset | None = None
     feature_extractor: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in ("item", "class"):
-            raise ValueError(f"unknown GAN unlearning mode '{self.mode}'; choose item or class")
+        object.__setattr__(self, "mode", gan_mode(self.mode))
         if len(self.unlearning) == 0:
             raise ValueError("a GAN unlearning request needs at least one unlearning image")
-        if self.mode == "class":
+        if self.mode == GanMode.CLASS:
             if not self.forgotten_classes:
                 raise ValueError("class unlearning needs the forgotten classes")
             stray = sorted(set(self.unlearning.y.tolist()) - set(self.forgotten_classes))

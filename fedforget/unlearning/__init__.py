@@ -34,6 +34,7 @@ from fedforget.unlearning.lau import LayerAttackUnlearner
 from fedforget.unlearning.mugan import MuGanUnlearner
 from fedforget.unlearning.nad import NeuralAttentionDistillationUnlearner
 from fedforget.unlearning.negation import NegationUnlearner
+from fedforget.unlearning.none import NoUnlearning
 from fedforget.unlearning.perturbation import RandomKUnlearner, TopKUnlearner
 from fedforget.unlearning.pga import PgaUnlearner
 from fedforget.unlearning.quickdrop import QuickDropUnlearner
@@ -63,6 +64,7 @@ __all__ = [
     "MuGanUnlearner",
     "NegationUnlearner",
     "NeuralAttentionDistillationUnlearner",
+    "NoUnlearning",
     "PgaUnlearner",
     "QuickDropUnlearner",
     "RandomKUnlearner",
