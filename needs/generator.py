@@ -60,7 +60,10 @@ class GeneratorNeed(Need):
     ) -> list[Message]:
         """A round's training messages: ``gan.generator_clients`` of the nodes get the GAN."""
         count = self.parts.settings.generator_clients
-        chosen = set(rng.sample(nodes, min(count, len(nodes))))
+        # in client order: node ids change from run to run (before a node's first reply its
+        # client id is unknown, so the first round's choice still follows the node ids)
+        ordered = sorted(nodes, key=self.parts.messenger.order_key)
+        chosen = set(rng.sample(ordered, min(count, len(ordered))))
         with_gan = RecordDict({**dict(record), P.GAN: self.current()})
         return [
             *messages_to(record, [n for n in nodes if n not in chosen], message_type),

@@ -170,6 +170,7 @@ class Gathering:
             The model after the last client, and the nodes that unlearned.
         """
         done = []
+        nodes = sorted(nodes, key=self.messenger.order_key)  # node ids change from run to run
         for step, node in enumerate(nodes):
             extra = {
                 P.MODE: self.ledger.deletion_mode(nodes).name,
