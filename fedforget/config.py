@@ -684,6 +684,15 @@ class SimulationConfig(_Section):
         description="retrain: also retrain from scratch without D_f, the reference every "
         "metric is compared with | none.",
     )
+    reference_seeds: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="How many retrains form the reference, each from its own initial weights "
+        "and batch order (the data and D_f stay the same): with K > 1 the reference is a "
+        "band, mean ± std, and a check passes within max(0.5 pt, 2 std) of its mean; "
+        "at most 32 (each is a full retrain).",
+    )
     out: Path | None = Field(None, description="Run folder (default runs/<time>-...).")
     data: DataConfig = Field(default_factory=DataConfig)
     deletion: DeletionConfig = Field(default_factory=DeletionConfig)

@@ -25,6 +25,7 @@ import csv
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,11 @@ class Comparison:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     after_rounds: int = 0
     """FedAvg rounds each branch ran after its deletion (the ``end.*`` metrics)."""
+    trajectory: list[float] = field(default_factory=list)
+    """The federation's test accuracy after each round up to the deletion (the checkpoint)."""
+    findings: list[dict[str, str]] = field(default_factory=list)
+    """What makes a model unfit for comparison (:mod:`fedforget.report.sanity`): ``name``,
+    ``message`` and the ``row`` it concerns (``original`` or a reference)."""
 
     def row(self, strategy: str) -> dict[str, Any]:
         """The row of one strategy (or of ``original``)."""
@@ -94,6 +100,17 @@ class BranchTask(ABC):
     def score(self, name: str, arrays: ArrayRecord, out_dir: Path) -> dict[str, Any]:
         """The row of branch ``name``'s model (metric columns only)."""
 
+    def round_score(self, arrays: ArrayRecord) -> float | None:
+        """The federation's test accuracy after a round (``None``: not measured)."""
+        return None
+
+    def sanity(
+        self, rows: list[dict[str, Any]], trajectory: list[float], losses: dict[str, list[float]]
+    ) -> list[dict[str, str]]:
+        """Findings on the original model and the references (``losses``: each branch's
+        training losses of its deletion step's rounds); none by default."""
+        return []
+
     def score_phase(self, arrays: ArrayRecord) -> dict[str, Any]:
         """The phase metrics of a model at a point other than the branch's row (after the
         unlearning alone, after the rounds that follow the deletion).
@@ -127,9 +144,34 @@ def check_single_deletion(config: SimulationConfig) -> None:
         )
 
 
-def branch_names(strategies: list[str]) -> list[str]:
-    """``retrain`` first (the reference), then the other strategies in their given order."""
-    return [RETRAIN, *(s for s in strategies if s != RETRAIN)]
+BAND_SEPARATOR = ":"
+BAND_SEED_STEP = 104_729
+"""Seed distance between two members of the reference band (a prime: no two cells of a
+sweep's seeds 0, 1, 2, ... draw the same initial weights)."""
+
+
+def reference_band(count: int) -> list[str]:
+    """The reference retrains' branch names: ``retrain``, ``retrain:2``, ..., ``retrain:K``."""
+    return [RETRAIN, *(f"{RETRAIN}{BAND_SEPARATOR}{k}" for k in range(2, count + 1))]
+
+
+def band_member(name: str, seed: int) -> tuple[str, int | None]:
+    """``(strategy, train seed)`` of a branch: a band member retrains with its own seed."""
+    base, _, number = name.partition(BAND_SEPARATOR)
+    if base != RETRAIN or not number:
+        return name, None
+    return RETRAIN, seed + BAND_SEED_STEP * (int(number) - 1)
+
+
+def is_reference(name: str) -> bool:
+    """Whether branch ``name`` is a retrain of the reference band."""
+    return band_member(name, 0)[0] == RETRAIN
+
+
+def branch_names(strategies: list[str], reference_seeds: int = 1) -> list[str]:
+    """The reference band first (``retrain`` and its seeds), then the other strategies in
+    their given order."""
+    return [*reference_band(reference_seeds), *(s for s in strategies if s != RETRAIN)]
 
 
 def run_branches(
@@ -159,12 +201,16 @@ def run_branches(
     out_dir = default_out_dir(config.model_copy(update={"strategy": task.label}))
     out_dir.mkdir(parents=True, exist_ok=True)
     initial = task.initial_arrays()
-    observers = {name: CheckpointObserver(display, name) for name in branch_names(strategies)}
+    names = branch_names(strategies, config.reference_seeds)
+    observers = {name: CheckpointObserver(display, name) for name in names}
     branches = {name: task.strategy(name, name, obs) for name, obs in observers.items()}
     base = task.strategy(RETRAIN, None, CheckpointObserver(display))
     base.serve_branches(branches.values())
     started = time.perf_counter()
-    checkpoint = train_to_deletion(grid, base, initial, config.deletion.rounds[0])
+    trajectory: list[float] = []
+    checkpoint = train_to_deletion(
+        grid, base, initial, config.deletion.rounds[0], task.round_score, trajectory
+    )
     base_seconds = time.perf_counter() - started
     rows = [{"strategy": ORIGINAL, **task.score_original(checkpoint, base, out_dir)}]
     details: dict[str, dict[str, Any]] = {}
@@ -179,8 +225,11 @@ def run_branches(
         details[name] = {**task.details(strategy), "round_seconds": base.round_seconds}
     fill_speedups(rows)
     task.finish(rows)
+    losses = {name: obs.train_losses.get("retrain", []) for name, obs in observers.items()}
     settings = json.loads(config.to_json())
     result = Comparison(rows, out_dir, settings, base_seconds, details, after_rounds)
+    result.trajectory = trajectory
+    result.findings = task.sanity(rows, trajectory, losses)
     task.write(result)
     return result
 
@@ -208,17 +257,33 @@ def _later_phases(
 
 
 def train_to_deletion(
-    grid: Grid, base: FederatedUnlearning, initial: ArrayRecord, deletion_round: int
+    grid: Grid,
+    base: FederatedUnlearning,
+    initial: ArrayRecord,
+    deletion_round: int,
+    score: Callable[[ArrayRecord], float | None] | None = None,
+    trajectory: list[float] | None = None,
 ) -> ArrayRecord:
     """FedAvg up to the deletion round, without carrying the requests out: the checkpoint.
+
+    ``score`` measures the model after every round into ``trajectory`` (whether the
+    federation converged before the deletion).
 
     Raises
     ------
     ConfigError
         When no client reported a deletion request by then.
     """
+
+    def evaluate(_: int, arrays: ArrayRecord) -> None:
+        value = score(arrays) if score is not None else None
+        if value is not None and trajectory is not None:
+            trajectory.append(value)
+
     base.begin(initial)
-    result = base.run_rounds(grid, initial, deletion_round, "federated", handle_deletions=False)
+    result = base.run_rounds(
+        grid, initial, deletion_round, "federated", evaluate_fn=evaluate, handle_deletions=False
+    )
     if not base.pending_deletions:
         raise ConfigError("no client reported a deletion request by the deletion round")
     return result.arrays

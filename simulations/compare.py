@@ -55,11 +55,14 @@ from fedforget.report.comparison import (
     markdown_table,
     phase_columns,
 )
+from fedforget.report.sanity import chance_level, diverged, not_converged, not_learned
 from fedforget.server.app import gan_factory, model_factory
 from fedforget.simulations.branching import (
     BranchTask,
     Comparison,
+    band_member,
     check_single_deletion,
+    is_reference,
     run_branches,
     save_arrays,
     write_rows,
@@ -72,7 +75,7 @@ from fedforget.simulations.runner import (
 )
 from fedforget.strategies import FederatedUnlearning, build_strategy
 from fedforget.strategies.registry import RETRAIN, strategy_names
-from fedforget.training import load_numpy_state, predict_proba, resolve_device
+from fedforget.training import accuracy, load_numpy_state, predict_proba, resolve_device
 
 DEFAULT_AFTER_ROUNDS = 3
 """FedAvg rounds each branch continues after its deletion unless told otherwise (issue 17:
@@ -214,8 +217,9 @@ class ClassifierBranches(BranchTask):
         return ArrayRecord(self.build().state_dict())
 
     def strategy(self, name: str, branch: str | None, observer: RunObserver) -> FederatedUnlearning:
+        strategy, train_seed = band_member(name, self.config.seed)
         return build_strategy(
-            self.config.model_copy(update={"strategy": name}),
+            self.config.model_copy(update={"strategy": strategy}),
             build_model=self.build,
             num_classes=self.federation.num_classes,
             observer=observer,
@@ -224,7 +228,32 @@ class ClassifierBranches(BranchTask):
             image_shape=self.federation.train.x.shape[1:],
             validation=self.federation.validation,
             branch=branch,
+            train_seed=train_seed,
         )
+
+    def round_score(self, arrays: ArrayRecord) -> float:
+        return accuracy(self._model(arrays), self.federation.test, self.device)
+
+    def sanity(
+        self, rows: list[dict[str, Any]], trajectory: list[float], losses: dict[str, list[float]]
+    ) -> list[dict[str, str]]:
+        """The original learned and converged; no reference diverged."""
+        chance = chance_level(self.federation.test.y)
+        original = rows[0]
+        found = [
+            (ORIGINAL, not_learned("the original model", original["test_accuracy"], chance)),
+            (ORIGINAL, not_converged(trajectory, self.config.deletion.rounds[0])),
+        ]
+        for row in rows:
+            name = row["strategy"]
+            if is_reference(name) and not row.get("refused"):
+                losses_of = losses.get(name, [])
+                found.append((name, diverged(name, losses_of, row["test_accuracy"], chance)))
+        return [
+            {"row": row, "name": finding.name, "message": finding.message}
+            for row, finding in found
+            if finding is not None
+        ]
 
     def score_original(
         self, checkpoint: ArrayRecord, base: FederatedUnlearning, out_dir: Path
@@ -243,7 +272,7 @@ class ClassifierBranches(BranchTask):
 
     def score(self, name: str, arrays: ArrayRecord, out_dir: Path) -> dict[str, Any]:
         model = self._model(arrays)
-        if name == RETRAIN:
+        if name == RETRAIN:  # the band's first member: the reference of the distances
             self.scorer.reference = model
         return self.scorer.metrics(model)
 
@@ -294,12 +323,19 @@ def write_comparison(result: Comparison) -> None:
         "details": result.details,
         "base_seconds": result.base_seconds,
         "after_rounds": result.after_rounds,
+        "trajectory": result.trajectory,
+        "findings": result.findings,
         "config": result.config,
     }
     refusals = [row for row in result.rows if row.get("refused")]
     columns = [*CSV_COLUMNS, *phase_columns(result.rows), *(["refused"] if refusals else [])]
     write_rows(out, "compare", result.rows, columns, payload)
     markdown = markdown_table(result.rows)
+    if result.findings:
+        notes = "\n".join(
+            f"- **{f['name']}** ({f['row']}): {f['message']}" for f in result.findings
+        )
+        markdown = f"Not comparable as it stands:\n\n{notes}\n\n{markdown}"
     if refusals:
         markdown += "\n\nNot run: " + "; ".join(row["refused"] for row in refusals) + "."
     durability = durability_table(result.rows)

@@ -193,6 +193,8 @@ def finished_cell(config: SimulationConfig, names: list[str]) -> Comparison | No
         saved.get("base_seconds", 0.0),
         saved.get("details", {}),
         saved.get("after_rounds", 0),
+        saved.get("trajectory", []),
+        saved.get("findings", []),
     )
 
 

@@ -222,6 +222,12 @@ class MessageConfigs:
         self.seed = seed
         self.rng = random.Random(seed)
 
+    def reseed(self, seed: int) -> None:
+        """Draw this strategy's seeds (and samples) from ``seed`` from now on (a reference
+        retrain with its own batch order)."""
+        self.seed = seed
+        self.rng = random.Random(seed)
+
     def for_round(self, server_round: int) -> dict:
         """A FedAvg round's config entries."""
         seed = self.seed * 1_000_003 + server_round * 10_007 + self.rng.randrange(10**6)

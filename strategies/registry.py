@@ -44,11 +44,13 @@ def build_strategy(
     image_shape: tuple[int, ...] = (1, 1, 1),
     branch: str | None = None,
     validation: ArrayDataset | None = None,
+    train_seed: int | None = None,
 ) -> FederatedUnlearning:
     """The strategy named by ``config.strategy``, with the run's settings.
 
     The clients receive ``config`` (and ``branch``) in every message; the strategy's settings
-    come from the same object (:class:`StrategySettings`).
+    come from the same object (:class:`StrategySettings`). ``train_seed`` gives a retrain
+    initial weights and batch orders of its own (a member of the reference band).
     """
     check_strategy_name(config.strategy)
     settings = StrategySettings.from_config(
@@ -62,7 +64,7 @@ def build_strategy(
         validation=validation,
     )
     if config.strategy == RETRAIN:
-        return Retrain(settings, **parts)
+        return Retrain(settings, train_seed=train_seed, **parts)
     unlearner = build_configured_unlearner(config, config.strategy)
     if config.unlearn_on == "client":
         check_client_side(unlearner)

@@ -368,16 +368,31 @@ class Retrain(FederatedUnlearning):
 
     The deleting clients drop D_f first; then FedAvg reruns the rounds played so far from
     w_0 on the retained data, and the run continues as usual. No relay is needed.
+    ``train_seed`` gives the retrain initial weights and batch orders of its own (a member of
+    the reference band): the federation, its data and D_f stay the same.
     """
 
-    def __init__(self, settings: StrategySettings, **parts: object) -> None:
+    def __init__(
+        self, settings: StrategySettings, *, train_seed: int | None = None, **parts: object
+    ) -> None:
         super().__init__(settings, unlearner=None, **parts)  # type: ignore[arg-type]
+        self.train_seed = train_seed
 
     def unlearn_step(
         self, grid: Grid, server_round: int, arrays: ArrayRecord, nodes: list[int]
     ) -> ArrayRecord:
         """Drop D_f at the clients and rerun ``server_round`` rounds from w_0."""
+        if self.train_seed is not None:
+            self.configs.reseed(self.train_seed)
+            self.initial_arrays = seeded_initial(self.build_model, self.train_seed)
         return self.retrain_from_initial(grid, server_round, nodes)
+
+
+def seeded_initial(build_model: ModelFactory, seed: int) -> ArrayRecord:
+    """Initial weights drawn with ``seed``, leaving the process's random state as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return ArrayRecord(build_model().state_dict())
 
 
 __all__ = ["Bookkeeping", "FederatedUnlearning", "ModelFactory", "Retrain"]

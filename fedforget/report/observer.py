@@ -39,11 +39,15 @@ class CheckpointObserver(RunObserver):
         self.display = display or RunObserver()
         self.label = label
         self.states: dict[str, dict[str, Any]] = {}
+        self.train_losses: dict[str, list[float]] = {}
+        """Per phase, each round's training loss (divergence shows there first)."""
 
     def run_started(self, phase: str, total_rounds: int) -> None:
+        self.train_losses[phase] = []
         self.display.run_started(self._name(phase), total_rounds)
 
     def round_finished(self, phase: str, server_round: int, info: dict[str, Any]) -> None:
+        self.train_losses.setdefault(phase, []).append(float(info.get("train_loss", "nan")))
         self.display.round_finished(self._name(phase), server_round, info)
 
     def checkpoint(self, name: str, model_state: dict[str, Any]) -> None:
