@@ -22,14 +22,27 @@ from typing import Any
 from fedforget.config import ConfigError, SimulationConfig, merge_sections, validate_config
 from fedforget.metrics import PhaseMetrics
 from fedforget.report.sweep import (
+    CLEAR_MARGIN,
+    NONE,
+    OK,
+    RETRAIN,
     acceptance,
-    add_gaps,
+    add_band,
     aggregate,
     checks_markdown,
+    discriminating,
+    discrimination_markdown,
     is_number,
     markdown,
+    unfit_markdown,
 )
-from fedforget.simulations.branching import ORIGINAL, Comparison, check_single_deletion
+from fedforget.simulations.branching import (
+    ORIGINAL,
+    Comparison,
+    branch_names,
+    check_single_deletion,
+    is_reference,
+)
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "backdoor-6%": {"deletion": {"mode": "backdoor", "share": 0.06}},
@@ -42,6 +55,27 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     # 0.60), 20 local epochs at lr 0.02 (0.05 diverged on one seed of 3), 30 % of every
     # client's samples deleted after round 20 (a D_f of 30 samples), one round after.
     # It scores the MIA with the calibrated attack unless --mia names another.
+    # A client whose images carry a style of their own (negatives) leaves: the original reads
+    # the style, a model retrained without it does not (fedforget.data.modes.StyleMode).
+    "style-client": {"deletion": {"mode": "style", "deleting_clients": [5]}},
+    # Annotation errors: 40 % of clients 0-2's samples carry a wrong label, which the
+    # original memorises and a retrained model does not (fedforget.data.modes.MislabeledMode).
+    "mislabeled": {
+        "deletion": {"mode": "mislabeled", "share": 0.06, "deleting_clients": [0, 1, 2]},
+    },
+    # An overfitting federation: 20 clients of 100 MNIST samples, 20 local epochs; 30 % of the
+    # samples of clients 0-4 deleted. The original knows D_f as members, not as unseen data.
+    "overfit-20": {
+        "mia": "loss",
+        "deletion": {
+            "mode": "random",
+            "count": 150,
+            "deleting_clients": [0, 1, 2, 3, 4],
+            "round": 20,
+        },
+        "data": {"train_samples": 2000},
+        "train": {"rounds": 21, "local_epochs": 20, "batch_size": 20, "lr": 0.02},
+    },
     "overfit-random": {
         "clients": 2,
         "mia": "calibrated",
@@ -63,6 +97,8 @@ PARTITIONS: dict[str, dict[str, Any]] = {
 DEFAULT_SCENARIOS = ("backdoor-6%", "random-4%", "class-3", "client-5")
 DEFAULT_PARTITIONS = ("iid", "dirichlet-0.3")
 DEFAULT_SEEDS = (0, 1, 2)
+SWEEP_REFERENCE_SEEDS = 3
+"""A sweep's reference band: this many retrains per cell unless ``reference_seeds`` is set."""
 PHASE_KEYS = frozenset(PhaseMetrics.model_fields)
 TABLE = (
     ("after_unlearning.test_accuracy", "test after unl.", 100.0),
@@ -123,6 +159,8 @@ def cell_config(base: SimulationConfig, cell: Cell, out_dir: Path) -> Simulation
     values = merge_sections(values, scenario)
     values = merge_sections(values, PARTITIONS[cell.partition])
     values.update(seed=cell.seed, out=str(out_dir / "cells" / cell.name), reference="none")
+    if "reference_seeds" not in base.model_fields_set:  # a sweep's reference is a band
+        values["reference_seeds"] = SWEEP_REFERENCE_SEEDS
     try:
         config = validate_config(values)
         check_single_deletion(config)
@@ -132,7 +170,14 @@ def cell_config(base: SimulationConfig, cell: Cell, out_dir: Path) -> Simulation
 
 
 def sweep_rows(cell: Cell, config: SimulationConfig, result: Comparison) -> list[dict[str, Any]]:
-    """One flat row per strategy of a cell's comparison (the original model's row dropped)."""
+    """One flat row per strategy of a cell's comparison (the original model's row dropped).
+
+    The retrains of the reference band are rows of strategy ``retrain`` (``member`` names
+    each); ``cell_status`` is ``ok`` or what makes the cell unfit for comparison (the
+    comparison's findings: not learned, not converged, a diverged reference).
+    """
+    findings = sorted({finding["name"] for finding in result.findings})
+    status = ", ".join(findings) or OK
     rows = []
     for row in result.rows:
         if row["strategy"] == ORIGINAL or row.get("refused"):  # a refusal has no metrics
@@ -145,7 +190,9 @@ def sweep_rows(cell: Cell, config: SimulationConfig, result: Comparison) -> list
             "scenario": cell.scenario,
             "partition": cell.partition,
             "seed": cell.seed,
-            "strategy": row["strategy"],
+            "strategy": RETRAIN if is_reference(row["strategy"]) else row["strategy"],
+            "member": row["strategy"],
+            "cell_status": status,
             "mode": config.deletion.mode,
             "dataset": config.data.dataset,
             "unlearning_seconds": details.get("unlearning_seconds"),
@@ -214,14 +261,16 @@ def run_sweep(
     back instead of run: a matrix of hours can be stopped and continued.
     """
     configs = [(cell, cell_config(base, cell, out_dir)) for cell in cells]
-    names = ["retrain", *(s for s in strategies if s != "retrain")]
+    names = [RETRAIN, *(s for s in strategies if s not in (RETRAIN, NONE)), NONE]
+    strategies = names[1:]
     rows: list[dict[str, Any]] = []
     payload: dict[str, Any] = {}
     started = time.perf_counter()
     for index, (cell, config) in enumerate(configs, start=1):
         cell_started = time.perf_counter()
         after_rounds = config.train.rounds - config.deletion.rounds[0]
-        result = finished_cell(config, names) if resume else None
+        expected = branch_names(names, config.reference_seeds)
+        result = finished_cell(config, expected) if resume else None
         reused = result is not None
         if result is None:
             result = run_cell(config, names, after_rounds)
@@ -238,7 +287,7 @@ def _write(
 ) -> dict[str, Any]:
     """``sweep.csv`` (a row per cell and strategy), ``sweep.json``, ``sweep.md``, ``sweep.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    gapped = add_gaps(rows)
+    gapped = add_band(rows)
     columns = list(dict.fromkeys(key for row in gapped for key in row))
     with (out_dir / "sweep.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -246,15 +295,36 @@ def _write(
         for row in gapped:
             writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
     entries = aggregate(gapped)
-    checks = [c for s in strategies if s != "retrain" for c in acceptance(entries, s)]
+    fit = aggregate([row for row in gapped if row["cell_status"] == OK])
+    found = discriminating(fit)
+    counted = {key for key, check in found.items() if check is not None}
+    checks = [
+        c
+        for s in strategies
+        if s != NONE
+        for c in acceptance(fit, s)
+        if (c.scenario, c.partition) in counted
+    ]
     text = [
         f"# fedforget sweep ({len(rows)} rows, {seconds:.0f} s)",
         "",
-        "Mean ± std over seeds; accuracies and attack rates in %.",
+        "Mean ± std over seeds; accuracies and attack rates in %. `retrain` is the band of "
+        "each cell's retrains (the reference seeds); `none` is the model as it was.",
         "",
         markdown(entries, TABLE),
         "",
-        "## Acceptance checks (means over seeds)",
+        "## Cells unfit for comparison (left out of the checks)",
+        "",
+        unfit_markdown(gapped),
+        "",
+        "## Discriminative cells: what `none` fails",
+        "",
+        "A cell counts toward acceptance only where `none` fails a check by a clear margin "
+        f"(at least {CLEAR_MARGIN * 100:g} pt beyond its bound).",
+        "",
+        discrimination_markdown(found),
+        "",
+        "## Acceptance checks (means over seeds; discriminative, fit cells)",
         "",
         checks_markdown(checks),
         "",
@@ -264,6 +334,16 @@ def _write(
         "seconds": seconds,
         "rows": gapped,
         "checks": [c.__dict__ for c in checks],
+        "unfit_cells": sorted(
+            {
+                f"{r['scenario']}|{r['partition']}|{r['seed']}"
+                for r in gapped
+                if r["cell_status"] != OK
+            }
+        ),
+        "discriminative": {
+            f"{s}|{p}": None if c is None else c.__dict__ for (s, p), c in found.items()
+        },
     }
     (out_dir / "sweep.json").write_text(json.dumps(payload, indent=2) + "\n")
     from fedforget.report.plot import plot_sweep

@@ -300,9 +300,13 @@ def sweep(
     with run_folder(base.out, reuse_folder):
         payload = run_sweep(base, cells, names, base.out, run_cell, console.print, resume)
     failed = sum(not check["passed"] for check in payload["checks"])
+    blind = sum(check is None for check in payload["discriminative"].values())
     console.print(
         f"sweep: {len(cells)} cells in {payload['seconds']:.0f} s; "
-        f"{len(payload['checks']) - failed} checks passed, {failed} failed"
+        f"{len(payload['checks']) - failed} checks passed, {failed} failed "
+        f"(discriminative cells only); {len(payload['unfit_cells'])} cells unfit for comparison, "
+        f"{blind} of {len(payload['discriminative'])} scenario x partition not discriminative "
+        "(sweep.md says which)"
     )
     console.print(f"results: [bold]{base.out}[/] (sweep.csv, .md, .json, .png)")
 
