@@ -40,6 +40,7 @@ from fedforget.server.shared import (
     default_out_dir,
     deletion_summary,
     gan_factory,
+    reference_members,
     reference_retrain,
     to_numpy,
 )
@@ -202,9 +203,10 @@ def run_server(
     )
     result = strategy.start(grid, initial_arrays, num_rounds=config.train.rounds)
     verification = _verify(strategy, grid, result.arrays, config, recorder.out_dir)
-    reference_state, retrain_seconds = None, None
+    references, retrain_seconds = [], None
     if config.reference == "retrain":
-        reference_state, retrain_seconds = reference_retrain(strategy, grid, config.train.rounds)
+        first, retrain_seconds = reference_retrain(strategy, grid, config.train.rounds)
+        references = [first, *reference_members(strategy, grid, config.train.rounds, config)]
     timings = Timings(
         round_seconds=strategy.round_seconds,
         unlearning_seconds=_if_deleted(strategy, strategy.deletion.unlearning_seconds),
@@ -214,7 +216,7 @@ def run_server(
     )
     return recorder.finish(
         final_state=to_numpy(result.arrays),
-        reference_state=reference_state,
+        reference_states=references,
         deletion=deletion_summary(strategy, config),
         extra={
             "timings": timings,
@@ -243,7 +245,8 @@ def _verify(
     if method == "none" or not strategy.deletion.round:
         return None
     folder = out_dir / "verification"
-    reports = strategy.verify_deletion(grid, arrays, method, config.verify.clients, str(folder))
+    clients = config.verify.clients
+    reports = strategy.gathering.verification(grid, arrays, method, clients, str(folder))
     for report in reports:
         target = folder / f"client-{report['client']}"
         target.mkdir(parents=True, exist_ok=True)

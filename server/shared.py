@@ -20,6 +20,7 @@ from fedforget.data import Federation
 from fedforget.gan import ConditionalGan, build_conditional_gan
 from fedforget.report.summary import DeletionSummary
 from fedforget.strategies import FederatedUnlearning
+from fedforget.strategies.unlearning import band_seed
 
 
 def default_out_dir(config: SimulationConfig) -> Path:
@@ -59,3 +60,18 @@ def reference_retrain(
     started = time.perf_counter()
     arrays = strategy.run_reference(grid, num_rounds)
     return to_numpy(arrays), time.perf_counter() - started
+
+
+def reference_members(
+    strategy: FederatedUnlearning, grid: Grid, num_rounds: int, config: SimulationConfig
+) -> list[dict[str, np.ndarray]]:
+    """The other retrains of the reference band (``reference_seeds`` - 1 of them), each with
+    initial weights and batch orders of its own (phases ``reference:2``, ...)."""
+    return [
+        to_numpy(
+            strategy.run_reference(
+                grid, num_rounds, band_seed(config.seed, member), f"reference:{member}"
+            )
+        )
+        for member in range(2, config.reference_seeds + 1)
+    ]

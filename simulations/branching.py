@@ -40,6 +40,7 @@ from fedforget.report.observer import CheckpointObserver
 from fedforget.server.app import default_out_dir
 from fedforget.strategies import FederatedUnlearning
 from fedforget.strategies.messaging import arrays_from
+from fedforget.strategies.unlearning import band_seed
 
 RETRAIN = "retrain"
 ORIGINAL = "original"
@@ -145,9 +146,6 @@ def check_single_deletion(config: SimulationConfig) -> None:
 
 
 BAND_SEPARATOR = ":"
-BAND_SEED_STEP = 104_729
-"""Seed distance between two members of the reference band (a prime: no two cells of a
-sweep's seeds 0, 1, 2, ... draw the same initial weights)."""
 
 
 def reference_band(count: int) -> list[str]:
@@ -160,7 +158,7 @@ def band_member(name: str, seed: int) -> tuple[str, int | None]:
     base, _, number = name.partition(BAND_SEPARATOR)
     if base != RETRAIN or not number:
         return name, None
-    return RETRAIN, seed + BAND_SEED_STEP * (int(number) - 1)
+    return RETRAIN, band_seed(seed, int(number))
 
 
 def is_reference(name: str) -> bool:

@@ -264,12 +264,20 @@ class FederatedUnlearning(FedAvg):
                 result.arrays = arrays
         return result
 
-    def run_reference(self, grid: Grid, num_rounds: int) -> ArrayRecord:
-        """The reference: FedAvg from w_0 without the deleted data (serving no need)."""
+    def run_reference(
+        self, grid: Grid, num_rounds: int, train_seed: int | None = None, phase: str = "reference"
+    ) -> ArrayRecord:
+        """The reference: FedAvg from w_0 without the deleted data (serving no need).
+
+        ``train_seed``: a member of the reference band, with initial weights and batch orders
+        of its own (the data stay the same).
+        """
         self.needset.stop_training()
-        result = self.run_rounds(
-            grid, self.initial_arrays, num_rounds, "reference", handle_deletions=False
-        )
+        initial = self.initial_arrays
+        if train_seed is not None:
+            self.configs.reseed(train_seed)
+            initial = seeded_initial(self.build_model, train_seed)
+        result = self.run_rounds(grid, initial, num_rounds, phase, handle_deletions=False)
         return result.arrays
 
     def _fedavg_round(
@@ -345,12 +353,6 @@ class FederatedUnlearning(FedAvg):
         )
         return result.arrays
 
-    def verify_deletion(
-        self, grid: Grid, arrays: ArrayRecord, method: str, clients: int, folder: str = ""
-    ) -> list[dict]:
-        """The first ``clients`` deleting clients verify ``arrays`` (see ``Gathering``)."""
-        return self.gathering.verification(grid, arrays, method, clients, folder)
-
     # ------------------------------------------------------------------ helpers
     def model_from(self, arrays: ArrayRecord) -> ClassifierModel:
         """A fresh model with ``arrays``."""
@@ -388,6 +390,16 @@ class Retrain(FederatedUnlearning):
         return self.retrain_from_initial(grid, server_round, nodes)
 
 
+BAND_SEED_STEP = 104_729
+"""Seed distance between two members of a reference band (a prime: no two cells of a
+sweep's seeds 0, 1, 2, ... draw the same initial weights)."""
+
+
+def band_seed(seed: int, member: int) -> int:
+    """The training seed of the ``member``-th retrain (from 2) of a run seeded ``seed``."""
+    return seed + BAND_SEED_STEP * (member - 1)
+
+
 def seeded_initial(build_model: ModelFactory, seed: int) -> ArrayRecord:
     """Initial weights drawn with ``seed``, leaving the process's random state as it was."""
     with torch.random.fork_rng():
@@ -395,4 +407,11 @@ def seeded_initial(build_model: ModelFactory, seed: int) -> ArrayRecord:
         return ArrayRecord(build_model().state_dict())
 
 
-__all__ = ["Bookkeeping", "FederatedUnlearning", "ModelFactory", "Retrain"]
+__all__ = [
+    "Bookkeeping",
+    "FederatedUnlearning",
+    "ModelFactory",
+    "Retrain",
+    "band_seed",
+    "seeded_initial",
+]

@@ -98,6 +98,8 @@ def simulate(**options: Any) -> None:
     console.print(phase_table(summary))
     console.print(timing_table(summary))
     console.print(f"run folder: [bold]{summary.out_dir}[/]")
+    for line in summary.warnings:  # also with --quiet: they say what the numbers are worth
+        typer.echo(f"warning: {line}", err=True)
 
 
 def _with_out_dir(config: SimulationConfig, label: str | None = None) -> SimulationConfig:
@@ -179,6 +181,8 @@ def compare(
                 result = run_compare(config, names, display, after_rounds)
     console.print(comparison_table(result.rows, config.deletion.mode))
     console.print(f"results: [bold]{result.out_dir}[/] (compare.csv, .json, .md, .png)")
+    for finding in result.findings:
+        typer.echo(f"warning: {finding['name']} ({finding['row']}): {finding['message']}", err=True)
 
 
 def _compare_gan(config: SimulationConfig, strategies: str, quiet: bool, overwrite: bool) -> None:

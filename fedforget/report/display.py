@@ -143,16 +143,23 @@ def phase_table(summary: Summary) -> Table:
     names = [name for name, value in summary.phases if value is not None]
     for name in names:
         table.add_column(name.replace("_", " "), justify="right")
-    if summary.reference is not None:
-        table.add_column("retrain reference", justify="right", style="cyan")
     models = [getattr(summary.phases, name) for name in names]
-    if summary.reference is not None:
-        models.append(summary.reference.final)
+    reference = summary.reference if _is_reference(summary) else None
+    if reference is not None and reference.at_deletion is not None:
+        table.add_column("retrain at deletion round", justify="right", style="cyan")
+        models.append(reference.at_deletion)
+    if reference is not None:
+        band = f" (band of {reference.members})" if reference.members > 1 else ""
+        table.add_column(f"retrain reference{band}", justify="right", style="cyan")
+        models.append(reference.final)
     values = [m.model_dump() for m in models]
     shown = [c for c in METRIC_COLUMNS if any(v.get(c.key) is not None for v in values)]
     for column in shown:
         table.add_row(column.label, *(_cell(column.key, v) for v in values))
-    table.caption = "\n".join(legend(shown))
+    notes = legend(shown)
+    if summary.reference is not None and reference is None:
+        notes.append(f"no retrain reference shown: {summary.reference.status}")
+    table.caption = "\n".join(notes)
     table.caption_justify = "left"
     return table
 
@@ -173,12 +180,17 @@ def timing_table(summary: Summary) -> Table:
         if value is not None:
             table.add_row(label, f"{value:.2f} s")
     table.add_row("relay hops", relay_row(summary))
-    if summary.reference is not None:
+    if _is_reference(summary):
         table.add_row("JSD to retrain (test)", f"{summary.reference.jsd:.4f}")
         table.add_row("L2 to retrain (weights)", f"{summary.reference.l2:.3f}")
     if summary.efficiency is not None:
         table.add_row("simulation efficiency", f"{summary.efficiency.efficiency:.2f}")
     return table
+
+
+def _is_reference(summary: Summary) -> bool:
+    """Whether the run has a retrain reference fit for comparison (it did not diverge)."""
+    return summary.reference is not None and summary.reference.status == "ok"
 
 
 def relay_row(summary: Summary) -> str:

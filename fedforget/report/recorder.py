@@ -16,6 +16,7 @@ from fedforget.config import SimulationConfig
 from fedforget.metrics import Evaluator, PhaseMetrics
 from fedforget.models import ClassifierModel
 from fedforget.report.observer import RunObserver
+from fedforget.report.sanity import chance_level, diverged, not_converged, not_learned
 from fedforget.report.summary import DeletionSummary, Phases, Reference, Summary
 from fedforget.training import load_numpy_state
 
@@ -106,19 +107,21 @@ class RunRecorder(RunObserver):
         self,
         *,
         final_state: dict[str, Any],
-        reference_state: dict[str, Any] | None,
+        reference_states: list[dict[str, Any]],
         deletion: DeletionSummary,
         extra: dict[str, Any],
     ) -> Summary:
-        """Compute final and reference metrics, write every file, return the summary."""
+        """Compute final and reference metrics, write every file, return the summary.
+
+        ``reference_states``: the retrains of the reference band, the first one the
+        reference of the distances (empty: no reference).
+        """
         final_model = self.model(final_state)
         self.checkpoint("final", final_state)
         reference = None
-        if reference_state is not None:
-            reference_model = self.model(reference_state)
-            distances = self.evaluator.divergence(final_model, reference_model)
-            reference = Reference(final=self.evaluator.evaluate(reference_model), **distances)
-            _save_state(reference_state, self.out_dir / REFERENCE_MODEL_FILE)
+        if reference_states:
+            reference = self._reference(final_model, reference_states)
+            _save_state(reference_states[0], self.out_dir / REFERENCE_MODEL_FILE)
         _save_state(final_state, self.out_dir / MODEL_FILE)
         summary = Summary(
             fedforget_version=__version__,
@@ -127,12 +130,68 @@ class RunRecorder(RunObserver):
             reference=reference,
             deletion=deletion,
             out_dir=str(self.out_dir),
+            warnings=self._warnings(reference),
             config=json.loads(self.config.to_json()),
             **extra,
         )
         write_summary(summary, self.out_dir)
         _plot(self.rounds, summary, self.out_dir / PLOT_FILE)
         return summary
+
+    def _reference(self, final_model: ClassifierModel, states: list[dict[str, Any]]) -> Reference:
+        """The band's first retrain with its distances to the final model, the band's spread,
+        the retrain at the deletion round, and whether it is a reference at all."""
+        first = self.model(states[0])
+        finals = [self.evaluator.evaluate(first)]
+        finals += [self.evaluator.evaluate(self.model(state)) for state in states[1:]]
+        rows = [r for r in self.rounds if r.get("phase") == "reference"]
+        at_deletion = next((r for r in rows if r["round"] == self.config.deletion.rounds[0]), None)
+        chance = chance_level(self.evaluator.federation.test.y)
+        losses = [float(r.get("train_loss", "nan")) for r in rows]
+        finding = diverged("the retrain reference", losses, finals[0].test_accuracy, chance)
+        return Reference(
+            final=finals[0],
+            **self.evaluator.divergence(final_model, first),
+            at_deletion=None if at_deletion is None else _phase_metrics(at_deletion),
+            members=len(states),
+            band=_band([m.model_dump() for m in finals]) if len(finals) > 1 else {},
+            status="ok" if finding is None else finding.message,
+        )
+
+    def _warnings(self, reference: Reference | None) -> list[str]:
+        """One line per finding that makes the run's comparison doubtful."""
+        before = self.phases.before_deletion
+        chance = chance_level(self.evaluator.federation.test.y)
+        deletion_round = self.config.deletion.rounds[0]
+        trajectory = [
+            float(r["test_accuracy"])
+            for r in self.rounds
+            if r.get("phase") == "federated" and r["round"] <= deletion_round
+        ]
+        findings = [
+            None
+            if before is None
+            else not_learned("the model before the deletion", before.test_accuracy, chance),
+            not_converged(trajectory, deletion_round) if before is not None else None,
+        ]
+        lines = [f.message for f in findings if f is not None]
+        if reference is not None and reference.status != "ok":
+            lines.append(reference.status)
+        return lines
+
+
+def _phase_metrics(row: dict[str, Any]) -> PhaseMetrics:
+    return PhaseMetrics(**{k: row.get(k) for k in PhaseMetrics.model_fields})
+
+
+def _band(metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each numeric metric's mean and sample std over the band's retrains."""
+    band = {}
+    for key in metrics[0]:
+        values = [m[key] for m in metrics if isinstance(m.get(key), int | float)]
+        if len(values) == len(metrics):
+            band[key] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))}
+    return band
 
 
 def write_summary(summary: Summary, out_dir: Path) -> Path:

@@ -25,6 +25,21 @@ class Reference(BaseModel):
     jsd: float = Field(description="Mean JSD of output distributions on the test set.")
     l2: float = Field(description="L2 distance of all weights.")
     jsd_forget: float | None = Field(None, description="Mean JSD of outputs on D_f.")
+    at_deletion: PhaseMetrics | None = Field(
+        None,
+        description="The retrain at the (first) deletion round: what the model after recovery "
+        "is compared with (the same point of training).",
+    )
+    members: int = Field(1, description="Retrains in the reference band (reference_seeds).")
+    band: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="With several retrains: each final metric's mean and std over them.",
+    )
+    status: str = Field(
+        "ok",
+        description="ok, or why the reference is no reference (it diverged or sits at "
+        "chance); its comparisons are then not results.",
+    )
 
 
 class Timings(BaseModel):
@@ -167,4 +182,9 @@ class Summary(BaseModel):
     efficiency: Efficiency | None = None
     verification: list[dict[str, Any]] | None = None
     out_dir: str | None = None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What makes the run's comparison doubtful: the federation not learned or "
+        "not converged at the deletion round, a diverged reference (one line each).",
+    )
     config: dict[str, Any]
