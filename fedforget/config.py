@@ -72,6 +72,14 @@ class DataConfig(_Section):
         description="A registered dataset (fedforget list): mnist, digits, fashion-mnist, "
         "cifar10, cifar100, or npz (your own files, with --data-path).",
     )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        lt=SEED_LIMIT,
+        description="Seed of the data alone: the subsample, the partition, D_f and the "
+        "validation split (default: the run's seed). With it fixed, other run seeds train the "
+        "same federation from other initial weights and batch orders (forget-quality audits).",
+    )
     path: Path | None = Field(
         None,
         description="Custom data ('npz'): one .npz (x_train, y_train, x_test, y_test) or a "
@@ -753,6 +761,11 @@ class SimulationConfig(_Section):
             raise ValueError("the GAN task deletes images (--mode item) or a class (--mode class)")
         self._check_client_counts()
         return self
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the data (``data.seed``, else the run's seed)."""
+        return self.seed if self.data.seed is None else self.data.seed
 
     @property
     def deletion_mode(self):  # -> fedforget.data.modes.DeletionMode (imported lazily)

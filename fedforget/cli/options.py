@@ -42,6 +42,7 @@ FLAG_NAMES = {
     "message_timeout": "timeout",
     "plugins": "plugin",
     "data.path": "data-path",
+    "data.seed": "data-seed",
     "deletion.forget_classes": "forget-class",
     "recovery.enabled": "relay",
     "recovery.min_accuracy": "min-accuracy",

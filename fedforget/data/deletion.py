@@ -165,13 +165,13 @@ def _build(config: SimulationConfig) -> Federation:
             bundle.train.y,
             config.clients,
             data.partition,
-            seed=config.seed,
+            seed=config.data_seed,
             alpha=data.alpha,
             shards_per_partition=data.shards_per_client,
         )
     plan = plan_deletion(bundle, client_indices, config)
     trigger = config.deletion.trigger_size
-    test, validation = split_validation(bundle.test, config.data.validation_share, config.seed)
+    test, validation = split_validation(bundle.test, config.data.validation_share, config.data_seed)
     return Federation(
         name=bundle.name,
         train=plan.deletion_mode.prepare_train(bundle, plan, config),
@@ -215,7 +215,7 @@ def kept_train_indices(bundle: DatasetBundle, config: SimulationConfig) -> np.nd
         )
     if wanted > n:
         raise ConfigError(f"train_samples {wanted} exceeds the {n} training samples")
-    rng = np.random.default_rng([config.seed, 7919])
+    rng = np.random.default_rng([config.data_seed, 7919])
     return np.sort(rng.choice(n, wanted, replace=False))
 
 

@@ -282,7 +282,7 @@ def draw_samples(
     Samples labelled ``excluded_label`` are not eligible (a backdoor relabels its samples to
     the target: relabelling samples of the target would be no attack).
     """
-    rng = np.random.default_rng(config.seed + 7919)
+    rng = np.random.default_rng(config.data_seed + 7919)
     clients = config.deleting_client_ids()
     pools = [client_indices[cid] for cid in clients]
     if excluded_label is not None:
@@ -475,7 +475,7 @@ class MislabeledMode(DeletionMode):
     def prepare_train(self, bundle, plan, config):
         train, idx = bundle.train, plan.forget_indices
         classes = bundle.num_classes
-        shift = np.random.default_rng([config.seed, 4243]).integers(1, classes, len(idx))
+        shift = np.random.default_rng([config.data_seed, 4243]).integers(1, classes, len(idx))
         y = train.y.copy()
         y[idx] = (train.y[idx] + shift) % classes
         return ArrayDataset(x=train.x, y=y)
