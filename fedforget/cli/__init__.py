@@ -9,7 +9,7 @@ and exit with code 2; no traceback. The run commands (``simulate``, ``compare``,
 # isort: off
 # The commands register on import, and `fedforget --help` lists them in this order.
 from fedforget.cli import runs  # noqa: F401
-from fedforget.cli import verify, commands  # noqa: F401
+from fedforget.cli import audit, verify, commands  # noqa: F401
 
 # isort: on
 from fedforget.cli.app import EXIT_INTERRUPTED, EXIT_USAGE, app, data_app, main, verify_app
