@@ -25,7 +25,7 @@ Our choices where the paper's setting differs (it trains 512 models per side):
   (different seeds) already score below 1: :func:`forget_quality` of retrain against retrain
   is the noise floor every method is read against;
 - an empty rate (no model on the wrong side) is floored at ``1 / (2 K)``: epsilon is then at
-  most ``log(2 K)`` (the paper caps epsilon as well; with 8 models, log 16 = 2.8 nats);
+  most ``log(2 K - 1)`` (the paper caps epsilon as well; with 8 models, log 15 = 2.7 nats);
 - ``delta`` is 0 (the paper's delta is small beside the rates' 1/K steps here).
 """
 

@@ -190,7 +190,7 @@ def _band_check(entry: dict, phase_key: str, label: str, sides: str) -> Check | 
     )
 
 
-PHASES = (("after_recovery", ""), ("end", "end."))
+PHASES = (("after_recovery", "after_recovery."), ("end", "end."))
 """The row's phases a check reads: right after the deletion step (against the band at the
 same round) and after the following FedAvg rounds (against the band at its end)."""
 
@@ -199,14 +199,14 @@ def _forgetting_checks(entry: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(metric, label, sides)`` of the forgetting checks the cell's mode calls for."""
     mode = deletion_mode(entry["mode"]) if entry.get("mode") else None
     checks: list[tuple[str, str, str]] = []
-    if _mean(entry, "backdoor_success") is not None:
+    if _mean(entry, "end.backdoor_success") is not None:
         checks.append(("backdoor_success", "backdoor", "at most"))
-    if _mean(entry, "forget_test_accuracy") is not None:  # D_tf: classes or a style
+    if _mean(entry, "end.forget_test_accuracy") is not None:  # D_tf: classes or a style
         sides = "at most" if mode is not None and mode.names_classes else "within"
         checks.append(("forget_test_accuracy", "D_tf acc", sides))
     if mode is None or mode.kind in (Kind.RANDOM, Kind.CLIENT):  # D_f is what is forgotten
         checks.append(("forget_accuracy", "D_f acc", "within"))
-    power = _mean(entry, "mia_power")
+    power = _mean(entry, "after_recovery.mia_power")
     if power is not None and power >= MIA_MIN_POWER:
         checks.append(("mia_success", "MIA", "within"))
     return checks
