@@ -19,6 +19,7 @@ from fedforget.report.sanity import (
     near_chance,
     not_converged,
     not_learned,
+    run_findings,
 )
 
 
@@ -77,3 +78,17 @@ def test_a_reference_whose_loss_explodes_or_sits_at_chance_diverged():
     )
     assert "nan" in diverged("retrain", [2.3, float("nan")], 0.98, 0.1).message
     assert "chance" in diverged("retrain", [2.3, 2.3], 0.102, 0.1).message
+
+
+def test_simulate_warns_of_a_federation_near_chance_or_still_climbing():
+    rows = [
+        {"phase": "federated", "round": r, "test_accuracy": a}
+        for r, a in enumerate([0.3, 0.6, 0.8, 0.9], start=1)
+    ] + [{"phase": "reference", "round": 4, "test_accuracy": 0.1}]
+    (climbing,) = run_findings(rows, 0.9, 0.1, deletion_round=4)
+    assert "delete later" in climbing and "moved 30.0%" in climbing
+    assert run_findings([*rows[:3], {**rows[1], "round": 4}], 0.6, 0.1, 3)[0].startswith("test")
+    lines = run_findings(rows, 0.11, 0.1, deletion_round=2)  # near chance, too early to tell
+    assert len(lines) == 1 and "nothing to forget" in lines[0]
+    settled = [{"phase": "federated", "round": r, "test_accuracy": 0.97} for r in (1, 2, 3)]
+    assert run_findings(settled, 0.97, 0.1, deletion_round=3) == []

@@ -16,7 +16,7 @@ from fedforget.config import SimulationConfig
 from fedforget.metrics import Evaluator, PhaseMetrics
 from fedforget.models import ClassifierModel
 from fedforget.report.observer import RunObserver
-from fedforget.report.sanity import chance_level, diverged, not_converged, not_learned
+from fedforget.report.sanity import chance_level, diverged, run_findings
 from fedforget.report.summary import DeletionSummary, Phases, Reference, Summary
 from fedforget.training import load_numpy_state
 
@@ -161,20 +161,12 @@ class RunRecorder(RunObserver):
     def _warnings(self, reference: Reference | None) -> list[str]:
         """One line per finding that makes the run's comparison doubtful."""
         before = self.phases.before_deletion
+        if before is None:
+            return [] if reference is None or reference.status == "ok" else [reference.status]
         chance = chance_level(self.evaluator.federation.test.y)
-        deletion_round = self.config.deletion.rounds[0]
-        trajectory = [
-            float(r["test_accuracy"])
-            for r in self.rounds
-            if r.get("phase") == "federated" and r["round"] <= deletion_round
-        ]
-        findings = [
-            None
-            if before is None
-            else not_learned("the model before the deletion", before.test_accuracy, chance),
-            not_converged(trajectory, deletion_round) if before is not None else None,
-        ]
-        lines = [f.message for f in findings if f is not None]
+        lines = run_findings(
+            self.rounds, before.test_accuracy, chance, self.config.deletion.rounds[0]
+        )
         if reference is not None and reference.status != "ok":
             lines.append(reference.status)
         return lines

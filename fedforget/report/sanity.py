@@ -97,3 +97,21 @@ def diverged(what: str, losses: Sequence[float], accuracy: float, chance: float)
             f"{what} at {accuracy:.1%} test accuracy (chance {chance:.1%}): it is no reference",
         )
     return None
+
+
+def run_findings(
+    rounds: Sequence[dict], before_accuracy: float, chance: float, deletion_round: int
+) -> list[str]:
+    """The lines ``simulate`` warns with: the federation near chance before the deletion, or
+    its test accuracy still moving over the rounds up to it (``rounds``: the run's rows,
+    ``phase`` ``federated`` with ``round`` and ``test_accuracy``)."""
+    trajectory = [
+        float(row["test_accuracy"])
+        for row in rounds
+        if row.get("phase") == "federated" and row.get("round", 0) <= deletion_round
+    ]
+    findings = [
+        not_learned("the model before the deletion", before_accuracy, chance),
+        not_converged(trajectory, deletion_round),
+    ]
+    return [finding.message for finding in findings if finding is not None]
