@@ -142,7 +142,7 @@ def _real_strategy(unlearner) -> FederatedUnlearning:
         train={"rounds": 2, "local_epochs": 1},
         deletion={"mode": "requests"},
         recovery={"enabled": False},
-        message_timeout=0.05,
+        message_timeout=1.0,
     )
     settings = StrategySettings.from_config(config, num_classes=10, image_shape=(1, 8, 8))
     return FederatedUnlearning(

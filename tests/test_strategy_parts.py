@@ -216,7 +216,7 @@ def _config(clients: int = 3, **deletion: object) -> SimulationConfig:
         deletion=values,
         # paper 000's absolute bar, no time budget: fake rounds take milliseconds
         recovery={"min_accuracy": 0.9, "max_hops": 2, "restore": False, "budget_rounds": None},
-        message_timeout=0.05,
+        message_timeout=1.0,
     )
 
 
@@ -624,7 +624,7 @@ def test_a_branch_takes_over_the_federation_state_without_sharing_it() -> None:
 def test_settings_follow_the_configuration_the_clients_receive() -> None:
     config = _config()
     settings = StrategySettings.from_config(config, num_classes=10, branch="lau")
-    assert (settings.mode, settings.forget_classes, settings.timeout) == ("class", (3,), 0.05)
+    assert (settings.mode, settings.forget_classes, settings.timeout) == ("class", (3,), 1.0)
     assert settings.message_config() == {P.RUN_CONFIG_KEY: config.to_json(), P.BRANCH: "lau"}
     gan = config.model_copy(update={"task": "gan"})
     assert StrategySettings.from_config(gan, num_classes=10).local_lr == gan.gan.lr

@@ -99,7 +99,7 @@ def test_run_sweep_writes_rows_gaps_and_checks(tmp_path: Path):
     payload = run_sweep(base, cells, ["distill"], tmp_path, _fake_cell, lines.append)
     assert len(lines) == 2 and lines[0].startswith("cell 1/2 random-4pct__iid__seed0")
     rows = payload["rows"]
-    assert len(rows) == 4  # retrain and distill in two cells
+    assert len(rows) == 6  # retrain, distill and none in two cells
     distill = [r for r in rows if r["strategy"] == "distill"]
     assert distill[0]["gap.end.test_accuracy"] == pytest.approx(-0.01)
     assert distill[0]["deletion_rounds"] == pytest.approx(0.5)
@@ -111,7 +111,7 @@ def test_run_sweep_writes_rows_gaps_and_checks(tmp_path: Path):
     assert "| random-4% | iid | distill |" in md
     assert "FAIL" in md  # D_f is 5 pt away from retrain's in the fake numbers
     saved = json.loads((tmp_path / "sweep.json").read_text())
-    assert len(saved["rows"]) == 4 and saved["checks"]
+    assert len(saved["rows"]) == 6 and saved["checks"]
 
 
 def test_resume_reads_back_only_the_cells_an_earlier_sweep_finished_with_this_config(
@@ -128,21 +128,21 @@ def test_resume_reads_back_only_the_cells_an_earlier_sweep_finished_with_this_co
         (Path(config.out) / "compare.json").write_text(json.dumps(saved))
         return result
 
-    base = _base(deletion={"round": 2})
+    base = _base(deletion={"round": 2}, reference_seeds=1)  # the fake cell runs no band
     cells = [Cell("random-4%", "iid", seed) for seed in (0, 1)]
     first = run_sweep(base, cells[:1], ["distill"], tmp_path, saving_cell)
     (tmp_path / "cells" / cells[1].name).mkdir()  # an interrupted cell: no compare.json
     ran.clear()
     lines: list[str] = []
     resumed = run_sweep(base, cells, ["distill"], tmp_path, saving_cell, lines.append, True)
-    assert ran == [(cells[1].name, ("retrain", "distill"))]
+    assert ran == [(cells[1].name, ("retrain", "distill", "none"))]
     assert "read from an earlier sweep" in lines[0]
-    assert resumed["rows"][:2] == first["rows"]
+    assert resumed["rows"][:3] == first["rows"]
     ran.clear()
     run_sweep(base, cells, ["distill", "fedrecovery"], tmp_path, saving_cell, resume=True)
     assert len(ran) == 2  # a strategy the earlier cells did not run
     ran.clear()
-    changed = _base(deletion={"round": 2}, train={"rounds": 4})
+    changed = _base(deletion={"round": 2}, train={"rounds": 4}, reference_seeds=1)
     run_sweep(changed, cells, ["distill"], tmp_path, saving_cell, resume=True)
     assert len(ran) == 2  # another configuration
     ran.clear()
@@ -161,10 +161,12 @@ def test_every_cell_is_validated_before_the_first_runs(tmp_path: Path):
 
 @pytest.mark.slow
 def test_a_tiny_sweep_runs_end_to_end(tmp_path: Path, make_config):
-    """One cell on digits through Flower: retrain and distill, three phases, the files."""
+    """One cell on digits through Flower: retrain, distill and none, three phases, the files."""
     from fedforget.simulations.compare import compare
 
-    base = make_config(train={"rounds": 4, "local_epochs": 3}, deletion={"round": 3})
+    base = make_config(
+        train={"rounds": 4, "local_epochs": 3}, deletion={"round": 3}, reference_seeds=2
+    )
     cells = [Cell("class-3", "iid", 0)]
 
     def run_cell(config, strategies, after_rounds):
@@ -172,7 +174,7 @@ def test_a_tiny_sweep_runs_end_to_end(tmp_path: Path, make_config):
 
     payload = run_sweep(base, cells, ["distill"], tmp_path, run_cell)
     rows = {row["strategy"]: row for row in payload["rows"]}
-    assert set(rows) == {"retrain", "distill"}
+    assert set(rows) == {"retrain", "distill", "none"}
     for row in rows.values():
         for phase in ("after_unlearning", "after_recovery", "end"):
             assert 0.0 <= row[f"{phase}.test_accuracy"] <= 1.0
@@ -180,8 +182,10 @@ def test_a_tiny_sweep_runs_end_to_end(tmp_path: Path, make_config):
         assert row["round_seconds"] > 0
     distill = rows["distill"]
     assert distill["after_recovery.forget_test_accuracy"] <= 0.05  # class 3 was unlearned
+    band = [r["end.test_accuracy"] for r in payload["rows"] if r["strategy"] == "retrain"]
+    assert len(band) == 2  # the gap is to the band's mean
     assert distill["gap.end.test_accuracy"] == pytest.approx(
-        distill["end.test_accuracy"] - rows["retrain"]["end.test_accuracy"]
+        distill["end.test_accuracy"] - sum(band) / len(band)
     )
     assert distill["deletion_rounds"] == pytest.approx(
         (distill["unlearning_seconds"] + distill["recovery_seconds"]) / distill["round_seconds"]
