@@ -136,6 +136,10 @@ class DeletionMode(ABC):
     natural: ClassVar[bool] = False
     """D_f is ordinary data of the task: a model retrained without it treats it as unseen
     data (distill's deletion-aware target, the sweep's D_f check)."""
+    wrong_labels: ClassVar[bool] = False
+    """D_f's labels are wrong (annotation errors): retrained without D_f, a model predicts
+    another class for each of its samples, so D_f's unseen level is the margin that unseen
+    samples of *other* classes have for D_f's label (distill's deletion-aware target)."""
     names_classes: ClassVar[bool] = False
     """The request names whole classes (``forget_classes``): D_tf is their test data."""
     accepts_classes: ClassVar[bool] = False
@@ -466,6 +470,8 @@ class MislabeledMode(DeletionMode):
 
     name = "mislabeled"
     kind = Kind.RANDOM
+    natural = True
+    wrong_labels = True
     summary = "chosen samples carry a wrong label (annotation errors); their clients delete them"
     example = {"share": 0.06}
 

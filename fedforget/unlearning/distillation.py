@@ -70,6 +70,12 @@ docs/methods-quality.md, section 3). In this mode:
   over at most ``natural_check_samples`` of D_f's samples is at most ``natural_tolerance``
   (logits); nothing runs (no pruning either) when it is to begin with.
 
+Annotation errors (``mislabeled``: the mode's ``wrong_labels``) take the same path with
+another reference: retrained without them, a model sees each sample as an unseen image of its
+true class, so the target of a sample labelled ``c`` is ranked among the margins *for c* of
+the validation samples of other classes (:func:`wrong_label_margins`); the margins of class
+``c``'s own samples would keep the memorised wrong labels.
+
 Backdoor and class deletions are unchanged (their D_f is *not* like unseen data: retraining
 does not predict the trigger's label or the forgotten class).
 
@@ -279,7 +285,11 @@ class DistillationUnlearner(Unlearner):
         cfg = self.settings
         vx, vy = to_tensors(request.validation, context.device)
         held = logit_margins(student, vx, vy)
-        targets = unseen_margins(logit_margins(student, x, y), y, held, vy)
+        margins = logit_margins(student, x, y)
+        if request.mode.wrong_labels:
+            targets = wrong_label_margins(student, margins, y, vx, vy)
+        else:
+            targets = unseen_margins(margins, y, held, vy)
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(context.seed))
         check = order[: cfg.natural_check_samples]
         excess = _excess(student, x[check], y[check], targets[check])
@@ -430,10 +440,44 @@ def unseen_margins(
         members = torch.nonzero(y == label).flatten()
         of_class = vy == label
         reference = val_margins[of_class] if bool(of_class.any()) else val_margins
-        ranks = torch.argsort(torch.argsort(margins[members]))
-        levels = (ranks.double() + 0.5) / len(members)
-        targets[members] = torch.quantile(reference.double(), levels).to(targets.dtype)
+        targets[members] = _rank_matched(margins[members], reference)
     return targets
+
+
+@torch.no_grad()
+def wrong_label_margins(
+    model: ClassifierModel,
+    margins: torch.Tensor,
+    y: torch.Tensor,
+    vx: torch.Tensor,
+    vy: torch.Tensor,
+) -> torch.Tensor:
+    """Per-sample target margins for a D_f whose labels ``y`` are wrong (annotation errors).
+
+    Retrained without D_f, a model sees each sample as an unseen image of its *true* class,
+    so the margin it gives the wrong label ``c`` is that of an unseen sample of another
+    class for ``c``: the reference of label ``c`` is the margins for ``c`` of the validation
+    samples whose label is not ``c`` (:func:`unseen_margins`' own reference, the margins of
+    class ``c``'s samples, would keep the memorised wrong labels). Ranks are matched as
+    there.
+    """
+    targets = torch.empty_like(margins)
+    for label in torch.unique(y):
+        members = torch.nonzero(y == label).flatten()
+        others = vx[vy != label]
+        if len(others) == 0:
+            others = vx
+        wrong = torch.full((len(others),), int(label), dtype=vy.dtype, device=vy.device)
+        reference = logit_margins(model, others, wrong)
+        targets[members] = _rank_matched(margins[members], reference)
+    return targets
+
+
+def _rank_matched(margins: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The ``(r + 0.5) / m`` quantile of ``reference`` for the sample of rank ``r`` of ``m``."""
+    ranks = torch.argsort(torch.argsort(margins))
+    levels = (ranks.double() + 0.5) / len(margins)
+    return torch.quantile(reference.double(), levels).to(margins.dtype)
 
 
 @torch.no_grad()
