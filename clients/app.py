@@ -29,7 +29,7 @@ from fedforget import protocol as P
 from fedforget.clients.nodes import STATE_KEY, LocalNode, node_for
 from fedforget.clients.policy import NodePolicy
 from fedforget.config import SimulationConfig
-from fedforget.data import ArrayDataset
+from fedforget.data import ArrayDataset, resolve_training
 from fedforget.federated import State
 from fedforget.models import ClassifierModel, build_model
 from fedforget.needs import NEEDS, ClientWork
@@ -96,6 +96,8 @@ def _config(message: Message, context: Context) -> SimulationConfig:
     config = _parse_config(str(message.content[P.CONFIG][P.RUN_CONFIG_KEY]))
     NodePolicy.from_node(context.node_config).check_plugins(config.plugins)
     load_plugins(config.plugins)  # the user's models, datasets, methods register themselves
+    if config.task == "classify":  # a strategy sends them derived; another sender may not
+        config = resolve_training(config)
     return config
 
 

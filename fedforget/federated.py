@@ -217,6 +217,7 @@ class LocalFederation:
     ) -> LocalFederation:
         """``clients`` training with a run's local-training settings (epochs, lr, momentum,
         batch size)."""
+        train = train.resolved([len(data) for data in clients.values()])
         return cls(
             dict(clients),
             build_model,

@@ -31,7 +31,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedforget import protocol as P
 from fedforget.attacks_reference import attach_references
 from fedforget.config import ConfigError, SimulationConfig
-from fedforget.data import Federation, build_federation
+from fedforget.data import Federation, build_federation, resolve_training
 from fedforget.metrics import Evaluator, PhaseMetrics
 from fedforget.models import ClassifierModel, build_model
 from fedforget.report.recorder import SUMMARY_FILE, Display, RunRecorder
@@ -183,6 +183,7 @@ def run_server(
 
         return run_gan_server(grid, config, display)
     started = time.perf_counter()
+    config = resolve_training(config)  # a Python API run may come here unresolved
     federation = build_federation(config)
     build = model_factory(config, federation)
     torch.manual_seed(config.seed)

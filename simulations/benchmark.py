@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedforget.config import DeletionConfig, SimulationConfig, validate_config
-from fedforget.data import build_federation
+from fedforget.data import build_federation, resolve_training
 from fedforget.federated import ClientUpdate, LocalFederation, weighted_average
 from fedforget.report.recorder import Display
 from fedforget.simulations.runner import run_folder, simulate
@@ -253,15 +253,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_config(args: argparse.Namespace, clients: int) -> SimulationConfig:
     """The simulate settings of one client count: defaults but the rounds and deletion round.
 
-    ``--local-epochs`` / ``--batch-size`` change the local training: with 1,000 clients a
-    client holds 60 MNIST samples, one or two SGD steps an epoch at the defaults.
+    ``--local-epochs`` / ``--batch-size`` change the local training; unset, they are derived
+    from the data (:meth:`fedforget.config.TrainConfig.resolved`).
     """
     train = {"rounds": args.rounds, "fraction_train": args.fraction_train}
     if args.local_epochs is not None:
         train["local_epochs"] = args.local_epochs
     if args.batch_size is not None:
         train["batch_size"] = args.batch_size
-    return validate_config(
+    config = validate_config(
         {
             "clients": clients,
             "reference": "none",
@@ -271,6 +271,7 @@ def run_config(args: argparse.Namespace, clients: int) -> SimulationConfig:
             "deletion": {"round": deletion_round(args)},
         }
     )
+    return resolve_training(config)
 
 
 def deletion_round(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from flwr.serverapp import Grid
 
 from fedforget.attacks_reference import attach_references
 from fedforget.config import ConfigError, SimulationConfig
-from fedforget.data import Federation, build_federation
+from fedforget.data import Federation, build_federation, resolve_training
 from fedforget.metrics import (
     ATTENTION_SAMPLES,
     RELEARN_ALPHA,
@@ -105,6 +105,7 @@ def compare(
     check_run(config)
     check_single_deletion(config)
     check_strategies(config, strategies)
+    config = resolve_training(config)
     return run_on_simulation_engine(
         config, lambda grid: run_comparison(grid, config, strategies, display, after_rounds)
     )
@@ -204,6 +205,7 @@ class ClassifierBranches(BranchTask):
     label = "compare"
 
     def __init__(self, config: SimulationConfig, refused: dict[str, str] | None = None) -> None:
+        config = resolve_training(config)  # a Python API run may come here unresolved
         super().__init__(config)
         self.refused = refused or {}  # strategy -> why it does not run this deletion mode
         self.federation = build_federation(config)

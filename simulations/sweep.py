@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fedforget.config import ConfigError, SimulationConfig, merge_sections, validate_config
+from fedforget.data import resolve_training
 from fedforget.metrics import PhaseMetrics
 from fedforget.report.sweep import (
     CLEAR_MARGIN,
@@ -164,6 +165,7 @@ def cell_config(base: SimulationConfig, cell: Cell, out_dir: Path) -> Simulation
     try:
         config = validate_config(values)
         check_single_deletion(config)
+        config = resolve_training(config)  # per cell: its data decides
     except ConfigError as err:
         raise ConfigError(f"scenario {cell.scenario} on {cell.partition}: {err}") from None
     return config

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fedforget import protocol as P
 from fedforget.config import ConfigError, RecoveryConfig, SimulationConfig
+from fedforget.data import resolve_training
 from fedforget.data.modes import DeletionMode
 
 
@@ -63,7 +64,13 @@ class StrategySettings(BaseModel):
         ------
         ConfigError
             When ``mode`` or ``forget_classes`` disagree with ``config.deletion``.
+
+        Training settings left to the data are derived here
+        (:func:`fedforget.data.resolve_training`): the clients act on the values every
+        message carries, so they are the run's.
         """
+        if config.task == "classify":
+            config = resolve_training(config)
         deletion = config.deletion
         if mode is not None and mode != deletion.mode:
             raise ConfigError(

@@ -22,7 +22,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedforget import protocol as P
 from fedforget.config import ConfigError, SimulationConfig
-from fedforget.data import ArrayDataset
+from fedforget.data import ArrayDataset, resolve_training
 from fedforget.report.summary import DeletionSummary
 from fedforget.strategies import FederatedUnlearning, Retrain, StrategySettings
 from fedforget.strategies.ledger import DeletionLedger, StepFigures
@@ -439,7 +439,9 @@ def test_every_message_carries_the_configuration_the_strategy_acts_on() -> None:
     strategy = _strategy(config, ZeroingUnlearner())
     strategy.start(grid, _initial(), num_rounds=1)
     sent = [c for client in nodes.values() for c in client.configs]
-    assert sent and all(c[P.RUN_CONFIG_KEY] == config.to_json() for c in sent)
+    # with the training settings the data decides (fedforget.data.resolve_training)
+    acted_on = resolve_training(config).to_json()
+    assert sent and all(c[P.RUN_CONFIG_KEY] == acted_on for c in sent)
     assert all(P.BRANCH not in c for c in sent)
 
 
@@ -625,7 +627,8 @@ def test_settings_follow_the_configuration_the_clients_receive() -> None:
     config = _config()
     settings = StrategySettings.from_config(config, num_classes=10, branch="lau")
     assert (settings.mode, settings.forget_classes, settings.timeout) == ("class", (3,), 1.0)
-    assert settings.message_config() == {P.RUN_CONFIG_KEY: config.to_json(), P.BRANCH: "lau"}
+    sent = resolve_training(config).to_json()  # with the training settings the data decides
+    assert settings.message_config() == {P.RUN_CONFIG_KEY: sent, P.BRANCH: "lau"}
     gan = config.model_copy(update={"task": "gan"})
     assert StrategySettings.from_config(gan, num_classes=10).local_lr == gan.gan.lr
 

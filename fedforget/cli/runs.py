@@ -44,6 +44,22 @@ def check_command(config: SimulationConfig, *, deployment: bool = False) -> None
 CLASSIFIER_TASK = "classify"
 
 
+def derived_training(config: SimulationConfig) -> SimulationConfig:
+    """``config`` with its training settings resolved; one stderr line says what the data
+    decided (a user who did not choose them sees what their run trains with)."""
+    if config.task != CLASSIFIER_TASK or config.train.is_resolved:
+        return config
+    from fedforget.data import resolve_training
+
+    train = resolve_training(config).train
+    typer.echo(
+        f"training: batch {train.batch_size}, {train.local_epochs} local epochs, derived from "
+        "the clients' data (--batch-size, --local-epochs choose them)",
+        err=True,
+    )
+    return config.model_copy(update={"train": train})
+
+
 def check_model_takes_the_images(config: SimulationConfig) -> None:
     """Run two blank images of the data's shape through the model, here, before Ray.
 
@@ -83,6 +99,7 @@ def simulate(**options: Any) -> None:
     config = _with_out_dir(config)
     check_run_folder(config.out, options["overwrite"])
     check_command(config)
+    config = derived_training(config)
     console = Console()
     display = None if options["quiet"] else RichDisplay(console)
     with run_folder(config.out, options["overwrite"]):
@@ -171,6 +188,7 @@ def compare(
     check_command(config)
     check_strategies(config, names)
     check_model_parts(config, names)
+    config = derived_training(config)
     console = Console()
     display = None if quiet else RichDisplay(console)
     with run_folder(config.out, overwrite):

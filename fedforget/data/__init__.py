@@ -6,6 +6,7 @@ from fedforget.data.deletion import (
     apply_trigger,
     build_federation,
     plan_deletion,
+    resolve_training,
     triggered_samples,
 )
 from fedforget.data.partition import PartitionScheme, partition_indices
@@ -61,6 +62,7 @@ __all__ = [
     "plan_deletion",
     "register_dataset",
     "register_source",
+    "resolve_training",
     "source_names",
     "triggered_samples",
 ]

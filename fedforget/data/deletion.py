@@ -147,6 +147,18 @@ def build_federation(config: SimulationConfig) -> Federation:
     return _FEDERATIONS[key]
 
 
+def resolve_training(config: SimulationConfig) -> SimulationConfig:
+    """``config`` with an unset batch size and local epochs derived from its clients' data.
+
+    :meth:`fedforget.config.TrainConfig.resolved` on the federation's client sizes; a run
+    resolves once, before its first message, and records the values it used.
+    """
+    if config.train.is_resolved:
+        return config
+    sizes = [len(indices) for indices in build_federation(config).client_indices]
+    return config.model_copy(update={"train": config.train.resolved(sizes)})
+
+
 def _build(config: SimulationConfig) -> Federation:
     data = config.data
     source = build_source(data.dataset, **source_options(config))
