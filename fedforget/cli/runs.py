@@ -233,8 +233,9 @@ def sweep(
     scenarios: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated scenarios (default: backdoor-6%,random-4%,class-3,client-5; "
-            "also overfit-random). See `fedforget list`.",
+            help="Comma-separated scenarios (default: backdoor-6%,class-3,style-client,"
+            "mislabeled,overfit-20; also random-4%, client-5, overfit-random). See "
+            "`fedforget list`.",
             rich_help_panel="Sweep",
         ),
     ] = None,
