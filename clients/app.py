@@ -500,7 +500,7 @@ def unlearn(message: Message, context: Context) -> Message:
     """``--unlearn-on client``: unlearn this node's own D_f locally; only weights leave.
 
     The configured unlearner runs here on the received model, with the run's initial weights
-    (the incompetent teacher of distillation) sent along; D_f never leaves the node.
+    (a method's reference, e.g. an untrained teacher) sent along; D_f never leaves the node.
     """
     view = NodeView(message, context)
     settings = message.content[P.CONFIG]

@@ -153,7 +153,7 @@ class StrategySettings(BaseModel):
 
     @property
     def generator_clients(self) -> int:
-        """How many of a round's clients also train the federation's GAN (MuGAN)."""
+        """How many of a round's clients also train the federation's GAN (``generator`` need)."""
         return self.config.gan.generator_clients
 
     @property

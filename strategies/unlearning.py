@@ -84,8 +84,8 @@ class FederatedUnlearning(FedAvg):
     build_gan : Callable[[], ConditionalGan], optional
         Makes the federation's conditional GAN, for methods with the ``generator`` need.
     validation : ArrayDataset, optional
-        The experimenter's declared validation set (never client data): distill's natural
-        target reads it, and it is the relay's objective (``recovery.objective``).
+        The experimenter's declared validation set (never client data): the unlearner's
+        request carries it, and it is the relay's objective (``recovery.objective``).
     """
 
     train_message: ClassVar[str] = P.TRAIN
