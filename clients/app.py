@@ -29,7 +29,7 @@ from fedforget import protocol as P
 from fedforget.clients.nodes import STATE_KEY, LocalNode, node_for
 from fedforget.clients.policy import NodePolicy
 from fedforget.config import SimulationConfig
-from fedforget.data import ArrayDataset, resolve_training
+from fedforget.data import ArrayDataset
 from fedforget.federated import State
 from fedforget.models import ClassifierModel, build_model
 from fedforget.needs import NEEDS, ClientWork
@@ -96,8 +96,6 @@ def _config(message: Message, context: Context) -> SimulationConfig:
     config = _parse_config(str(message.content[P.CONFIG][P.RUN_CONFIG_KEY]))
     NodePolicy.from_node(context.node_config).check_plugins(config.plugins)
     load_plugins(config.plugins)  # the user's models, datasets, methods register themselves
-    if config.task == "classify":  # a strategy sends them derived; another sender may not
-        config = resolve_training(config)
     return config
 
 
@@ -249,7 +247,7 @@ def _training_work(view: NodeView) -> list[ClientWork]:
 
 def _train_reply(
     view: NodeView,
-    epochs: int,
+    epochs: int | None,
     lr: float,
     proximal_mu: float = 0.0,
     max_samples: int | None = None,
@@ -266,13 +264,16 @@ def _train_reply(
     hooks = [w.hook for w in work if w.hook is not None]
     model = view.received_model() if hooks else view.refilled_model()
     config = view.config
+    # A strategy sends the run's derived values; a configuration from elsewhere that left them
+    # unset gets this node's (from data its policy allowed it to read).
+    settings = config.train.resolved([len(data)])
     result = train_local(
         model,
         data,
-        epochs=epochs,
+        epochs=epochs or settings.local_epochs,
         lr=lr,
         momentum=config.train.momentum,
-        batch_size=config.train.batch_size,
+        batch_size=settings.batch_size,
         seed=view.round_seed,
         device=view.device,
         proximal_mu=proximal_mu,

@@ -122,7 +122,7 @@ class ClientStateNeed(Need):
             client_seed=config.seed + view.partition_id,
             round_seed=view.round_seed,
             lr=config.train.lr,
-            batch_size=config.train.batch_size,
+            batch_size=config.train.resolved([len(data)]).batch_size,
             device=view.device,
             shared_model=bool(int(entries.get(P.SHARED_MODEL, "0"))),
         )
