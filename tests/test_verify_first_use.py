@@ -82,3 +82,15 @@ def test_a_piped_phase_is_logged_at_its_start_every_tenth_and_at_its_end(
     steps = [*range(100, 2001, 200), 2000]
     assert [line.split()[1] for line in lines[:-1]] == [f"{s}/2000" for s in steps]
     assert lines[-1].startswith("skyeye: spd 1/1 (100%)")
+
+
+def test_a_data_error_is_said_before_the_weights_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "nope.pt")
+    args = ["verify", "spd", "--dataset", "npz", "--model", missing, "--source", missing]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--forget-class", "3"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs a path" in err, err

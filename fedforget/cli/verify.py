@@ -97,9 +97,10 @@ def _dataset_and_model(
         return bundle, load_model(path, model_name, bundle.num_classes, channels, size)
     except ValueError as err:
         message = str(err).splitlines()[0]
-        fits = [name for name in fitting_datasets(path, model_name) if name != dataset]
-        if fits and "does not hold" in message:
-            message += f"; they fit --dataset {' or '.join(fits)}"
+        if "does not hold" in message:  # the weights were read: which datasets do they fit?
+            fits = [name for name in fitting_datasets(path, model_name) if name != dataset]
+            if fits:
+                message += f"; they fit --dataset {' or '.join(fits)}"
         raise ConfigError(message) from None
 
 
