@@ -339,3 +339,25 @@ def test_bad_input_is_one_line_exit_2_before_ray(
     after = _snapshot(tmp_path)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing changed or gone
     assert [k for k in after if k not in before] == []  # nothing written
+
+
+@pytest.mark.parametrize(("name", "args", "fragment", "prepare"), ROWS, ids=[r[0] for r in ROWS])
+def test_run_config_refuses_what_simulate_refuses(
+    world, no_simulation, monkeypatch, capsys, name, args, fragment, prepare
+) -> None:
+    """Every ``simulate`` row, given to ``run-config``: the same one line and exit code 2.
+
+    ``run-config`` prints the configuration of a deployment's run; a value it let through
+    would fail there, on the SuperLink, after the run was submitted.
+    """
+    if prepare is not None:
+        prepare(world, monkeypatch)
+    command = args(world)
+    if command[0] != "simulate":
+        pytest.skip("not a simulate row")
+    command = ["run-config", *(arg for arg in command[1:] if arg != "--quiet")]
+    with hang_guard(), memory_guard(), pytest.raises(SystemExit) as info:
+        main(command)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, (command, err)
+    assert fragment.lower() in err.lower(), (command, err)

@@ -22,11 +22,70 @@ from fedforget.config import (
     check_writable_folder,
 )
 
+DEFAULT_DATASET = "mnist"
+"""The dataset taken when the weights fit it (fashion-mnist's images have the same shape)."""
+PIPED_LOG_SHARE = 0.1
+"""On a pipe, a phase's progress is logged each time it advances by this share of its steps."""
+
+
+def fitting_datasets(path: Path, model_name: str) -> list[str]:
+    """The registered datasets of known shape whose images and classes the weights fit.
+
+    :data:`DEFAULT_DATASET` comes first when it fits, then the registry's order.
+
+    Only the weights' shapes are compared (:func:`fedforget.models.weights_fit`): no
+    dataset is read, so this is cheap enough to run before the data are loaded.
+    """
+    from fedforget.data import SOURCE_REGISTRY
+    from fedforget.models import read_weights, weights_fit
+
+    try:
+        state = read_weights(path)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    fits = [
+        name
+        for name, source in SOURCE_REGISTRY.items()
+        if source.shape is not None
+        and weights_fit(
+            state, model_name, source.shape.num_classes, source.shape.channels, source.shape.size
+        )
+    ]
+    return sorted(fits, key=lambda name: name != DEFAULT_DATASET)  # the default first
+
+
+def dataset_of(dataset: str | None, model_name: str, model: Path) -> str:
+    """``--dataset``, else the built-in dataset that the ``--model`` weights are sized for.
+
+    Without it the user of digits weights was told that they "do not hold lenet5 weights
+    for 1x28x28 images", with no hint of the flag. MNIST is taken when it fits (as before);
+    otherwise the one dataset that fits, said on one line; none or several is a one-line
+    error naming the flags.
+    """
+    if dataset is not None:
+        return dataset
+    fits = fitting_datasets(model, model_name)
+    if not fits:
+        raise ConfigError(
+            f"{model}: {model_name} weights that fit no built-in dataset: "
+            "name the data with --dataset (npz: and --data-path) or the model with --model-name"
+        )
+    if DEFAULT_DATASET not in fits and len(fits) > 1:
+        raise ConfigError(
+            f"{model}: the weights fit {' and '.join(fits)}: say which with --dataset"
+        )
+    chosen = DEFAULT_DATASET if DEFAULT_DATASET in fits else fits[0]
+    typer.echo(f"dataset: {chosen}, from the weights' shape (--dataset to choose another)")
+    return chosen
+
 
 def _dataset_and_model(
     dataset: str, data_path: Path | None, data_dir: Path | None, model_name: str, path: Path
 ) -> tuple[Any, Any]:
-    """The dataset bundle and the model saved at ``path`` (a state_dict), as ConfigErrors."""
+    """The dataset bundle and the model saved at ``path`` (a state_dict), as ConfigErrors.
+
+    Weights that do not fit the dataset's images name the built-in datasets they do fit.
+    """
     from fedforget.data import load_dataset
     from fedforget.models import load_model
 
@@ -37,7 +96,12 @@ def _dataset_and_model(
         channels, size = bundle.train.x.shape[1], bundle.train.x.shape[2]
         return bundle, load_model(path, model_name, bundle.num_classes, channels, size)
     except ValueError as err:
-        raise ConfigError(str(err).splitlines()[0]) from None
+        message = str(err).splitlines()[0]
+        if "does not hold" in message:  # the weights were read: which datasets do they fit?
+            fits = [name for name in fitting_datasets(path, model_name) if name != dataset]
+            if fits:
+                message += f"; they fit --dataset {' or '.join(fits)}"
+        raise ConfigError(message) from None
 
 
 def _npz_dataset(path: Path) -> Any:
@@ -115,7 +179,12 @@ ForgetClasses = Annotated[
 ForgetData = Annotated[
     Path | None, typer.Option(help="The deleted samples D_f: .npz with x (N,C,H,W in [0,1]), y.")
 ]
-DatasetName = Annotated[str, typer.Option(help="mnist, digits, npz, ...")]
+DatasetName = Annotated[
+    str | None,
+    typer.Option(
+        help="mnist, digits, npz, ... (default: the built-in dataset the --model weights fit)."
+    ),
+]
 DataPath = Annotated[Path | None, typer.Option(help="Custom data file or folder.")]
 DataDir = Annotated[Path | None, typer.Option(help="Dataset cache folder.")]
 ModelName = Annotated[str, typer.Option(help="Architecture of both models.")]
@@ -145,7 +214,7 @@ def verify_skyeye(
             max=MAX_SAMPLES, help="Without --local-data: this many retained training images."
         ),
     ] = 3000,
-    dataset: DatasetName = "mnist",
+    dataset: DatasetName = None,
     data_path: DataPath = None,
     data_dir: DataDir = None,
     model_name: ModelName = "lenet5",
@@ -180,6 +249,7 @@ def verify_skyeye(
         raise ConfigError(f"--local-samples must be at least 1, got {local_samples}")
     if trigger_size < 1:
         raise ConfigError(f"--trigger-size must be at least 1, got {trigger_size}")
+    dataset = dataset_of(dataset, model_name, model)
     bundle, unlearned = _dataset_and_model(dataset, data_path, data_dir, model_name, model)
     _, before = _dataset_and_model(dataset, data_path, data_dir, model_name, reference)
     classes = sorted(set(forget_class or []))
@@ -224,7 +294,7 @@ def verify_spd(
     reference: ReferencePath,
     forget_class: ForgetClasses = None,
     forget_data: ForgetData = None,
-    dataset: DatasetName = "mnist",
+    dataset: DatasetName = None,
     data_path: DataPath = None,
     data_dir: DataDir = None,
     model_name: ModelName = "lenet5",
@@ -242,6 +312,7 @@ def verify_spd(
     _check_verify_options(
         device, out, {"--forget-data": forget_data}, {"--model": model, "--reference": reference}
     )
+    dataset = dataset_of(dataset, model_name, model)
     bundle, unlearned = _dataset_and_model(dataset, data_path, data_dir, model_name, model)
     _, original = _dataset_and_model(dataset, data_path, data_dir, model_name, reference)
     forget = _forget_set(bundle, forget_class, forget_data)
@@ -308,7 +379,12 @@ def _task(
 
 
 def _run_verifier(name: str, task: Any, options: dict[str, Any], out: Path) -> Any:
-    """Build, check and run a verifier with a progress bar; write its files into ``out``."""
+    """Build, check and run a verifier with a progress display; write its files into ``out``.
+
+    A verification runs for minutes; on a terminal it shows a bar, on a pipe (a log, CI)
+    where a bar draws nothing, it logs lines instead (:class:`PhaseLog`).
+    """
+    from rich.console import Console
     from rich.progress import Progress
 
     from fedforget.verification import build_verifier
@@ -318,6 +394,10 @@ def _run_verifier(name: str, task: Any, options: dict[str, Any], out: Path) -> A
         verifier.check(task)
     except ValueError as err:
         raise ConfigError(str(err).splitlines()[0]) from None
+    if not Console().is_terminal:
+        result = verifier.verify(task, PhaseLog(name))
+        result.write(out)
+        return result
     with Progress(transient=True) as bar:
         tasks: dict[str, Any] = {}
 
@@ -329,3 +409,33 @@ def _run_verifier(name: str, task: Any, options: dict[str, Any], out: Path) -> A
         result = verifier.verify(task, progress)
     result.write(out)
     return result
+
+
+class PhaseLog:
+    """A verifier's progress as lines, for output that is not a terminal.
+
+    A line when a phase starts and each time it advances by :data:`PIPED_LOG_SHARE` of its
+    steps (and at its end): the phase, its steps, elapsed seconds and its metrics, so that
+    a piped run of many minutes shows that it advances and how far it is.
+    """
+
+    def __init__(self, name: str) -> None:
+        import time
+
+        self.name = name
+        self.clock = time.perf_counter
+        self.started = self.clock()
+        self.logged: dict[str, int] = {}
+
+    def __call__(self, phase: str, step: int, total: int, metrics: dict[str, float]) -> None:
+        """Log ``step`` of ``total`` if it is a phase's first, last or next share's step."""
+        every = max(1, round(total * PIPED_LOG_SHARE))
+        last = self.logged.get(phase)
+        if last is not None and step < total and step - last < every:
+            return
+        self.logged[phase] = step
+        values = "  ".join(f"{key} {value:.3f}" for key, value in metrics.items())
+        seconds = self.clock() - self.started
+        label = phase if phase.startswith(self.name) else f"{self.name}: {phase}"
+        line = f"{label} {step}/{total} ({step / max(total, 1):.0%}) {seconds:.0f} s"
+        typer.echo(f"{line}  {values}".rstrip())

@@ -14,7 +14,9 @@ from fedforget.models.base import (
     logits_and_features,
     missing_parts,
     model_names,
+    read_weights,
     register_model,
+    weights_fit,
 )
 from fedforget.models.lenet import AttLeNet, LeNet5
 from fedforget.models.resnet import CifarResNet
@@ -32,5 +34,7 @@ __all__ = [
     "logits_and_features",
     "missing_parts",
     "model_names",
+    "read_weights",
     "register_model",
+    "weights_fit",
 ]

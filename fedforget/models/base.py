@@ -32,7 +32,9 @@ __all__ = [
     "logits_and_features",
     "missing_parts",
     "model_names",
+    "read_weights",
     "register_model",
+    "weights_fit",
 ]
 
 
@@ -231,19 +233,16 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int) 
     return factory(num_classes, in_channels, image_size)
 
 
-def load_model(
-    path: str | os.PathLike[str], name: str, num_classes: int, in_channels: int, image_size: int
-) -> ClassifierModel:
-    """A registered model holding the weights saved at ``path`` (a ``state_dict``).
+def read_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """The ``state_dict`` saved at ``path``, read with ``torch.load(..., weights_only=True)``.
 
-    The file is read with ``torch.load(..., weights_only=True)``: a saved model cannot run code.
+    ``weights_only``: a saved model cannot run code when it is read.
 
     Raises
     ------
     ValueError
-        With one line when the file is missing, is not a state dict, or does not fit the model.
+        With one line when the file is missing or is not a state dict.
     """
-    model = build_model(name, num_classes, in_channels, image_size)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -252,6 +251,42 @@ def load_model(
         raise ValueError(f"{path}: not a torch weights file (a saved state_dict)") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state_dict, found {type(state).__name__}")
+    return state
+
+
+def weights_fit(
+    state: dict[str, Tensor], name: str, num_classes: int, in_channels: int, image_size: int
+) -> bool:
+    """Whether ``state`` holds the weights of model ``name`` built for these images and classes.
+
+    Compares names and shapes with a freshly built model, without loading anything into it,
+    so that weights can be matched against several datasets' shapes cheaply (which dataset
+    a model was trained on, when the user did not say).
+    """
+    try:
+        expected = build_model(name, num_classes, in_channels, image_size).state_dict()
+    except (ValueError, RuntimeError):  # a model that cannot take images this small
+        return False
+    return set(expected) == set(state) and all(
+        isinstance(state[key], Tensor) and state[key].shape == value.shape
+        for key, value in expected.items()
+    )
+
+
+def load_model(
+    path: str | os.PathLike[str], name: str, num_classes: int, in_channels: int, image_size: int
+) -> ClassifierModel:
+    """A registered model holding the weights saved at ``path`` (a ``state_dict``).
+
+    The file is read with :func:`read_weights`: a saved model cannot run code.
+
+    Raises
+    ------
+    ValueError
+        With one line when the file is missing, is not a state dict, or does not fit the model.
+    """
+    model = build_model(name, num_classes, in_channels, image_size)
+    state = read_weights(path)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

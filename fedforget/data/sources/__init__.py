@@ -43,6 +43,7 @@ from fedforget.data.sources.base import (
     DataError,
     DatasetBundle,
     DatasetSource,
+    DataShape,
     UnknownDatasetError,
     default_data_dir,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "Cifar10Source",
     "Cifar100Source",
     "DataError",
+    "DataShape",
     "DatasetBundle",
     "DatasetSource",
     "DigitsSource",

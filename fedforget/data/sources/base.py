@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -149,11 +149,24 @@ def _check_client_indices(name: str, client_indices: list[np.ndarray], n_train: 
         raise DataError(f"dataset {name!r}: client_indices overlap")
 
 
+class DataShape(NamedTuple):
+    """The images' channels and side and the number of classes of a dataset.
+
+    What a model's weights are sized by, so that weights can name the dataset they were
+    trained on without its files being read (``fedforget verify`` without ``--dataset``).
+    """
+
+    channels: int
+    size: int
+    num_classes: int
+
+
 class DatasetSource(ABC):
     """Something that can load a :class:`DatasetBundle`.
 
     Subclasses set the class attribute ``name`` (done by :func:`register_source`), take
-    their options as keyword arguments and implement :meth:`load`.
+    their options as keyword arguments and implement :meth:`load`. A source whose images
+    and classes are fixed declares them in ``shape``; ``None`` where the user's files decide.
 
     Parameters
     ----------
@@ -162,6 +175,7 @@ class DatasetSource(ABC):
     """
 
     name: ClassVar[str] = ""
+    shape: ClassVar[DataShape | None] = None
 
     def __init__(self, *, data_dir: Path | str | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()

@@ -8,7 +8,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from fedforget.data.sources.base import ArrayDataset, DataError, DatasetBundle, DatasetSource
+from fedforget.data.sources.base import (
+    ArrayDataset,
+    DataError,
+    DatasetBundle,
+    DatasetSource,
+    DataShape,
+)
 from fedforget.data.sources.readers import (
     IDX_FILES,
     NO_FILES,
@@ -35,6 +41,8 @@ class DigitsSource(DatasetSource):
     data_dir : Path or str, optional
         Unused (the data ships with scikit-learn).
     """
+
+    shape = DataShape(channels=1, size=8, num_classes=10)
 
     def __init__(
         self, *, seed: int = 0, test_fraction: float = 0.2, data_dir: Path | str | None = None
@@ -66,6 +74,8 @@ class FashionMnistSource(DatasetSource):
     The files are looked up in ``data_dir/fashion-mnist`` and ``data_dir/FashionMNIST/raw``
     (torchvision's layout, used when torchvision downloads them).
     """
+
+    shape = DataShape(channels=1, size=28, num_classes=10)
 
     def load(self) -> DatasetBundle:
         """Load Fashion-MNIST, downloading it with torchvision if possible."""
@@ -136,6 +146,7 @@ class Cifar10Source(_CifarSource):
     label_key = b"labels"
     torchvision_cls = "CIFAR10"
     num_classes = 10
+    shape = DataShape(channels=3, size=32, num_classes=10)
 
 
 @register_source("cifar100")
@@ -148,3 +159,4 @@ class Cifar100Source(_CifarSource):
     label_key = b"fine_labels"
     torchvision_cls = "CIFAR100"
     num_classes = 100
+    shape = DataShape(channels=3, size=32, num_classes=100)

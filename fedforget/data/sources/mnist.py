@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fedforget.data.sources.base import DataError, DatasetBundle, DatasetSource, default_data_dir
+from fedforget.data.sources.base import (
+    DataError,
+    DatasetBundle,
+    DatasetSource,
+    DataShape,
+    default_data_dir,
+)
 from fedforget.data.sources.readers import (
     LOG,
     atomic_write,
@@ -130,6 +136,8 @@ def _write_mnist_cache(cache: Path, arrays: dict[str, np.ndarray], scale: float)
 @register_source("mnist")
 class MnistSource(DatasetSource):
     """MNIST (60k train / 10k test, 1x28x28), obtained by :func:`fetch_mnist`."""
+
+    shape = DataShape(channels=1, size=28, num_classes=10)
 
     def load(self) -> DatasetBundle:
         """Load MNIST, fetching and caching it on first use."""
