@@ -465,3 +465,25 @@ def test_the_python_api_loads_the_plugins_before_the_name_check(plugin_folder: P
 def test_a_missing_plugin_module_is_one_line(plugin_folder: Path) -> None:
     with pytest.raises(ConfigError, match="plugin module 'no_such_module_here' cannot be"):
         validate_config({"plugins": ["no_such_module_here"]})
+
+
+def test_a_python_api_run_trains_the_plugin_model_on_every_client(plugin_folder: Path) -> None:
+    """Issue 36, item 2, end to end: the script names its module in ``plugins`` and the
+    simulated clients, in other processes, build the same model (docs/models.md)."""
+    from fedforget.simulations.runner import simulate
+
+    config = validate_config(
+        {
+            "plugins": ["my_models_for_the_test"],
+            "model": "my-cnn",
+            "clients": 3,
+            "data": {"dataset": "digits"},
+            "train": {"rounds": 2, "batch_size": 16, "local_epochs": 2},
+            "deletion": {"round": 1},
+            "reference": "none",
+            "out": str(plugin_folder / "run"),
+        }
+    )
+    summary = simulate(config)
+    assert summary.config["model"] == "my-cnn"
+    assert summary.phases.final.test_accuracy > 0.2  # the clients trained it: above chance
