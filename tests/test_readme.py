@@ -4,8 +4,9 @@ Every ```` ```python ```` block is run as a script of its own (``__name__ == "__
 fresh interpreter, an empty working folder), exactly as a reader who pastes it into a file
 would, and must show that it ran: a result printed, or the deletion step in Flower's log.
 The blocks are kept digits-sized so that this takes under a minute each. The shell
-blocks are not run here: they train MNIST federations for minutes or need a SuperLink and
-SuperNodes; the commands they show are covered by the CLI tests.
+blocks train MNIST federations for minutes or need a SuperLink and SuperNodes, so their
+commands are not run: each is parsed by the CLI as written, and a run command's
+configuration is validated with every name it gives checked against the registries.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +72,68 @@ def test_every_readme_python_block_runs_as_written(index: int, tmp_path: Path) -
     # exit 0 is not enough: a ServerApp defined and never run also exits 0, doing nothing
     ran_a_deletion = re.search(r"deletion: step of round \d+ done", done.stderr)
     assert ran_a_deletion or done.stdout.strip(), "the block ran nothing"
+
+
+def shell_commands(text: str) -> list[str]:
+    """Every ``fedforget ...`` command of the README's shell blocks, comments cut off."""
+    blocks = re.findall(r"^```(?:bash|sh|shell)?\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+    found = re.findall(r"fedforget [^\n#\")]*", "\n".join(blocks))  # a $(...) ends at ")"
+    return [command.strip() for command in found]
+
+
+def _parsed(argv: list[str]) -> tuple[str, dict]:
+    """The subcommand and its options as the CLI parses ``argv`` (nothing runs)."""
+    import click
+    import typer
+
+    from fedforget.cli.app import app
+
+    command: click.Command = typer.main.get_command(app)
+    context = command.make_context("fedforget", list(argv))
+    while isinstance(command, click.Group):
+        rest = [*context._protected_args, *context.args]
+        name, command, rest = command.resolve_command(context, rest)
+        context = command.make_context(name, rest, parent=context)
+    return command.name, context.params
+
+
+RUN_TOML = "[train]\nrounds = 3\n\n[deletion]\nround = 2\n"
+"""The ``run.toml`` the README's ``--config`` line reads (the sections of summary.json's config)."""
+
+
+def test_every_readme_command_parses_and_its_configuration_is_valid(tmp_path, monkeypatch):
+    """The shell blocks train MNIST for minutes or need a deployment, so they are not run:
+    each command's flags and values are parsed by the CLI as written, and a run command's
+    configuration is validated with its names checked (a renamed flag, a changed value
+    format or an unknown name in the README fails here)."""
+    from fedforget.cli.options import config_from_options
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.toml").write_text(RUN_TOML)
+    commands = shell_commands(README.read_text(encoding="utf-8"))
+    assert len(commands) >= 20
+    checked = set()
+    for command in commands:
+        name, params = _parsed(shlex.split(command)[1:])
+        if name in ("simulate", "compare", "sweep", "run-config"):
+            _check_names(name, params, config_from_options(params))
+            checked.add(name)
+    assert checked == {"simulate", "compare", "sweep", "run-config"}
+
+
+def _check_names(command: str, params: dict, config) -> None:
+    """The registry checks the command makes before it runs: its strategies, scenarios."""
+    from fedforget.simulations.compare import parse_strategies
+    from fedforget.simulations.gan import parse_gan_strategies
+    from fedforget.simulations.runner import check_gan_strategies, check_names, check_strategies
+    from fedforget.simulations.sweep import PARTITIONS, SCENARIOS, parse_names
+
+    check_names(config)
+    listed = params.get("strategies")
+    if command == "compare" and config.task == "gan":
+        check_gan_strategies(config, parse_gan_strategies(listed or "cascaded,retrain"))
+    elif command in ("compare", "sweep"):
+        check_strategies(config, parse_strategies(listed or "distill,retrain"))
+    if command == "sweep":
+        parse_names(params.get("scenarios"), SCENARIOS, (), "scenario")
+        parse_names(params.get("partitions"), PARTITIONS, (), "partition")
