@@ -41,12 +41,8 @@ AUDIT_SIZES: dict[str, dict[str, Any]] = {
         "train": {"rounds": 5},
         "deletion": {"round": 4},
     },
-    "mislabeled": {
-        "clients": 10,
-        "data": {"train_samples": 6000},
-        "train": {"rounds": 5},
-        "deletion": {"round": 4},
-    },
+    # The overfitting federation of overfit-20, as there: fewer rounds (11, deleted after 10).
+    "mislabeled": {"train": {"rounds": 11}, "deletion": {"round": 10}},
     # Already small (20 clients of 100 samples): fewer rounds (11, deleted after 10).
     "overfit-20": {"train": {"rounds": 11}, "deletion": {"round": 10}},
 }

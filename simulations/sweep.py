@@ -53,10 +53,20 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     # A client whose images carry a style of their own (negatives) leaves: the original reads
     # the style, a model retrained without it does not (fedforget.data.modes.StyleMode).
     "style-client": {"deletion": {"mode": "style", "deleting_clients": [5]}},
-    # Annotation errors: 6 % of clients 0-2's samples carry a wrong label, which the
-    # original memorises and a retrained model does not (fedforget.data.modes.MislabeledMode).
+    # Annotation errors: 60 of clients 0-2's samples carry a wrong label, which the original
+    # memorises and a retrained model does not (fedforget.data.modes.MislabeledMode). In the
+    # overfitting federation of overfit-20: at 20 clients of 3,000 MNIST samples and 2 local
+    # epochs the original had learnt 0.19 % of 3,600 wrong labels (a retrain 0.17 %): FedAvg
+    # outvoted them, so the cell could not tell forgetting from doing nothing.
     "mislabeled": {
-        "deletion": {"mode": "mislabeled", "share": 0.06, "deleting_clients": [0, 1, 2]},
+        "deletion": {
+            "mode": "mislabeled",
+            "count": 60,
+            "deleting_clients": [0, 1, 2],
+            "round": 20,
+        },
+        "data": {"train_samples": 2000},
+        "train": {"rounds": 21, "local_epochs": 20, "batch_size": 20, "lr": 0.02},
     },
     # An overfitting federation: 20 clients of 100 MNIST samples, 20 local epochs; 30 % of the
     # samples of clients 0-4 deleted. The original knows D_f as members, not as unseen data.

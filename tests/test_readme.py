@@ -19,7 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
 from fedforget.simulations.runner import WORKER_NICENESS_ENV
 
@@ -137,3 +139,95 @@ def _check_names(command: str, params: dict, config) -> None:
     if command == "sweep":
         parse_names(params.get("scenarios"), SCENARIOS, (), "scenario")
         parse_names(params.get("partitions"), PARTITIONS, (), "partition")
+
+
+NOT_RUN = {
+    "--ray-address": "needs a Ray head node (tests/test_ray_cluster.py starts one)",
+    "verify": "needs a run's models (tests/test_verify_first_use.py runs the README's form)",
+    "request-deletion": "a node's command (tests/test_deployment.py files requests)",
+    "run-config": "prints a deployment's configuration (parsed and validated above)",
+    "--verify": "a GAN per verifying client (tests/test_simulation.py, small Skyeye settings)",
+}
+"""README commands not run here, by a word they hold, and where they are run instead."""
+DEFAULT_SWEEP = "fedforget sweep"
+"""The default matrix: hours on MNIST; its scenarios' cells run in the README's next line."""
+
+
+def runnable_commands() -> list[str]:
+    """The README's run commands that this machine can play on digits-sized settings."""
+    commands = shell_commands(README.read_text(encoding="utf-8"))
+    return [
+        c
+        for c in commands
+        if c != DEFAULT_SWEEP and not any(word in shlex.split(c) for word in NOT_RUN)
+    ]
+
+
+def shortened(args: list[str], out: Path) -> list[str]:
+    """``args`` as written, plus digits and few rounds for every setting they leave open."""
+    args = list(args)
+    if "--out" in args:  # the README's folder, moved under the test's
+        args[args.index("--out") + 1] = str(out)
+    else:
+        args += ["--out", str(out)]
+    given = set(args)
+    extra = ["--quiet"]
+    if "--dataset" not in given and "--config" not in given:
+        extra += ["--dataset", "digits"]
+    if "--deletion-round" in given:
+        rounds = args[args.index("--deletion-round") + 1].replace("/", ",").split(",")
+        last = max(int(r) for r in rounds)
+    else:
+        last = 2
+        extra += ["--deletion-round", "2"]
+    if "--rounds" not in given and "--config" not in given:
+        extra += ["--rounds", str(last + 1)]
+    command = args[0]
+    if command == "simulate" and "--reference" not in given:
+        extra += ["--reference", "none"]
+    if command == "compare" and "gan" not in given:  # a GAN comparison has no later rounds
+        extra += ["--after-rounds", "1"]
+    if command == "sweep":
+        extra += ["--reference-seeds", "1"]
+    return [*args, *extra]
+
+
+def _user_files(folder: Path) -> None:
+    """The files the README's commands name: a digits-sized ``.npz``, a folder of client
+    files, a ``run.toml``."""
+    digits = load_digits()
+    x, y = (digits.images / 16).astype(np.float32), digits.target
+    train, test = np.arange(1400), np.arange(1400, len(y))
+    np.savez(folder / "my_data.npz", x_train=x[train], y_train=y[train], x_test=x[test],
+             y_test=y[test])  # fmt: skip
+    clients = folder / "clients"
+    clients.mkdir()
+    for i, part in enumerate(np.array_split(train, 5)):
+        np.savez(clients / f"client_{i}.npz", x=x[part], y=y[part])
+    np.savez(clients / "test.npz", x=x[test], y=y[test])
+    (folder / "run.toml").write_text('[data]\ndataset = "digits"\n\n' + RUN_TOML)
+
+
+@pytest.mark.slow
+def test_every_readme_run_command_runs_on_short_settings(tmp_path: Path) -> None:
+    """Each ``simulate``/``compare``/``sweep`` line as written, on digits and few rounds
+    where it leaves them open: exit 0 and the run's files (issue 36's fresh reader)."""
+    _user_files(tmp_path)
+    commands = runnable_commands()
+    assert len(commands) >= 15
+    env = {**os.environ, WORKER_NICENESS_ENV: "0"}
+    for index, command in enumerate(commands):
+        out = tmp_path / f"run{index}"
+        argv = shortened(shlex.split(command)[1:], out)
+        done = subprocess.run(
+            [sys.executable, "-m", "fedforget.cli", *argv],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BLOCK_TIMEOUT_S,
+            check=False,
+        )
+        assert done.returncode == 0, (command, argv, done.stderr[-2000:])
+        written = {p.name for p in out.iterdir()}
+        assert written & {"summary.json", "compare.json", "sweep.json"}, (command, written)
