@@ -44,6 +44,8 @@ MAX_ROUNDS = 100_000
 MAX_EPOCHS = 1_000
 """Local or unlearning passes over the data: 1,000 passes are hours on MNIST per round."""
 MAX_BATCH = 100_000
+"""A batch is held in memory at once with its activations: 100,000 CIFAR images are 1.2 GB
+of input alone."""
 DEFAULT_BATCH, DEFAULT_EPOCHS = 50, 2
 """The training defaults where the clients hold enough data (MNIST's)."""
 MIN_ROUND_STEPS = 20
@@ -57,8 +59,6 @@ SMALL_DATA_BATCHES = 16
 MIN_BATCH = 16
 MAX_DERIVED_EPOCHS = 10
 """Derived local epochs stop here: tiny clients would otherwise train for hundreds."""
-"""A batch is held in memory at once with its activations: 100,000 CIFAR images are 1.2 GB
-of input alone."""
 MAX_LR = 10.0
 """A learning rate above 10 makes SGD diverge for any model this project trains (NaN weights)."""
 SEED_LIMIT = 2**32
