@@ -230,4 +230,5 @@ def test_every_readme_run_command_runs_on_short_settings(tmp_path: Path) -> None
         )
         assert done.returncode == 0, (command, argv, done.stderr[-2000:])
         written = {p.name for p in out.iterdir()}
-        assert written & {"summary.json", "compare.json", "sweep.json"}, (command, written)
+        results = {"summary.json", "compare.json", "gan_compare.json", "sweep.json"}
+        assert written & results, (command, written)
