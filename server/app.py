@@ -183,7 +183,7 @@ def run_server(
 
         return run_gan_server(grid, config, display)
     started = time.perf_counter()
-    config = resolve_training(config)  # a Python API run may come here unresolved
+    config = resolve_training(config)  # the run's values, derived once here
     federation = build_federation(config)
     build = model_factory(config, federation)
     torch.manual_seed(config.seed)

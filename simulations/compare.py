@@ -105,7 +105,6 @@ def compare(
     check_run(config)
     check_single_deletion(config)
     check_strategies(config, strategies)
-    config = resolve_training(config)
     return run_on_simulation_engine(
         config, lambda grid: run_comparison(grid, config, strategies, display, after_rounds)
     )
@@ -205,8 +204,7 @@ class ClassifierBranches(BranchTask):
     label = "compare"
 
     def __init__(self, config: SimulationConfig, refused: dict[str, str] | None = None) -> None:
-        config = resolve_training(config)  # a Python API run may come here unresolved
-        super().__init__(config)
+        super().__init__(resolve_training(config))  # the run's values, derived once here
         self.refused = refused or {}  # strategy -> why it does not run this deletion mode
         self.federation = build_federation(config)
         self.build = model_factory(config, self.federation)

@@ -35,7 +35,7 @@ from fedforget.config import (
     check_device,
     check_writable_folder,
 )
-from fedforget.data import build_federation, resolve_training, source_names
+from fedforget.data import build_federation, source_names
 from fedforget.models import MODEL_REGISTRY, ClassifierModel, build_model, model_names
 from fedforget.registry import load_plugins
 from fedforget.report.recorder import Display
@@ -336,7 +336,6 @@ def simulate(config: SimulationConfig, display: Display | None = None) -> Summar
     clients run in Ray actors.
     """
     check_run(config)
-    config = resolve_training(config)
     if config.out is None:  # one folder for the server and the nodes' verification pictures
         config = config.model_copy(update={"out": default_out_dir(config)})
     return run_on_simulation_engine(config, lambda grid: run_server(grid, config, display))
