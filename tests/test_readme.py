@@ -32,6 +32,21 @@ BLOCK_TIMEOUT_S = 600
 """A block that runs this long hangs (each takes about a minute on 2 loaded cores)."""
 
 
+def _run_as_a_user(argv: list[str], folder: Path) -> subprocess.CompletedProcess[str]:
+    """``python ARGV`` in ``folder``, in a fresh interpreter, as a reader would run it."""
+    # Ray workers started by Flower's own engine would run at nice 15 (docs/architecture.md)
+    env = {**os.environ, WORKER_NICENESS_ENV: "0"}
+    return subprocess.run(
+        [sys.executable, *argv],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT_S,
+        check=False,
+    )
+
+
 def python_blocks(text: str) -> list[str]:
     """The code of every ```` ```python ```` block of ``text``, in order."""
     return re.findall(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
@@ -59,17 +74,7 @@ def test_every_readme_python_block_runs_as_written(index: int, tmp_path: Path) -
     block = python_blocks(README.read_text(encoding="utf-8"))[index]
     script = tmp_path / f"block{index}.py"
     script.write_text(block, encoding="utf-8")
-    # Ray workers started by Flower's own engine would run at nice 15 (docs/architecture.md)
-    env = {**os.environ, WORKER_NICENESS_ENV: "0"}
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=BLOCK_TIMEOUT_S,
-        check=False,
-    )
+    done = _run_as_a_user([str(script)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     # exit 0 is not enough: a ServerApp defined and never run also exits 0, doing nothing
     ran_a_deletion = re.search(r"deletion: step of round \d+ done", done.stderr)
@@ -215,19 +220,10 @@ def test_every_readme_run_command_runs_on_short_settings(tmp_path: Path) -> None
     _user_files(tmp_path)
     commands = runnable_commands()
     assert len(commands) >= 15
-    env = {**os.environ, WORKER_NICENESS_ENV: "0"}
     for index, command in enumerate(commands):
         out = tmp_path / f"run{index}"
         argv = shortened(shlex.split(command)[1:], out)
-        done = subprocess.run(
-            [sys.executable, "-m", "fedforget.cli", *argv],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=BLOCK_TIMEOUT_S,
-            check=False,
-        )
+        done = _run_as_a_user(["-m", "fedforget.cli", *argv], tmp_path)
         assert done.returncode == 0, (command, argv, done.stderr[-2000:])
         written = {p.name for p in out.iterdir()}
         results = {"summary.json", "compare.json", "gan_compare.json", "sweep.json"}

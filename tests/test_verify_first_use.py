@@ -26,6 +26,15 @@ def _weights(path: Path, channels: int, size: int, classes: int) -> str:
     return str(path)
 
 
+def _refusal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one stderr line of a command refused with exit code 2."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    return err
+
+
 def test_the_readme_form_on_digits_weights_infers_digits_and_logs_on_a_pipe(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -53,22 +62,17 @@ def test_weights_of_another_dataset_than_the_one_named_name_the_flag(
 ) -> None:
     mnist = _weights(tmp_path / "m.pt", 1, 28, 10)
     args = ["verify", "spd", "--dataset", "digits", "--model", mnist, "--source", mnist]
-    with pytest.raises(SystemExit) as info:
-        main([*args, "--forget-class", "3"])
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "they fit --dataset mnist or fashion-mnist" in err, err
+    err = _refusal([*args, "--forget-class", "3"], capsys)
+    assert "they fit --dataset mnist or fashion-mnist" in err, err
 
 
 def test_weights_that_fit_no_built_in_dataset_name_the_flags(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     odd = _weights(tmp_path / "odd.pt", 1, 16, 7)
-    with pytest.raises(SystemExit) as info:
-        main(["verify", "skyeye", "--model", odd, "--reference", odd, "--forget-class", "3"])
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--dataset" in err and "--model-name" in err, err
+    args = ["verify", "skyeye", "--model", odd, "--reference", odd, "--forget-class", "3"]
+    err = _refusal(args, capsys)
+    assert "--dataset" in err and "--model-name" in err, err
 
 
 def test_a_piped_phase_is_logged_at_its_start_every_tenth_and_at_its_end(
@@ -89,8 +93,5 @@ def test_a_data_error_is_said_before_the_weights_are_read(
 ) -> None:
     missing = str(tmp_path / "nope.pt")
     args = ["verify", "spd", "--dataset", "npz", "--model", missing, "--source", missing]
-    with pytest.raises(SystemExit) as info:
-        main([*args, "--forget-class", "3"])
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "needs a path" in err, err
+    err = _refusal([*args, "--forget-class", "3"], capsys)
+    assert "needs a path" in err, err
