@@ -32,6 +32,7 @@ import multiprocessing
 import os
 import random
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -287,8 +288,18 @@ def deletion_round(args: argparse.Namespace) -> int:
     return min(int(default), args.rounds)
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run the benchmark for every client count; print a table, write ``benchmark.json``."""
+def main(argv: list[str] | None = None) -> Any:
+    """Run the benchmark for every client count; print a table, write ``benchmark.json``.
+
+    ``--deployment`` runs :mod:`~fedforget.simulations.deployment_benchmark` instead (fedforget
+    against a plain Flower App on a local SuperLink; its own options follow).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--deployment" in argv:
+        from fedforget.simulations import deployment_benchmark
+
+        argv.remove("--deployment")
+        return deployment_benchmark.main(argv)
     args = parse_args(argv)
     counts = [int(part) for part in args.clients.split(",") if part.strip()]
     results = []

@@ -265,6 +265,7 @@ class DeletionLedger:
             bytes_from_clients=traffic.bytes_from_clients + figures.extra_bytes_from_clients,
             client_compute_seconds=traffic.client_seconds,
             server_seconds=max(0.0, wall - traffic.waiting_seconds),
+            round_trips=traffic.round_trips,
             requests=list(self.requests),
             faults=list(self.faults),
         )

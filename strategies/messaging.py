@@ -157,10 +157,13 @@ class Traffic:
     ``bytes_to_clients`` and ``bytes_from_clients`` are :func:`payload_bytes` of the messages
     sent and of the replies received (errors carry none); ``client_seconds`` sums the
     :data:`~fedforget.protocol.COMPUTE_SECONDS` the clients report in their replies;
-    ``waiting_seconds`` is the server's wall time spent waiting for replies.
+    ``waiting_seconds`` is the server's wall time spent waiting for replies; ``round_trips``
+    counts the waits (one per exchange, however many nodes it reached): on a deployment each
+    costs about a round's message latency, whatever its compute.
     """
 
     messages: int = 0
+    round_trips: int = 0
     bytes_to_clients: int = 0
     bytes_from_clients: int = 0
     client_seconds: float = 0.0
@@ -179,6 +182,7 @@ class Traffic:
     def count(self, sent: list[Message], replies: list[Message], seconds: float) -> None:
         """Add one exchange: the messages sent, their replies and the time waited."""
         self.messages += len(sent)
+        self.round_trips += bool(sent)
         self.bytes_to_clients += sum(payload_bytes(m.content) for m in sent)
         good = [reply for reply in replies if not reply.has_error()]
         self.bytes_from_clients += sum(payload_bytes(r.content) for r in good)

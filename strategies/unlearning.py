@@ -246,9 +246,10 @@ class FederatedUnlearning(FedAvg):
         train_config = train_config or ConfigRecord()
         self.observer.run_started(phase, num_rounds)
         for server_round in range(1, num_rounds + 1):
-            started = time.perf_counter()
+            started, started_at = time.perf_counter(), time.time()
             arrays, info = self._fedavg_round(grid, server_round, arrays, train_config, phase)
             info["round_seconds"] = time.perf_counter() - started
+            info["started_at"] = started_at  # the gaps between rounds: evaluation, deletion
             if phase == "federated":
                 self.round_seconds.append(info["round_seconds"])
                 self.messenger.federation_running = True

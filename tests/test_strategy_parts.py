@@ -666,13 +666,23 @@ def test_the_ledger_assembles_the_record_from_the_parts_figures() -> None:
         needs={"forget": {"samples_received": 7}},
         extra_bytes_from_clients=100,
     )
-    record = ledger.close_deletion(figures, Traffic(bytes_to_clients=10, bytes_from_clients=20))
+    traffic = Traffic(bytes_to_clients=10, bytes_from_clients=20, round_trips=4)
+    record = ledger.close_deletion(figures, traffic)
     assert isinstance(record, DeletionSummary) and ledger.record is record
     assert (record.round, record.clients, record.nodes, record.forget_samples) == (2, [1], [9], 7)
     assert record.forget_classes == [2, 4] and record.faults == [{"node": 9}]
     assert (record.relay_hops, record.wall_seconds, record.bytes_from_clients) == (3, 2.0, 120)
     assert record.need_figure("forget", "samples_received") == 7
+    assert record.round_trips == 4
     assert ledger.steps == [record]
+
+
+def test_a_round_trip_is_one_wait_however_many_nodes_it_reaches() -> None:
+    traffic = Traffic()
+    messages = [Message(RecordDict(), dst_node_id=n, message_type=P.LOCAL_EVAL) for n in (100, 101)]
+    traffic.count(messages, [], 0.1)
+    traffic.count([], [], 0.0)  # nothing sent: no wait
+    assert (traffic.round_trips, traffic.messages) == (1, 2)
 
 
 def test_compare_branches_wait_for_replies_as_long_as_the_configuration_says() -> None:
@@ -766,6 +776,7 @@ def test_a_method_that_sends_no_model_pays_only_the_deletion_notice() -> None:
     assert record.bytes_from_clients == len(P.NUM_FORGET) + 8  # its one metric
     assert record.client_compute_seconds == 0.0
     assert 0.0 <= record.server_seconds <= record.wall_seconds
+    assert record.round_trips == 1  # the drop order, waited for once
 
 
 def test_the_deletion_step_meters_the_models_and_data_it_moves() -> None:

@@ -113,6 +113,11 @@ class DeletionSummary(BaseModel):
     server_seconds: float = Field(
         0.0, description="The step's wall seconds less the time it waited for replies."
     )
+    round_trips: int = Field(
+        0,
+        description="Message exchanges the step waited for, one after the other (on a "
+        "deployment each costs a message's latency, whatever its compute).",
+    )
     requests: list[dict[str, Any]] = Field(
         default_factory=list,
         description="The requests of every deletion step: round, client, node, request ids, "
