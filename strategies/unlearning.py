@@ -248,8 +248,7 @@ class FederatedUnlearning(FedAvg):
         for server_round in range(1, num_rounds + 1):
             started, started_at = time.perf_counter(), time.time()
             arrays, info = self._fedavg_round(grid, server_round, arrays, train_config, phase)
-            info["round_seconds"] = time.perf_counter() - started
-            info["started_at"] = started_at  # the gaps between rounds: evaluation, deletion
+            info.update(round_seconds=time.perf_counter() - started, started_at=started_at)
             if phase == "federated":
                 self.round_seconds.append(info["round_seconds"])
                 self.messenger.federation_running = True

@@ -232,3 +232,25 @@ def test_the_run_survives_a_node_killed_during_the_relay(
     assert summary["deletion"]["relay_hops"] == 1
     assert summary["phases"]["final"]["test_accuracy"] > 0.3
     assert (out / MODEL_FILE).is_file()
+
+
+def test_the_deployment_benchmark_runs_plain_flower_and_fedforget_on_one_superlink(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from fedforget.simulations import benchmark
+
+    out = tmp_path / "bench"
+    args = ["--deployment", "--nodes", "2", "--rounds", "3", "--deletion-round", "2"]
+    result = benchmark.main([*args, "--local-epochs", "5", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "round / plain Flower round" in printed and "round trips" in printed
+    assert json.loads((out / "deployment.json").read_text()) == result
+    plain, ours = result["plain"], result["fedforget"]
+    assert len(plain["accuracy"]) == len(plain["round_seconds"]) == 3
+    assert len(ours["round_seconds"]) == 3
+    assert plain["accuracy"][-1] > 0.5 and ours["accuracy"][-1] > 0.5  # both trained
+    assert ours["deletion_round_trips"] >= 1  # at least the drop order
+    assert result["ratios"]["round_over_plain"] > 0 and ours["deletion_gap_seconds"] is not None
+    # node 0's request was carried out on its node: 6 % of its 719 samples
+    (entry,) = json.loads((out / "node0" / LEDGER_FILE).read_text())["carried_out"]
+    assert len(entry["samples"]) == round(0.06 * 719) and entry["round"] == 2
