@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 import json
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +59,30 @@ class FedforgetClientApp(ClientApp):
             if P.CONFIG in message.content and P.RUN_CONFIG_KEY in message.content[P.CONFIG]:
                 _config(message, context)  # the node's policy, then the run's plugins
             register_need_handlers(self)
-        return super().__call__(message, context)
+        order = message.content.config_records.get(P.DROP_ORDER)
+        if order is None:
+            return super().__call__(message, context)
+        # D_f goes before the message is handled: nothing this message does may use it
+        dropped = _drop_deleted(NodeView(_Ordered(RecordDict({P.CONFIG: order}), message), context))
+        reply = super().__call__(message, context)
+        if not reply.has_error():
+            if P.METRICS not in reply.content:
+                reply.content[P.METRICS] = MetricRecord({})
+            reply.content[P.METRICS][P.ORDER_DONE] = dropped
+        return reply
+
+
+@dataclass(frozen=True)
+class _Ordered:
+    """A drop order as the node reads a ``query.deletion_complete``: its config, and the
+    metadata (run id) of the message it rode on."""
+
+    content: RecordDict
+    carrier: Message
+
+    @property
+    def metadata(self) -> Any:
+        return self.carrier.metadata
 
 
 app = FedforgetClientApp()
@@ -397,14 +422,20 @@ def deletion_complete(message: Message, context: Context) -> Message:
     """The deletion is being carried out: drop the deleted samples (and what was made from
     them: a method's kept arrays) for good."""
     view = NodeView(message, context)
-    server_round = int(message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
-    dropped = view.node.carry_out(view.requests(), server_round)
-    for need in NEEDS.values():
-        need.client_deletion(view)
+    dropped = _drop_deleted(view)
     metrics: dict[str, float | int] = {P.NUM_FORGET: dropped}
     if message.content.array_records:  # a relay candidate: score the model, D_f now gone
         metrics.update(_local_scores(view))
     return view.reply({}, metrics)
+
+
+def _drop_deleted(view: NodeView) -> int:
+    """Carry out the drop order ``view``'s config holds; returns the samples dropped."""
+    server_round = int(view.message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
+    dropped = view.node.carry_out(view.requests(), server_round)
+    for need in NEEDS.values():
+        need.client_deletion(view)
+    return dropped
 
 
 @app.query("deletion_status")

@@ -45,6 +45,11 @@ TRAINING_NEEDS = "training-needs"
 SHARED_MODEL = "shared-model"
 """1: the trained model serves several ``compare`` branches (hooks must leave it as it is)."""
 ATTACH_FORGET = "attach-forget"
+DROP_ORDER = "drop-order"
+"""A ConfigRecord riding on any message to a deleting node: the order to drop D_f (the config
+``query.deletion_complete`` would carry), carried out before the message is handled."""
+ORDER_DONE = "order-done"
+"""Reply metric: the node carried out the drop order it received (samples dropped)."""
 
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"

@@ -54,6 +54,9 @@ class DeletionStep:
         Where the server unlearns.
     validation : ArrayDataset or None
         The declared validation set (the request carries it).
+    orders_ride : bool
+        Whether a FedAvg round follows the step (the strategy sets it): the order to drop
+        D_f may then ride on the next message to each deleting node.
     """
 
     settings: StrategySettings
@@ -66,6 +69,7 @@ class DeletionStep:
     build_model: Callable[[], ClassifierModel] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     validation: ArrayDataset | None = None
+    orders_ride: bool = False
 
     def serve(
         self,
@@ -77,6 +81,7 @@ class DeletionStep:
         self.build_model, self.device, self.validation = build_model, device, validation
 
     def __post_init__(self) -> None:
+        self.messenger.on_order_done = self.ledger.confirm_orders  # drop orders that rode
         self.figures = StepFigures()
         self.relay_scoring: tuple[ArrayRecord, list[int]] | None = None
         """The model before unlearning and the relay's candidates, which score it while the
@@ -171,7 +176,8 @@ class DeletionStep:
         step = self.gather_step(grid, nodes)
         gathered = self.needset.gather(step)
         self.figures.extra_bytes_from_clients = gathered.bytes_from_clients
-        completion = self.gathering.send_completion(grid, step.nodes, self.relay_scoring)
+        ride = self.orders_ride and not (self.needset.completes_first or step.mode.clients_leave)
+        completion = self.gathering.send_completion(grid, step.nodes, self.relay_scoring, ride)
         if self.needset.completes_first:  # the clients train during unlearning: D_f gone first
             self.gathering.finish_completion(grid, completion)
         fields = dict(gathered.request)

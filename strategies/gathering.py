@@ -40,7 +40,8 @@ ConfigFactory = Callable[..., ConfigRecord]
 
 @dataclass
 class Completion:
-    """The order to drop D_f, sent to ``nodes``; its replies are collected later."""
+    """The order to drop D_f, sent to ``nodes`` (or riding on their next message); its
+    replies are collected later."""
 
     pending: PendingQuery
     nodes: list[int]
@@ -111,7 +112,11 @@ class Gathering:
         self.finish_completion(grid, self.send_completion(grid, nodes))
 
     def send_completion(
-        self, grid: Grid, nodes: list[int], scoring: tuple[ArrayRecord, list[int]] | None = None
+        self,
+        grid: Grid,
+        nodes: list[int],
+        scoring: tuple[ArrayRecord, list[int]] | None = None,
+        ride: bool = False,
     ) -> Completion:
         """Send ``query.deletion_complete`` to ``nodes``; :meth:`finish_completion` collects.
 
@@ -119,12 +124,22 @@ class Gathering:
         the deleted data too (what a method's training-time hook kept). ``scoring`` (a model and the
         relay's candidates) has the candidates score that model on their local data: a
         deleting candidate in the same message, once D_f is gone, the others with
-        ``query.local_eval`` (one message per node in flight, never two).
+        ``query.local_eval`` (one message per node in flight, never two). With ``ride`` the
+        order rides on each node's next message instead (:meth:`NodeMessenger.carry_order`),
+        a round trip less on a deployment: the caller knows that a message goes to every
+        node before the step's model is trained on.
         """
         classes = json.dumps(list(self.ledger.deletion_classes(nodes)))
         extra = {P.MODE: self.ledger.deletion_mode(nodes).name, P.CLASSES: classes}
         config = self.deletion_config(nodes, **extra)
         model, candidates = scoring if scoring is not None else (None, [])
+        if ride:
+            self.messenger.carry_order(nodes, config)
+            messages = []
+            if model is not None:
+                evaluation = RecordDict({P.ARRAYS: model, P.CONFIG: self.make_config()})
+                messages = messages_to(evaluation, candidates, P.LOCAL_EVAL)
+            return Completion(self.messenger.send_messages(grid, messages), list(nodes))
         scores = [n for n in nodes if n in candidates]
         plain = [n for n in nodes if n not in scores]
         messages = messages_to(RecordDict({P.CONFIG: config}), plain, P.DELETION_COMPLETE)
@@ -143,7 +158,8 @@ class Gathering:
         replies = self.messenger.receive(grid, completion.pending)
         kind = P.DELETION_COMPLETE
         self.ledger.confirm_deletion(
-            r.metadata.src_node_id for r in replies if r.metadata.message_type == kind
+            (r.metadata.src_node_id for r in replies if r.metadata.message_type == kind),
+            riding=[n for n in completion.nodes if n in self.messenger.orders],
         )
         if self.settings.clients_leave:
             self.messenger.exclude(completion.nodes)

@@ -200,34 +200,65 @@ class DeletionLedger:
         self.pending.clear()
         return nodes
 
-    def confirm_deletion(self, confirmed: Iterable[int]) -> None:
+    def confirm_deletion(self, confirmed: Iterable[int], riding: Iterable[int] = ()) -> None:
         """Set the status of this step's requests from the nodes that confirmed them.
 
-        ``confirmed`` are the nodes whose reply to ``query.deletion_complete`` arrived; every
-        other request of the step stays ``pending`` with the node's latest fault of the step.
-        A confirmation also settles the same client's earlier unconfirmed entries for these
-        requests (``confirmed_later``, with ``confirmed_round``).
+        ``confirmed`` are the nodes whose reply to ``query.deletion_complete`` arrived;
+        ``riding`` those whose drop order rides on their next message (confirmed by
+        :meth:`confirm_orders` when its reply comes); every other request of the step stays
+        ``pending`` with the node's latest fault of the step. A confirmation also settles the
+        same client's earlier unconfirmed entries for these requests (``confirmed_later``,
+        with ``confirmed_round``).
         """
         step = self.current
         if step is None:
             return
-        confirmed = set(confirmed)
+        confirmed, riding = set(confirmed), set(riding)
         step_faults = self.faults[step.faults_before :]
         for entry in (e for e in self.requests if e["round"] == step.round):
-            if entry["node"] in confirmed:
-                entry["status"] = CONFIRMED
-                entry.pop("fault", None)
-                self._settle_earlier(entry)
-                log(INFO, "deletion:   client %d (node %d) confirmed %s", *_told(entry))
+            if entry.get("status") == CONFIRMED:
                 continue
-            faults = [f for f in step_faults if f["node"] == entry["node"]]
-            entry["fault"] = faults[-1] if faults else None
-            log(
-                WARN,
-                "deletion:   client %d (node %d) did not confirm %s: pending on the node, "
-                "carried out when it reports it again",
-                *_told(entry),
-            )
+            if entry["node"] in confirmed:
+                self._confirm(entry)
+                continue
+            if entry["node"] in riding:
+                log(INFO, "deletion:   client %d (node %d): the order to drop %s rides on "
+                    "its next message", *_told(entry))  # fmt: skip
+                continue
+            self._unconfirmed(entry, step_faults)
+
+    def _unconfirmed(self, entry: dict, faults: list[dict[str, Any]]) -> None:
+        """``entry`` stays pending, with its node's latest of ``faults``."""
+        of_node = [f for f in faults if f["node"] == entry["node"]]
+        entry["fault"] = of_node[-1] if of_node else None
+        log(
+            WARN,
+            "deletion:   client %d (node %d) did not confirm %s: pending on the node, "
+            "carried out when it reports it again",
+            *_told(entry),
+        )
+
+    def confirm_orders(self, nodes: Iterable[int], confirmed: bool = True) -> None:
+        """These nodes carried out the drop order that rode on a message: the requests of
+        each one's latest step are confirmed (earlier ones they cover settled), in the latest
+        record too. ``confirmed=False``: no message took the order to them (they failed);
+        those requests stay pending, with the node's latest fault."""
+        for node in set(nodes):
+            entries = [e for e in self.requests if e["node"] == node]
+            if not entries or entries[-1].get("status") != PENDING:
+                continue
+            if confirmed:
+                self._confirm(entries[-1])
+            else:
+                self._unconfirmed(entries[-1], self.faults)
+        if self.record.round is not None:
+            self.record.requests = list(self.requests)
+
+    def _confirm(self, entry: dict) -> None:
+        entry["status"] = CONFIRMED
+        entry.pop("fault", None)
+        self._settle_earlier(entry)
+        log(INFO, "deletion:   client %d (node %d) confirmed %s", *_told(entry))
 
     def _settle_earlier(self, entry: dict) -> None:
         for earlier in self.requests:

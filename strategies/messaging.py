@@ -277,6 +277,8 @@ class NodeMessenger:
         self.suspects: set[int] = set()  # failed since the last FedAvg round: not asked again
         self.federation_running = False
         self.traffic = Traffic()
+        self.orders: dict[int, ConfigRecord] = {}  # drop orders riding on the next message
+        self.on_order_done: Callable[..., None] = lambda nodes, confirmed=True: None
 
     def new_round(self) -> None:
         """Every node gets a new chance in each FedAvg round."""
@@ -315,9 +317,52 @@ class NodeMessenger:
         return replies
 
     def send_messages(self, grid: Grid, messages: list[Message]) -> PendingQuery:
-        """Push ``messages`` now; :meth:`receive` collects the replies."""
+        """Push ``messages`` now (drop orders riding on them); :meth:`receive` collects."""
+        messages = [self._with_order(message) for message in messages]
         waiting = set(grid.push_messages(messages))
         return PendingQuery(messages, waiting, monotonic())
+
+    def carry_order(self, nodes: Iterable[int], config: ConfigRecord) -> None:
+        """The order to drop D_f rides on the next message to each of ``nodes``.
+
+        On a deployment every message costs a round trip whatever it carries; the node
+        carries the order out before it handles the message (its D_f is gone before it
+        trains or scores anything), and its reply says so (:data:`~fedforget.protocol.
+        ORDER_DONE`), which calls :attr:`on_order_done`.
+        """
+        for node in nodes:
+            self.orders[node] = config
+
+    def _with_order(self, message: Message) -> Message:
+        order = self.orders.get(message.metadata.dst_node_id)
+        if order is None or message.metadata.message_type == P.DELETION_COMPLETE:
+            return message
+        meta = message.metadata
+        return Message(
+            content=RecordDict({**message.content, P.DROP_ORDER: order}),
+            dst_node_id=meta.dst_node_id,
+            message_type=meta.message_type,
+            group_id=meta.group_id or None,
+        )
+
+    def flush_orders(self, grid: Grid) -> None:
+        """Send the orders still riding (no message went to their nodes), on their own; the
+        orders no node confirmed are reported (``on_order_done(nodes, confirmed=False)``)."""
+        if not self.orders:
+            return
+        nodes = [node for node in self.active_nodes(grid) if node in self.orders]
+        if nodes:
+            messages = [
+                Message(
+                    content=RecordDict({P.CONFIG: self.orders[node]}),
+                    dst_node_id=node,
+                    message_type=P.DELETION_COMPLETE,
+                )
+                for node in nodes
+            ]
+            self.receive(grid, self.send_messages(grid, messages))
+        if self.orders:
+            self.on_order_done(list(self.orders), confirmed=False)
 
     def send(
         self, grid: Grid, nodes: list[int], message_type: str, record: RecordDict
@@ -391,9 +436,25 @@ class NodeMessenger:
         started = time.perf_counter()
         replies = collect_replies(grid, pending.waiting, pending.pushed_at, self.timeout)
         self.traffic.count(pending.messages, replies, time.perf_counter() - started)
+        done = [reply.metadata.src_node_id for reply in replies if _order_done(reply)]
+        for node in done:
+            self.orders.pop(node, None)
+        if done:
+            self.on_order_done(done)
         return replies
 
     def order_key(self, node: int) -> tuple[int, int]:
         """Replies arrive in no fixed order, and node ids change from run to run: sorting by
         partition id makes every sum over replies (FedAvg, D_f's order) reproducible."""
         return self.client_of(node), node
+
+
+def _order_done(reply: Message) -> bool:
+    """Whether ``reply`` says its node carried out a drop order (the metric is taken out: a
+    training reply's metrics are averaged with the others', which lack it)."""
+    if reply.has_error():
+        return False
+    if reply.metadata.message_type == P.DELETION_COMPLETE:
+        return True
+    metrics = reply.content.metric_records.get(P.METRICS)
+    return metrics is not None and metrics.pop(P.ORDER_DONE, None) is not None

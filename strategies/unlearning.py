@@ -172,8 +172,7 @@ class FederatedUnlearning(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """FedAvg aggregation, after noting requests, deleted-sample passes and the needs'
-        share of the replies."""
+        """FedAvg aggregation, after noting requests, deleted-sample passes, needs' shares."""
         replies = list(replies)
         for reply in replies:
             if not reply.has_error():
@@ -260,8 +259,9 @@ class FederatedUnlearning(FedAvg):
             self.observer.round_finished(phase, server_round, info)
             self.observer.round_model(phase, server_round, numpy_state(arrays))
             if handle_deletions and self.ledger.pending:
-                arrays = self.carry_out_deletion(grid, server_round, arrays)
-                result.arrays = arrays
+                self.step.orders_ride = server_round < num_rounds  # on the next round's messages
+                result.arrays = arrays = self.carry_out_deletion(grid, server_round, arrays)
+        self.messenger.flush_orders(grid)
         return result
 
     def run_reference(

@@ -1,9 +1,11 @@
 """A deletion is listed as done only when the node confirmed it.
 
 The server may unlearn a request whose node then vanishes (D_f came with the training reply),
-but only the node's reply to ``query.deletion_complete`` says the node recorded the deletion.
-A request without that reply stays ``pending`` in the run summary, with the fault; the node
-still holds it, reports it again in its next training reply and carries it out then.
+but only the node's reply to the message that carried the drop order (riding on its next
+message, or a ``query.deletion_complete`` of its own after the last round) says the node
+recorded the deletion. A request without that reply stays ``pending`` in the run summary,
+with the fault; the node still holds it, and carries it out when the order reaches it (the
+order rides on its next message) or when it reports it again.
 
 The federation is a fake Grid (:mod:`test_strategy_parts`) whose nodes are either scripted
 clients or real node directories served by the ClientApp's own handlers, in this process.
@@ -35,7 +37,7 @@ from fedforget.data import ArrayDataset
 from fedforget.models import build_model
 from fedforget.node import LEDGER_FILE, REQUESTS_DIR, RequestError, file_request, write_node_data
 from fedforget.strategies import FederatedUnlearning, StrategySettings
-from fedforget.strategies.ledger import CONFIRMED, CONFIRMED_LATER, PENDING
+from fedforget.strategies.ledger import CONFIRMED, PENDING
 
 ROWS = 40
 
@@ -60,8 +62,23 @@ def _statuses(strategy) -> list[tuple[int, int, str]]:
     return [(r["round"], r["client"], r["status"]) for r in strategy.deletion.requests]
 
 
+class SilentAtOrder(FakeClient):
+    """A scripted client killed when the drop order reaches it (no reply), once or always."""
+
+    def __init__(self, partition: int, forget: int, returns: bool = True) -> None:
+        super().__init__(partition, forget=forget)
+        self.returns = returns
+        self.silenced = 0
+
+    def __call__(self, message: Message):
+        if P.DROP_ORDER in message.content and (self.silenced == 0 or not self.returns):
+            self.silenced += 1
+            return None
+        return super().__call__(message)
+
+
 def test_an_unconfirmed_request_is_pending_until_the_node_confirms_it() -> None:
-    vanishing = ComesBack(1, forget=3)
+    vanishing = SilentAtOrder(1, forget=3)
     grid, _ = _federation(a=FakeClient(0), b=vanishing, c=FakeClient(2))
     unlearner = ZeroingUnlearner()
     unlearner.seen = []
@@ -69,32 +86,38 @@ def test_an_unconfirmed_request_is_pending_until_the_node_confirms_it() -> None:
 
     strategy.start(grid, _initial(), num_rounds=3)
 
-    # round 1: D_f came with the request and the server unlearned, but no confirmation came
-    assert len(unlearner.seen) == 2 and len(unlearner.seen[0].forget) == 3
-    first, second = strategy.deletion.requests
-    assert _statuses(strategy) == [(1, 1, CONFIRMED_LATER), (2, 1, CONFIRMED)]
-    assert first["fault"]["message"] == P.DELETION_COMPLETE and first["confirmed_round"] == 2
-    assert first["fault"]["error"] == "no reply before the timeout" and "fault" not in second
-    assert vanishing.deleted  # the request was carried out when the node came back
-    steps = strategy.ledger.steps
-    assert [s.requests[0]["status"] for s in steps] == [CONFIRMED_LATER, CONFIRMED]
+    # round 1: D_f came with the request and the server unlearned; the order rode on the
+    # node's next message (the relay's query), which it never answered; it rode again on
+    # round 2's training, and the node carried it out then
+    assert len(unlearner.seen) == 1 and len(unlearner.seen[0].forget) == 3
+    assert vanishing.silenced == 1 and vanishing.deleted and vanishing.orders == 1
+    assert _statuses(strategy) == [(1, 1, CONFIRMED)]
+    assert [f["node"] for f in strategy.ledger.faults] == [101]
+    assert strategy.ledger.steps[0].requests[0]["status"] == CONFIRMED
 
 
 def test_a_node_that_never_comes_back_leaves_its_request_pending() -> None:
-    gone = ComesBack(1, forget=3, returns=False)
+    gone = SilentAtOrder(1, forget=3, returns=False)
     grid, _ = _federation(a=FakeClient(0), b=gone)
     strategy = _strategy(_config(clients=2, mode="requests", forget_classes=[]), ZeroingUnlearner())
     strategy.start(grid, _initial(), num_rounds=2)
-    assert _statuses(strategy) == [(1, 1, PENDING), (2, 1, PENDING)]
+    assert _statuses(strategy) == [(1, 1, PENDING)]
     summary = json.loads(strategy.deletion.model_dump_json())
-    assert all(r["status"] == PENDING and r["fault"]["node"] == 101 for r in summary["requests"])
+    (request,) = summary["requests"]
+    assert request["fault"]["node"] == 101 and gone.silenced >= 1 and not gone.deleted
 
 
-def test_a_confirmed_request_in_a_simulated_federation() -> None:
-    grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, forget=2))
-    strategy = _strategy(_config(clients=2), ZeroingUnlearner())
-    strategy.start(grid, _initial(), num_rounds=1)
-    assert _statuses(strategy) == [(1, 1, CONFIRMED)]
+def test_after_the_last_round_the_order_goes_alone_and_an_unanswered_one_stays_pending() -> None:
+    for returns, status in ((False, PENDING), (True, CONFIRMED)):
+        node = ComesBack(1, forget=3, returns=returns)
+        node.dropped = 1  # the first order is answered when the node returns
+        grid, _ = _federation(a=FakeClient(0), b=node)
+        config = _config(clients=2, mode="requests", forget_classes=[])
+        strategy = _strategy(config, ZeroingUnlearner())
+        strategy.start(grid, _initial(), num_rounds=1)  # no round follows: nothing to ride on
+        assert grid.types_sent(101).count(P.DELETION_COMPLETE) == 1
+        assert not any(P.DROP_ORDER in content for content, _ in grid.contents)
+        assert _statuses(strategy) == [(1, 1, status)]
 
 
 # ---------------------------------------------------------------------- real node directories
@@ -110,11 +133,15 @@ class RealNode:
             run_config={},
         )
         self.silent: set[str] = set()
+        self.silent_at_order = False  # no reply to the first message carrying a drop order
 
     def __call__(self, message: Message) -> RecordDict | str | None:
         kind = message.metadata.message_type
         if kind in self.silent:
             self.silent.discard(kind)
+            return None
+        if self.silent_at_order and P.DROP_ORDER in message.content:
+            self.silent_at_order = False
             return None
         try:
             return client_app.app(message, self.context).content
@@ -158,22 +185,22 @@ def test_a_real_node_killed_during_the_step_carries_its_request_out_when_back(tm
     dirs = _node_dirs(tmp_path, 2)
     request, path, _ = file_request(dirs[0], samples=[4, 9])
     nodes = [RealNode(folder, i) for i, folder in enumerate(dirs)]
-    nodes[0].silent.add(P.DELETION_COMPLETE)
+    nodes[0].silent_at_order = True
     grid = FakeGrid({100 + i: node for i, node in enumerate(nodes)})
     unlearner = ZeroingUnlearner()
     unlearner.seen = []
 
     strategy = _real_strategy(unlearner)
-    strategy.start(grid, _lenet(), num_rounds=2)
+    strategy.start(grid, _lenet(), num_rounds=3)
 
     assert P.FORGET_DATA not in grid.types_sent(100)  # D_f came with the training reply
-    assert [len(r.forget) for r in unlearner.seen] == [2, 2]  # unlearned in rounds 1 and 2
-    first, second = strategy.deletion.requests
-    assert (first["requests"], first["status"]) == ([request.id], CONFIRMED_LATER)
-    assert first["fault"]["message"] == P.DELETION_COMPLETE
-    assert (second["round"], second["status"]) == (2, CONFIRMED)
+    assert [len(r.forget) for r in unlearner.seen] == [2]  # unlearned once, in round 1
+    (first,) = strategy.deletion.requests
+    assert (first["requests"], first["status"]) == ([request.id], CONFIRMED)
+    assert [f["node"] for f in strategy.ledger.faults] == [100]  # killed when it came
+    # the order rode on its next message again: carried out before it was handled
     (entry,) = json.loads((dirs[0] / LEDGER_FILE).read_text())["carried_out"]
-    assert (entry["id"], entry["round"]) == (request.id, 2)  # recorded once, when confirmed
+    assert (entry["id"], entry["round"]) == (request.id, 1)  # the step's round, recorded once
     assert not path.exists()
 
 

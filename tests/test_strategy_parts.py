@@ -115,6 +115,7 @@ class FakeClient:
         self.asks_from = 0  # the round from which it reports its deletion request
         self.attaches = True  # whether it sends D_f with its request when asked to
         self.round = 0
+        self.orders = 0  # drop orders that rode on a message to it
 
     def __call__(self, message: Message) -> Reply:
         kind = message.metadata.message_type
@@ -123,6 +124,16 @@ class FakeClient:
             self.round = int(message.content[P.CONFIG].get(P.SERVER_ROUND, 0))
         if kind in self.fail:
             return self.fail[kind]
+        ordered = P.DROP_ORDER in message.content
+        if ordered:  # a drop order rode on the message: D_f goes before it is handled
+            self.deleted = True
+            self.orders += 1
+        answer = self._answer(message, kind)
+        if ordered and isinstance(answer, RecordDict):
+            answer[P.METRICS][P.ORDER_DONE] = self.forget
+        return answer
+
+    def _answer(self, message: Message, kind: str) -> Reply:
         if kind in (P.TRAIN, P.RELAY_TRAIN, P.LOCAL_TRAIN):
             arrays = message.content[P.ARRAYS]
             if kind == P.RELAY_TRAIN and self.improves:
@@ -254,9 +265,14 @@ def test_the_deletion_step_gathers_d_f_drops_it_unlearns_then_relays() -> None:
     assert len(request.forget) == 5 and request.mode == "class" and request.forget_classes == (3,)
     # D_f came from the requesting client alone; it dropped it before any further training
     assert grid.types_sent(100).count(P.FORGET_DATA) == 0
+    # the order to drop it rode on the first message 101 got after the request, before any
+    # training (the relay's evaluation here; its hop and round 2 trained without D_f)
     sent_101 = grid.types_sent(101)
-    assert sent_101.index(P.DELETION_COMPLETE) < len(sent_101) - 1 - sent_101[::-1].index(P.TRAIN)
-    assert nodes[101].deleted
+    to_101 = [c for (_, n), (c, _) in zip(grid.sent, grid.contents, strict=True) if n == 101]
+    carried = [P.DROP_ORDER in content for content in to_101]
+    assert carried.index(True) == 1 and carried.count(True) == 1 and nodes[101].orders == 1
+    assert P.DELETION_COMPLETE not in sent_101 and sent_101.index(P.RELAY_TRAIN) > 1
+    assert nodes[101].deleted and record.requests[0]["status"] == "confirmed"
     # the relay: the clients' mean accuracy (0.83 < 0.9) called for one hop, which raised it
     assert grid.types_sent(101).count(P.RELAY_TRAIN) == 1
     assert (record.relay_hops, record.relay_hops_kept, record.relay_objective) == (1, 1, 1.0)
@@ -306,17 +322,20 @@ def test_the_relay_candidates_score_the_model_before_unlearning_with_the_drop_or
     def learned(record: ArrayRecord) -> bool:
         return any(np.any(a.numpy() != 0) for a in record.values())
 
-    # the deleting candidates were sent the model before unlearning with the drop order,
-    # the other one in a query of its own; the relay's first query carried the unlearned one
+    # every candidate was sent the model before unlearning while the server unlearned, the
+    # deleting ones with the drop order riding on it (D_f gone before they score); the
+    # relay's first query carried the unlearned one
     sent = [(kind, node) for kind, node in grid.sent if kind != P.TRAIN]
     contents = [
         c for (kind, _), (c, _) in zip(grid.sent, grid.contents, strict=True) if kind != P.TRAIN
     ]
     firsts = {node: sent.index((P.LOCAL_EVAL, node)) for node in nodes}
+    assert all(kind != P.DELETION_COMPLETE for kind, _ in sent)
     for node in (101, 102):
-        drop = sent.index((P.DELETION_COMPLETE, node))
-        assert learned(contents[drop][P.ARRAYS]) and drop < firsts[node]
+        assert learned(contents[firsts[node]][P.ARRAYS])
+        assert P.DROP_ORDER in contents[firsts[node]]
     prescore = firsts[100]
+    assert P.DROP_ORDER not in contents[prescore]
     assert learned(contents[prescore][P.ARRAYS])
     relay_first = sent.index((P.LOCAL_EVAL, 100), prescore + 1)
     assert len(contents[relay_first].array_records) == 1
@@ -777,6 +796,53 @@ def test_a_method_that_sends_no_model_pays_only_the_deletion_notice() -> None:
     assert record.client_compute_seconds == 0.0
     assert 0.0 <= record.server_seconds <= record.wall_seconds
     assert record.round_trips == 1  # the drop order, waited for once
+
+
+@pytest.mark.parametrize("unlearner", [SilentUnlearner(), ZeroingUnlearner()])
+def test_with_a_round_to_follow_the_drop_order_rides_on_the_next_message(
+    unlearner: Unlearner,
+) -> None:
+    grid, nodes = _federation(a=FakeClient(0), b=FakeClient(1, forget=5, accuracy=0.5))
+    strategy = _strategy(_config(clients=2), unlearner)  # (node-side requests: forget_eval's)
+    strategy.start(grid, _initial(), num_rounds=2)
+    record = strategy.deletion
+    relays = unlearner.uses_relay
+    # no message of its own: without a relay the step waited for nothing, with one only for
+    # the relay's (the order rode on its evaluation)
+    assert P.DELETION_COMPLETE not in grid.types_sent()
+    assert record.round_trips == (record.relay_hops * 2 + 1 if relays else 0)
+    carriers = [
+        (kind, node) for (kind, node), (c, _) in zip(grid.sent, grid.contents, strict=True)
+        if P.DROP_ORDER in c
+    ]  # fmt: skip
+    assert carriers == [(P.LOCAL_EVAL if relays else P.TRAIN, 101)]
+    assert nodes[101].deleted and record.requests[0]["status"] == "confirmed"
+    assert strategy.bookkeeping.deleted_passes_after == 0  # round 2 trained without D_f
+    # the order's metric is taken out of the reply: round 2's metrics aggregate as usual
+    assert strategy.messenger.orders == {}
+
+
+def test_leaving_clients_are_sent_the_drop_order_on_its_own() -> None:
+    grid, nodes = _federation(a=FakeClient(0), b=FakeClient(1, forget=5), c=FakeClient(2))
+    config = _config(mode="client", forget_classes=[], deleting_clients=[1])
+    strategy = _strategy(config, SilentUnlearner())
+    strategy.start(grid, _initial(), num_rounds=2)
+    assert grid.types_sent(101) == [P.TRAIN, P.DELETION_COMPLETE]  # then it left
+    assert not any(P.DROP_ORDER in content for content, _ in grid.contents)
+    assert nodes[101].deleted and strategy.deletion.round_trips == 1
+
+
+def test_an_order_rides_only_on_the_message_to_its_node() -> None:
+    grid, nodes = _federation(a=FakeClient(0), b=FakeClient(1))
+    strategy = _strategy(_config(clients=2))
+    order = ConfigRecord({P.REQUESTS: "{}"})
+    strategy.messenger.carry_order([101], order)
+    record = RecordDict({P.CONFIG: ConfigRecord({P.SERVER_ROUND: 1})})
+    strategy.messenger.query(grid, [100, 101], P.LOCAL_EVAL, record)
+    (to_100, _), (to_101, _) = grid.contents
+    assert P.DROP_ORDER not in to_100 and P.DROP_ORDER not in record
+    assert to_101[P.DROP_ORDER] is order and to_101[P.CONFIG] is record[P.CONFIG]
+    assert nodes[101].orders == 1 and strategy.messenger.orders == {}  # done: not sent again
 
 
 def test_the_deletion_step_meters_the_models_and_data_it_moves() -> None:
