@@ -87,6 +87,8 @@ class DeletionStep:
         """The model before unlearning and the relay's candidates, which score it while the
         server unlearns (sent with the order to drop D_f)."""
         self.before_scores: dict[int, ClientScore] | None = None  # what they reported
+        self.node_checks: list[tuple[int, dict[str, ArrayRecord]]] = []
+        """Per step (its index): the models its deleting nodes score at the run's end."""
         self.gathered_forget: ArrayDataset | None = None  # D_f of a server-side unlearning
 
     def carry_out(
@@ -136,10 +138,30 @@ class DeletionStep:
         if self.settings.mode.node_side:
             models = {"before_deletion": arrays, "after_unlearning": unlearned}
             models["after_recovery"] = recovered
-            self.gathering.node_forget_accuracy(grid, self.ledger.record.nodes, models)
+            if self.orders_ride:  # with the run's final model: a round trip less between rounds
+                self.node_checks.append((len(self.ledger.steps) - 1, models))
+            else:
+                self.gathering.node_forget_accuracy(grid, self.ledger.record.nodes, models)
         faults = len(self.ledger.faults)
         log(INFO, "deletion: step of round %d done, %d node faults so far", server_round, faults)
         return recovered
+
+    def score_on_nodes(self, grid: Grid, final: ArrayRecord) -> None:
+        """The deleting nodes score the steps' models and ``final`` on their deleted samples.
+
+        A step followed by a round leaves its models here (:attr:`node_checks`): on a
+        deployment a query between two rounds costs a round trip, and the deleted samples
+        stay on their nodes (never trained on) until the run's end.
+        """
+        checks, self.node_checks = self.node_checks, []
+        last = len(self.ledger.steps) - 1
+        if not checks or checks[-1][0] != last:
+            checks.append((last, {}))
+        for step, models in checks:
+            if step == last:
+                models = {**models, "final": final}
+            nodes = self.ledger.steps[step].nodes
+            self.gathering.node_forget_accuracy(grid, nodes, models, step)
 
     def forgotten_classes(self, nodes: list[int]) -> tuple[int, ...]:
         """The classes a class deletion (configured, or named by node-side requests) forgets."""

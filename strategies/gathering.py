@@ -207,7 +207,7 @@ class Gathering:
         return arrays, done
 
     def node_forget_accuracy(
-        self, grid: Grid, nodes: list[int], models: dict[str, ArrayRecord]
+        self, grid: Grid, nodes: list[int], models: dict[str, ArrayRecord], step: int | None = None
     ) -> dict[str, float]:
         """The deleting ``nodes`` score ``models`` (phase -> weights) on their deleted samples.
 
@@ -230,7 +230,7 @@ class Gathering:
             ]
             if weighted:
                 found[phase] = sum(a * c for a, c in weighted) / sum(c for _, c in weighted)
-        self.ledger.note_node_forget_accuracy(found, total)
+        self.ledger.note_node_forget_accuracy(found, total, step)
         shown = ", ".join(f"{phase} {value:.1%}" for phase, value in found.items())
         log(
             INFO,

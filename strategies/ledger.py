@@ -336,10 +336,15 @@ class DeletionLedger:
                     named,
                 )
 
-    def note_node_forget_accuracy(self, found: Mapping[str, float], samples: int) -> None:
+    def note_node_forget_accuracy(
+        self, found: Mapping[str, float], samples: int, step: int | None = None
+    ) -> None:
         """The deleting nodes' own accuracy on their deleted samples, measured after a step
-        (and at the run's end): added to the latest record and its step's copy."""
-        for record in (self.record, *self.steps[-1:]):
+        (and at the run's end): added to step ``step``'s record (default: the latest, whose
+        record is also :attr:`record`)."""
+        latest = step is None or step == len(self.steps) - 1
+        records = (self.record, *self.steps[-1:]) if latest else (self.steps[step],)
+        for record in records:
             record.node_forget_accuracy.update(found)
             record.node_forget_samples = max(record.node_forget_samples, samples)
 

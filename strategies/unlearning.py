@@ -205,7 +205,7 @@ class FederatedUnlearning(FedAvg):
             grid, initial_arrays, num_rounds, "federated", train_config, evaluate_fn
         )
         if self.settings.mode.node_side and self.deletion.round and result.arrays is not None:
-            self.gathering.node_forget_accuracy(grid, self.deletion.nodes, {"final": result.arrays})
+            self.step.score_on_nodes(grid, result.arrays)
         return result
 
     def begin(self, initial_arrays: ArrayRecord, timeout: float | None = None) -> None:

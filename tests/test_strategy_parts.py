@@ -403,11 +403,30 @@ def test_the_deleting_nodes_report_their_own_d_f_accuracy_per_phase() -> None:
         "final": 0.0,
     }
     assert record.node_forget_samples == 8
-    # one message after the deletion step (three models) and one at the end, deleting nodes only
-    assert grid.types_sent().count(P.FORGET_EVAL) == 2 * 2
+    # a round followed the step: one message at the end (four models), deleting nodes only
+    assert grid.types_sent().count(P.FORGET_EVAL) == 2
+    at_end = [c for (kind, _), (c, _) in zip(grid.sent, grid.contents, strict=True)
+              if kind == P.FORGET_EVAL]  # fmt: skip
+    assert all(len(c.array_records) == 4 for c in at_end)
+    assert grid.types_sent(101)[-1] == P.FORGET_EVAL  # after round 2's training
     assert grid.types_sent(102).count(P.FORGET_EVAL) == 0
     (step,) = strategy.ledger.steps  # the step's own record has them too
     assert step.node_forget_accuracy["final"] == 0.0 and step.node_forget_samples == 8
+
+
+def test_a_step_after_the_last_round_is_scored_on_the_nodes_at_once() -> None:
+    late = FakeClient(0, forget=2)
+    late.asks_from = 2  # its user files the request in the last round
+    grid, _ = _federation(a=late, b=FakeClient(1))
+    strategy = _strategy(_config(clients=2, mode="requests", forget_classes=[]), ZeroingUnlearner())
+    strategy.start(grid, _initial(), num_rounds=2)
+    # after the step (three models), then the final model: no round to wait for
+    sent = zip(grid.sent, grid.contents, strict=True)
+    sizes = [len(c.array_records) for (kind, _), (c, _) in sent if kind == P.FORGET_EVAL]
+    assert sizes == [3, 1]
+    assert set(strategy.deletion.node_forget_accuracy) == {
+        "before_deletion", "after_unlearning", "after_recovery", "final"
+    }  # fmt: skip
 
 
 def test_a_node_that_cannot_score_its_d_f_is_a_fault_and_left_out() -> None:
