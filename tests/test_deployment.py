@@ -249,7 +249,8 @@ def test_the_deployment_benchmark_runs_plain_flower_and_fedforget_on_one_superli
     assert len(plain["accuracy"]) == len(plain["round_seconds"]) == 3
     assert len(ours["round_seconds"]) == 3
     assert plain["accuracy"][-1] > 0.5 and ours["accuracy"][-1] > 0.5  # both trained
-    assert ours["deletion_round_trips"] >= 1  # at least the drop order
+    # the drop order rode on the next round's message: only relay hops could cost one
+    assert ours["deletion_round_trips"] <= 2 * ours["relay_hops"]
     assert result["ratios"]["round_over_plain"] > 0 and ours["deletion_gap_seconds"] is not None
     # node 0's request was carried out on its node: 6 % of its 719 samples
     (entry,) = json.loads((out / "node0" / LEDGER_FILE).read_text())["carried_out"]
