@@ -74,9 +74,36 @@ SMALL_DATA_OPTIONS: dict[str, dict] = {
 GAN_EPOCHS = 30  # digits' 1,400 images: ~660 steps, a few seconds, class-recognisable 8x8 draws
 
 
+def _learned_threes(make_leaving_client_federation):
+    """The first of seeds 0-5 whose FedAvg learned the leaving client's 3s (test 3s > 0.75).
+
+    FedAvg learns a class one client holds erratically, and which seeds learn it depends on
+    the CPU's rounding (seed 0: 0.44 on an AVX-512 Xeon, above 0.7 on an AVX2 EPYC); a
+    setup that never knew the 3s has nothing for a method to forget.
+    """
+    for seed in range(6):
+        config, federation = make_leaving_client_federation("threes", seed)
+        build = _builder(federation)
+        torch.manual_seed(0)
+        initial = state_to_numpy(build())
+        trained = LocalFederation.from_federation(
+            federation, build, config.train, drop_deleted=False
+        ).run(initial, ROUNDS, [])
+        if (
+            Evaluator(federation).evaluate(load_numpy_state(build(), trained)).forget_test_accuracy
+            > 0.75
+        ):
+            return config, federation
+    raise AssertionError("FedAvg learned the 3s on none of seeds 0-5")
+
+
+def _builder(federation):
+    return lambda: build_model("lenet5", federation.num_classes, 1, federation.image_size)
+
+
 def _setup(make_config, make_leaving_client_federation, mode: str):
     if mode == "client":
-        config, federation = make_leaving_client_federation("threes")
+        config, federation = _learned_threes(make_leaving_client_federation)
     else:
         deletion = {"mode": mode, "share": 0.1}
         if mode == "class":
@@ -84,9 +111,7 @@ def _setup(make_config, make_leaving_client_federation, mode: str):
         config = make_config(deletion=deletion, train={"batch_size": 16})
         federation = build_federation(config)
 
-    def build():
-        return build_model("lenet5", federation.num_classes, 1, federation.image_size)
-
+    build = _builder(federation)
     torch.manual_seed(0)
     initial = state_to_numpy(build())
     history: list = []
@@ -150,7 +175,6 @@ DOES_NOT_FORGET = {
     ("eu-k", "backdoor"): "on 8x8 digits the frozen conv layers carry the 2x2 trigger "
     "(MNIST: EU-3 takes the backdoor to 0.41 %)",
     ("cf-k", "client"): "fine-tuning the head on the retained sample keeps the 3s",
-    ("nad", "client"): "NAD distils attention on clean data only",
 }
 
 # Sample-forgetting methods given a whole leaving client as D_f: they drive all of it to wrong
@@ -164,10 +188,16 @@ OVER_FORGETS = {
     (name, "client"): OVER_FORGETS_CLIENT
     for name in ("distill", "fedosd", "fedquit", "gradient-ascent", "lau", "topk")
 }
+# Fast-FedUL takes the leaving client's share out of every round without training: a third
+# of this federation's updates (the rest lost 0.31 on an AVX-512 Xeon; test_client_removal.py
+# measures 10-29 points on the backdoor federation).
+OVER_FORGETS["fast-fedul", "client"] = "removing a third of the updates costs the rest"
 # Forgetting that holds on some CPUs and not on others; the rest must still be kept.
 FRAGILE = {
     ("quickdrop", "client"): "its fixed ascent steps are a cliff on the leaving client's "
-    "synthetic set (test_client_removal.py, QUICKDROP_CLIENT_CLIFF)"
+    "synthetic set (test_client_removal.py, QUICKDROP_CLIENT_CLIFF)",
+    ("nad", "client"): "NAD distils attention on clean data only: the 3s stayed on an AVX2 "
+    "EPYC, went 0.82 -> 0.29 on an AVX-512 Xeon (another seed's federation)",
 }
 
 
