@@ -228,7 +228,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run both apps on one deployment; print the table and write ``deployment.json``."""
     args = parse_args(argv)
     work = args.out.resolve()
-    if work.exists():
+    if work.exists() and any(work.iterdir()):
+        if not (work / "flwr-home").is_dir():  # never clear a folder this did not write
+            raise SystemExit(f"--out {args.out} holds other files: name a new folder")
         shutil.rmtree(work)
     data = load_dataset(args.dataset)
     shares = node_shares(data.train, args.nodes, args.seed)

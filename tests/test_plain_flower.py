@@ -94,3 +94,13 @@ def test_the_benchmark_refuses_a_deletion_round_it_cannot_reach() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--rounds", "3", "--deletion-round", "3"])
     assert parse_args([]).deletion_round < parse_args([]).rounds
+
+
+def test_the_benchmark_never_clears_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    from fedforget.simulations.deployment_benchmark import main
+
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    with pytest.raises(SystemExit, match="holds other files"):
+        main(["--out", str(tmp_path)])
+    assert keep.read_text() == "mine"
