@@ -35,7 +35,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,13 @@ class MemorySampler:
 
     It also samples the machine's 1-minute load average: on a shared machine a ratio of two
     measurements taken under different loads says more about the load than about fedforget.
+    ``tree`` names the processes of the tree instead (ids; the deployment benchmark's are not
+    all descendants of this process).
     """
 
-    def __init__(self, interval: float = 0.5) -> None:
+    def __init__(self, interval: float = 0.5, tree: Callable[[], list[int]] | None = None) -> None:
         self.interval = interval
+        self.tree = tree
         self.peak_self = 0
         self.peak_tree = 0
         self.loads: list[float] = []
@@ -87,13 +90,24 @@ class MemorySampler:
         while not self._stop.is_set():
             try:
                 own = me.memory_info().rss
-                tree = own + sum(_rss(child) for child in me.children(recursive=True))
+                if self.tree is None:
+                    tree = own + sum(_rss(child) for child in me.children(recursive=True))
+                else:
+                    tree = sum(_pid_rss(pid) for pid in self.tree())
             except psutil.Error:
                 continue
             self.peak_self = max(self.peak_self, own)
             self.peak_tree = max(self.peak_tree, tree)
             self.loads.append(os.getloadavg()[0])
             self._stop.wait(self.interval)
+
+
+def _pid_rss(pid: int) -> int:
+    """Resident bytes of process ``pid`` (0 once it is gone)."""
+    try:
+        return _rss(psutil.Process(pid))
+    except psutil.Error:
+        return 0
 
 
 def _rss(process: psutil.Process) -> int:

@@ -29,12 +29,10 @@ import json
 import os
 import shutil
 import statistics
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -44,6 +42,7 @@ from fedforget.data import ArrayDataset, load_dataset
 from fedforget.node import file_request, write_node_data
 from fedforget.report.recorder import ROUNDS_FILE, SUMMARY_FILE
 from fedforget.simulations import plain_flower
+from fedforget.simulations.benchmark import MemorySampler
 from fedforget.simulations.deployment import LocalDeployment, marked_processes, stage_app
 
 PLAIN_MODULE = "plain_flower_app"
@@ -120,35 +119,9 @@ def node_shares(train: ArrayDataset, nodes: int, seed: int) -> list[ArrayDataset
     return [train.subset(np.sort(part)) for part in np.array_split(order, nodes)]
 
 
-class TreeMemory:
-    """Peak summed resident memory of the deployment's processes, sampled in a thread."""
-
-    def __init__(self, marker: str, interval: float = 0.5) -> None:
-        self.marker, self.interval = marker, interval
-        self.peak = 0
-        self.loads: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> TreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = 0
-            for pid in marked_processes(self.marker):
-                try:
-                    total += psutil.Process(pid).memory_info().rss
-                except psutil.Error:
-                    continue
-            self.peak = max(self.peak, total)
-            self.loads.append(os.getloadavg()[0])
-            self._stop.wait(self.interval)
+def deployment_memory(deployment: LocalDeployment) -> MemorySampler:
+    """Samples the deployment's processes (SuperLink, SuperNodes, the apps they start)."""
+    return MemorySampler(tree=lambda: marked_processes(deployment.marker))
 
 
 def plain_run_config(
@@ -245,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plain_out, run = work / "plain.json", work / "fedforget-run"
     result: dict[str, Any] = {"nodes": args.nodes, "dataset": args.dataset}
     with LocalDeployment(work, dirs) as deployment:
-        with TreeMemory(deployment.marker) as memory:
+        with deployment_memory(deployment) as memory:
             config = plain_run_config(args, test_file, plain_out, data.num_classes)
             outcome = deployment.run(stage_plain_app(work / "plain-app"), config)
         _check(outcome, "plain Flower")
@@ -253,19 +226,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["plain"] = {
             **plain,
             "seconds": outcome.seconds,
-            "peak_memory_gib": memory.peak / 2**30,
-            "load": statistics.mean(memory.loads),
+            "peak_memory_gib": memory.peak_tree / 2**30,
+            "load": memory.mean_load,
         }
         file_request(dirs[0], sorted(int(i) for i in deleted), None)
-        with TreeMemory(deployment.marker) as memory:
+        with deployment_memory(deployment) as memory:
             config = run_config_argument(fedforget_config(args, run))
             outcome = deployment.run(stage_app(work / "fedforget-app"), config)
         _check(outcome, "fedforget")
         result["fedforget"] = {
             **fedforget_figures(run, args.deletion_round),
             "seconds": outcome.seconds,
-            "peak_memory_gib": memory.peak / 2**30,
-            "load": statistics.mean(memory.loads),
+            "peak_memory_gib": memory.peak_tree / 2**30,
+            "load": memory.mean_load,
         }
     result["ratios"] = ratios(result)
     (work / "deployment.json").write_text(json.dumps(result, indent=2))

@@ -42,28 +42,13 @@ from fedforget.strategies.ledger import CONFIRMED, PENDING
 ROWS = 40
 
 
-class ComesBack(FakeClient):
-    """A scripted client that gives no reply to its first ``query.deletion_complete``."""
-
-    def __init__(self, partition: int, forget: int, returns: bool = True) -> None:
-        super().__init__(partition, forget=forget)
-        self.returns = returns
-        self.dropped = 0
-
-    def __call__(self, message: Message):
-        if message.metadata.message_type == P.DELETION_COMPLETE:
-            self.dropped += 1
-            if self.dropped == 1 or not self.returns:
-                return None  # killed during the step: no reply before the timeout
-        return super().__call__(message)
-
-
 def _statuses(strategy) -> list[tuple[int, int, str]]:
     return [(r["round"], r["client"], r["status"]) for r in strategy.deletion.requests]
 
 
 class SilentAtOrder(FakeClient):
-    """A scripted client killed when the drop order reaches it (no reply), once or always."""
+    """A scripted client killed when a drop order reaches it (no reply), once or always:
+    riding on a message, or a ``query.deletion_complete`` of its own."""
 
     def __init__(self, partition: int, forget: int, returns: bool = True) -> None:
         super().__init__(partition, forget=forget)
@@ -71,7 +56,9 @@ class SilentAtOrder(FakeClient):
         self.silenced = 0
 
     def __call__(self, message: Message):
-        if P.DROP_ORDER in message.content and (self.silenced == 0 or not self.returns):
+        ordered = P.DROP_ORDER in message.content
+        ordered |= message.metadata.message_type == P.DELETION_COMPLETE
+        if ordered and (self.silenced == 0 or not self.returns):
             self.silenced += 1
             return None
         return super().__call__(message)
@@ -108,9 +95,8 @@ def test_a_node_that_never_comes_back_leaves_its_request_pending() -> None:
 
 
 def test_after_the_last_round_the_order_goes_alone_and_an_unanswered_one_stays_pending() -> None:
-    for returns, status in ((False, PENDING), (True, CONFIRMED)):
-        node = ComesBack(1, forget=3, returns=returns)
-        node.dropped = 1  # the first order is answered when the node returns
+    for answers, status in ((False, PENDING), (True, CONFIRMED)):
+        node = FakeClient(1, forget=3) if answers else SilentAtOrder(1, forget=3, returns=False)
         grid, _ = _federation(a=FakeClient(0), b=node)
         config = _config(clients=2, mode="requests", forget_classes=[])
         strategy = _strategy(config, ZeroingUnlearner())
