@@ -33,13 +33,11 @@ import os
 import random
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -48,73 +46,9 @@ from fedforget.config import DeletionConfig, SimulationConfig, validate_config
 from fedforget.data import build_federation, resolve_training
 from fedforget.federated import ClientUpdate, LocalFederation, weighted_average
 from fedforget.report.recorder import Display
+from fedforget.simulations.memory import GIB, MemorySampler
 from fedforget.simulations.runner import run_folder, simulate
 from fedforget.training import state_to_numpy
-
-GIB = 2**30
-
-
-class MemorySampler:
-    """Samples the resident memory of this process and of its whole tree in a thread.
-
-    It also samples the machine's 1-minute load average: on a shared machine a ratio of two
-    measurements taken under different loads says more about the load than about fedforget.
-    ``tree`` names the processes of the tree instead (ids; the deployment benchmark's are not
-    all descendants of this process).
-    """
-
-    def __init__(self, interval: float = 0.5, tree: Callable[[], list[int]] | None = None) -> None:
-        self.interval = interval
-        self.tree = tree
-        self.peak_self = 0
-        self.peak_tree = 0
-        self.loads: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def mean_load(self) -> float:
-        """Mean 1-minute load average while sampling (nan before the first sample)."""
-        return statistics.mean(self.loads) if self.loads else float("nan")
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            try:
-                own = me.memory_info().rss
-                if self.tree is None:
-                    tree = own + sum(_rss(child) for child in me.children(recursive=True))
-                else:
-                    tree = sum(_pid_rss(pid) for pid in self.tree())
-            except psutil.Error:
-                continue
-            self.peak_self = max(self.peak_self, own)
-            self.peak_tree = max(self.peak_tree, tree)
-            self.loads.append(os.getloadavg()[0])
-            self._stop.wait(self.interval)
-
-
-def _pid_rss(pid: int) -> int:
-    """Resident bytes of process ``pid`` (0 once it is gone)."""
-    try:
-        return _rss(psutil.Process(pid))
-    except psutil.Error:
-        return 0
-
-
-def _rss(process: psutil.Process) -> int:
-    try:
-        return process.memory_info().rss
-    except psutil.Error:
-        return 0
 
 
 class TimingDisplay(Display):

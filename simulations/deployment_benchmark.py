@@ -42,8 +42,8 @@ from fedforget.data import ArrayDataset, load_dataset
 from fedforget.node import file_request, write_node_data
 from fedforget.report.recorder import ROUNDS_FILE, SUMMARY_FILE
 from fedforget.simulations import plain_flower
-from fedforget.simulations.benchmark import MemorySampler
 from fedforget.simulations.deployment import LocalDeployment, marked_processes, stage_app
+from fedforget.simulations.memory import GIB, MemorySampler
 
 PLAIN_MODULE = "plain_flower_app"
 PLAIN_PYPROJECT = """\
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["plain"] = {
             **plain,
             "seconds": outcome.seconds,
-            "peak_memory_gib": memory.peak_tree / 2**30,
+            "peak_memory_gib": memory.peak_tree / GIB,
             "load": memory.mean_load,
         }
         file_request(dirs[0], sorted(int(i) for i in deleted), None)
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["fedforget"] = {
             **fedforget_figures(run, args.deletion_round),
             "seconds": outcome.seconds,
-            "peak_memory_gib": memory.peak_tree / 2**30,
+            "peak_memory_gib": memory.peak_tree / GIB,
             "load": memory.mean_load,
         }
     result["ratios"] = ratios(result)
