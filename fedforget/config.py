@@ -209,6 +209,14 @@ class DeletionConfig(_Section):
         description="Side of the square trigger, in pixels, in [1, 1024] (smaller than the "
         "images).",
     )
+    untrained: Literal["drop", "unlearn"] = Field(
+        "drop",
+        description="When the model has not learned yet (its accuracy on the declared "
+        "validation set within 10 pt of chance): 'drop' = the clients drop D_f and FedAvg goes "
+        "on, with no unlearning and no relay (a model that learned nothing holds nothing of "
+        "D_f to forget); 'unlearn' = the full step all the same. Without a validation set the "
+        "full step runs.",
+    )
 
     @field_validator("mode")
     @classmethod

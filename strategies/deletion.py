@@ -27,6 +27,7 @@ from fedforget.models import ClassifierModel
 from fedforget.needs import GatherStep
 from fedforget.recovery import ClientScore
 from fedforget.report import RunObserver
+from fedforget.report.sanity import chance_level, near_chance
 from fedforget.strategies.gathering import Gathering
 from fedforget.strategies.ledger import DeletionLedger, StepFigures
 from fedforget.strategies.messaging import NodeMessenger, numpy_state
@@ -108,14 +109,20 @@ class DeletionStep:
         seed = self.settings.seed + server_round
         self.figures, self.relay_scoring, self.before_scores = StepFigures(), None, None
         classes = self.forgotten_classes(nodes)
+        skip = unlearner is not None and not self.learned(arrays)
         relays = self.settings.recovery.enabled and unlearner is not None and unlearner.uses_relay
+        relays = relays and not skip
         if relays and self.relay.prescores(classes):
             leaving = nodes if self.settings.clients_leave else ()
             self.relay_scoring = (arrays, self.relay.candidates(grid, seed, leaving))
         started = time.perf_counter()
-        unlearned = unlearn(grid, server_round, arrays, nodes)
+        if skip:
+            unlearned = self.drop_only(grid, nodes, arrays)
+        else:
+            unlearned = unlearn(grid, server_round, arrays, nodes)
         self.figures.unlearning_seconds = time.perf_counter() - started
-        self._log_unlearning(unlearned, unlearner)
+        if not skip:
+            self._log_unlearning(unlearned, unlearner)
         self.observer.checkpoint("after_unlearning", numpy_state(unlearned))
         started = time.perf_counter()
         recovered = unlearned
@@ -162,6 +169,45 @@ class DeletionStep:
                 models = {**models, "final": final}
             nodes = self.ledger.steps[step].nodes
             self.gathering.node_forget_accuracy(grid, nodes, models, step)
+
+    def learned(self, arrays: ArrayRecord) -> bool:
+        """Whether the model learned anything, as the declared validation set tells.
+
+        Records the model's validation accuracy and the set's chance level in the step's
+        figures. ``False`` (with ``deletion.untrained = 'drop'``) when the accuracy is within
+        :data:`~fedforget.report.sanity.NEAR_CHANCE` of chance: a model that learned nothing
+        holds little of D_f, and unlearning it (then relaying to repair what unlearning cost)
+        would spend rounds of compute on nothing. Without a validation set nothing tells, so
+        the full step runs.
+        """
+        validation = self.validation
+        if validation is None or not len(validation):
+            return True
+        model = self.build_model()
+        model.load_state_dict(arrays.to_torch_state_dict())
+        score = accuracy(model, validation, self.device)
+        chance = chance_level(validation.y)
+        self.figures.validation_accuracy_before, self.figures.validation_chance = score, chance
+        if self.settings.config.deletion.untrained == "unlearn" or not near_chance(score, chance):
+            return True
+        self.figures.skipped = "untrained"
+        return False
+
+    def drop_only(self, grid: Grid, nodes: list[int], arrays: ArrayRecord) -> ArrayRecord:
+        """The deleting clients drop D_f; the model stays as it was (an untrained model)."""
+        mode = self.ledger.deletion_mode(nodes)
+        ride = self.orders_ride and not (self.needset.completes_first or mode.clients_leave)
+        self.gathering.finish_completion(
+            grid, self.gathering.send_completion(grid, nodes, None, ride)
+        )
+        log(
+            INFO,
+            "deletion: the model had not learned (%.1f%% on the validation set, chance %.1f%%): "
+            "D_f dropped, no unlearning and no relay",
+            100 * self.figures.validation_accuracy_before,
+            100 * self.figures.validation_chance,
+        )
+        return arrays
 
     def forgotten_classes(self, nodes: list[int]) -> tuple[int, ...]:
         """The classes a class deletion (configured, or named by node-side requests) forgets."""

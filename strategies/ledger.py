@@ -87,6 +87,12 @@ class StepFigures:
     needs: dict[str, dict[str, float]] = field(default_factory=dict)
     extra_bytes_from_clients: int = 0
     """Data the clients sent for the step outside its messages (D_f with the requests)."""
+    validation_accuracy_before: float | None = None
+    """The model's accuracy on the declared validation set before the step (none: no set)."""
+    validation_chance: float | None = None
+    """The validation set's chance level (its most frequent class's share)."""
+    skipped: str | None = None
+    """Why the step ran no unlearning and no relay (``untrained``), else ``None``."""
 
 
 @dataclass
@@ -297,6 +303,9 @@ class DeletionLedger:
             client_compute_seconds=traffic.client_seconds,
             server_seconds=max(0.0, wall - traffic.waiting_seconds),
             round_trips=traffic.round_trips,
+            validation_accuracy_before=figures.validation_accuracy_before,
+            validation_chance=figures.validation_chance,
+            skipped=figures.skipped,
             requests=list(self.requests),
             faults=list(self.faults),
         )

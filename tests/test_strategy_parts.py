@@ -357,9 +357,10 @@ def test_the_relay_measures_the_declared_validation_set_without_the_forgotten_cl
     grid, _ = _federation(a=FakeClient(0), b=FakeClient(1, forget=2), c=FakeClient(2))
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     validation = ArrayDataset(np.ones((8, 1, 2, 2), dtype=np.float32), labels)
-    settings = StrategySettings.from_config(
-        _config(forget_classes=[1]), num_classes=2, image_shape=(1, 2, 2)
-    )
+    # the model before the step answers one class everywhere, at the set's chance level: the
+    # full step runs all the same, as asked
+    config = _config(forget_classes=[1], untrained="unlearn")
+    settings = StrategySettings.from_config(config, num_classes=2, image_shape=(1, 2, 2))
     strategy = FederatedUnlearning(
         settings,
         unlearner=ZeroingUnlearner(),
@@ -372,6 +373,54 @@ def test_the_relay_measures_the_declared_validation_set_without_the_forgotten_cl
     if start is not None:
         assert record.relay_objective_start == pytest.approx(start)
         assert record.relay_hops == 0 and record.relay_stop == "standard"
+
+
+def _step_on(validation: ArrayDataset, untrained: str) -> tuple[FederatedUnlearning, dict]:
+    """A class deletion by client 1 after round 1 of 2, with ``validation`` declared."""
+    grid, nodes = _federation(a=FakeClient(0), b=FakeClient(1, forget=5), c=FakeClient(2))
+    settings = StrategySettings.from_config(
+        _config(untrained=untrained), num_classes=2, image_shape=(1, 2, 2)
+    )
+    unlearner = ZeroingUnlearner()
+    unlearner.seen = []
+    strategy = FederatedUnlearning(
+        settings, unlearner=unlearner, build_model=_model, validation=validation
+    )
+    result = strategy.start(grid, _initial(), num_rounds=2)
+    zeroed = all(np.all(a.numpy() == 0) for a in result.arrays.values())
+    return strategy, {"grid": grid, "nodes": nodes, "seen": unlearner.seen, "zeroed": zeroed}
+
+
+@pytest.mark.parametrize("untrained", ["drop", "unlearn"])
+def test_a_model_that_learned_nothing_keeps_its_weights_and_its_d_f_is_dropped(
+    untrained: str,
+) -> None:
+    """The initial model answers one class for every image: on a balanced validation set it
+    sits at chance (0.5), so there is nothing to forget, unless the full step is asked for."""
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    validation = ArrayDataset(np.ones((8, 1, 2, 2), dtype=np.float32), labels)
+    strategy, run = _step_on(validation, untrained)
+    record = strategy.deletion
+    assert record.validation_accuracy_before == record.validation_chance == 0.5
+    assert run["nodes"][101].deleted and record.requests[0]["status"] == "confirmed"
+    if untrained == "drop":
+        assert record.skipped == "untrained" and not run["seen"] and not run["zeroed"]
+        assert record.relay_stop is None and P.RELAY_TRAIN not in run["grid"].types_sent(101)
+        assert P.FORGET_DATA not in run["grid"].types_sent(101)  # nothing gathered
+    else:
+        assert record.skipped is None and len(run["seen"]) == 1 and run["zeroed"]
+
+
+def test_a_model_that_learned_its_validation_set_gets_the_full_step() -> None:
+    """Labels are the model's own answers: 100 % on a set whose chance level is below 90 %."""
+    x = np.random.default_rng(0).normal(size=(40, 1, 2, 2)).astype(np.float32)
+    with torch.no_grad():
+        labels = _model()(torch.from_numpy(x)).argmax(dim=1).numpy()
+    assert np.bincount(labels).max() / len(labels) < 0.9
+    strategy, run = _step_on(ArrayDataset(x, labels), "drop")
+    record = strategy.deletion
+    assert record.validation_accuracy_before == 1.0 and record.skipped is None
+    assert len(run["seen"]) == 1 and run["zeroed"]
 
 
 def test_a_class_deletions_requests_name_the_forgotten_classes() -> None:

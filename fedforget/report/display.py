@@ -180,6 +180,11 @@ def timing_table(summary: Summary) -> Table:
         if value is not None:
             table.add_row(label, f"{value:.2f} s")
     table.add_row("relay hops", relay_row(summary))
+    deletion = summary.deletion
+    if deletion.skipped == "untrained":
+        seen = f"{deletion.validation_accuracy_before:.1%} on the validation set"
+        chance = f"chance {deletion.validation_chance:.1%}"
+        table.add_row("unlearning skipped", f"model not learned ({seen}, {chance}): D_f dropped")
     if _is_reference(summary):
         table.add_row("JSD to retrain (test)", f"{summary.reference.jsd:.4f}")
         table.add_row("L2 to retrain (weights)", f"{summary.reference.l2:.3f}")

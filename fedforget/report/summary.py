@@ -118,6 +118,18 @@ class DeletionSummary(BaseModel):
         description="Message exchanges the step waited for, one after the other (on a "
         "deployment each costs a message's latency, whatever its compute).",
     )
+    validation_accuracy_before: float | None = Field(
+        None, description="The model's accuracy on the declared validation set before the step."
+    )
+    validation_chance: float | None = Field(
+        None, description="The validation set's chance level (its most frequent class's share)."
+    )
+    skipped: str | None = Field(
+        None,
+        description="Why the step ran no unlearning and no relay: 'untrained' (the model sat "
+        "within 10 pt of chance on the validation set; the clients dropped D_f, FedAvg went "
+        "on; deletion.untrained = 'drop').",
+    )
     requests: list[dict[str, Any]] = Field(
         default_factory=list,
         description="The requests of every deletion step: round, client, node, request ids, "
