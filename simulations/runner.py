@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -446,7 +447,7 @@ def run_on_simulation_engine(config: SimulationConfig, server_main: Callable[[Gr
         if address is not None:
             attach_to_cluster(address, environment)
         try:
-            with per_node_message_lookup():
+            with per_node_message_lookup(), orderly_ray_termination():
                 run_simulation(
                     server_app=server_app,
                     client_app=client_app,
@@ -465,6 +466,59 @@ def run_on_simulation_engine(config: SimulationConfig, server_main: Callable[[Gr
     if "result" not in outcome:
         raise SimulationError("the Flower simulation stopped before the run finished")
     return outcome["result"]
+
+
+TERMINATION_WAIT_S = 5.0
+"""Seconds Flower's engine threads get to let go of Ray before it shuts down (an interrupt)."""
+ENGINE_WORKERS = "ThreadPoolExecutor"
+"""Name prefix of the threads in which Flower 1.41-1.42's engine (``vce_api.run_api``) hands
+messages to the client actors: the only ones that wait on Ray."""
+
+
+@contextlib.contextmanager
+def orderly_ray_termination() -> Iterator[None]:
+    """Let Flower's engine threads let go of Ray before its backend shuts Ray down.
+
+    An interrupt raised in the main thread ends Flower's engine with its ``RayBackend.
+    terminate``, which calls ``ray.shutdown()`` while the engine's worker threads may still
+    wait on a client actor; the next call such a thread makes into Ray makes Ray's core
+    worker end the whole process with exit code 1 ("The core worker has already been
+    shutdown ... The process will exit"), before the run folder is marked interrupted (seen
+    once in CI on SIGTERM). In the block, ``terminate`` first kills the pool's actors (a
+    thread waiting on one gets an error, which Flower reports as that message's error) and
+    joins the engine's worker threads (:data:`ENGINE_WORKERS`, at most
+    :data:`TERMINATION_WAIT_S` seconds; they end once the engine's stop event is set, as it is
+    before ``terminate``), then shuts Ray down as Flower does. A run that ends normally has
+    no such thread left.
+    """
+    try:
+        from flwr.server.superlink.fleet.vce.backend import raybackend
+    except ImportError:  # pragma: no cover - flwr[simulation] installs Ray
+        yield
+        return
+    import threading
+
+    before = set(threading.enumerate())
+    terminate = raybackend.RayBackend.terminate
+
+    def orderly_terminate(backend: Any) -> None:
+        pool = backend.pool
+        if pool is not None:
+            actors = [*pool.pool, *pool._future_to_actor.values()]
+            for actor in actors:
+                with contextlib.suppress(Exception):
+                    raybackend.ray.kill(actor, no_restart=True)
+        deadline = time.monotonic() + TERMINATION_WAIT_S
+        for thread in set(threading.enumerate()) - before:
+            if thread.name.startswith(ENGINE_WORKERS) and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        terminate(backend)
+
+    raybackend.RayBackend.terminate = orderly_terminate
+    try:
+        yield
+    finally:
+        raybackend.RayBackend.terminate = terminate
 
 
 def _quiet_flower() -> None:

@@ -87,3 +87,34 @@ def test_sigint_stops_a_simulation_within_seconds(tmp_path: Path, target: str) -
     assert not _session_members(process.pid)
     status = json.loads((out / RUN_FILE).read_text())
     assert status["status"] == "interrupted"
+
+
+def test_flowers_ray_backend_lets_its_engine_threads_go_before_ray_shuts_down() -> None:
+    """An interrupted engine's ``terminate`` must not shut Ray down under a thread that still
+    waits on an actor (Ray's core worker would then end the process with exit code 1)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+
+    from fedforget.simulations.runner import orderly_ray_termination
+
+    events: list[str] = []
+
+    class Pool:
+        pool: list = []
+        _future_to_actor: dict = {}
+
+        def terminate_all_actors(self) -> None:
+            events.append("actors terminated")
+
+    class Backend:
+        pool = Pool()
+
+    def waiting_on_an_actor() -> None:
+        time.sleep(0.5)
+        events.append("engine thread done")
+
+    with orderly_ray_termination(), ThreadPoolExecutor() as executor:
+        executor.submit(waiting_on_an_actor)
+        RayBackend.terminate(Backend())
+    assert events == ["engine thread done", "actors terminated"]
