@@ -165,8 +165,13 @@ def parse_seeds(text: str | None) -> list[int]:
 
 
 def cell_config(base: SimulationConfig, cell: Cell, out_dir: Path) -> SimulationConfig:
-    """The base configuration with the cell's scenario, partition, seed and folder."""
-    values = json.loads(base.to_json())
+    """The base configuration with the cell's scenario, partition, seed and folder.
+
+    Only what the user set is carried over from the base: a value left to its default takes
+    the default of the cell's partition (:data:`fedforget.config.PARTITION_DEFAULTS`) where it
+    has one of its own.
+    """
+    values = json.loads(base.model_dump_json(exclude_unset=True))
     scenario = dict(SCENARIOS[cell.scenario])
     if base.mia is not None:  # the user's attack over the scenario's
         scenario.pop("mia", None)

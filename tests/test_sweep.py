@@ -45,6 +45,18 @@ def test_the_overfit_scenario_uses_the_calibrated_attack_unless_told_otherwise(t
     assert cell_config(told, cell, tmp_path).mia == "loss"
 
 
+def test_a_shards_cell_trains_with_the_partitions_defaults_where_the_user_set_none(
+    tmp_path: Path,
+):
+    base = SimulationConfig.model_validate({"data": {"dataset": "digits"}})
+    config = cell_config(base, Cell("backdoor-6%", "shards-2", 0), tmp_path)
+    assert (config.train.lr, config.train.rounds, config.deletion.round) == (0.02, 23, 20)
+    told = SimulationConfig.model_validate({"train": {"lr": 0.05, "rounds": 12}})
+    config = cell_config(told, Cell("backdoor-6%", "shards-2", 0), tmp_path)
+    assert (config.train.lr, config.train.rounds, config.deletion.round) == (0.05, 12, 7)
+    assert cell_config(base, Cell("backdoor-6%", "iid", 0), tmp_path).train.lr == 0.05
+
+
 def test_a_cell_that_cannot_run_is_one_clear_error(tmp_path: Path):
     base = SimulationConfig.model_validate({"clients": 4, "data": {"dataset": "digits"}})
     with pytest.raises(ConfigError, match=r"scenario client-5 on iid: .*deleting clients"):

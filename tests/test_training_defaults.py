@@ -16,6 +16,27 @@ from fedforget.strategies.settings import StrategySettings
 
 
 @pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, (0.02, 23, 20)),  # shards' own defaults
+        ({"train": {"lr": 0.05}}, (0.05, 23, 20)),  # a set value is kept
+        ({"train": {"rounds": 10}}, (0.02, 10, 7)),  # fewer rounds: the general deletion round
+        ({"deletion": {"round": 3}}, (0.02, 23, 3)),
+    ],
+)
+def test_the_shards_partition_trains_with_its_own_defaults_where_none_is_set(
+    given: dict, expected: tuple
+) -> None:
+    config = validate_config({**given, "data": {"partition": "shards"}})
+    assert (config.train.lr, config.train.rounds, config.deletion.round) == expected
+    again = validate_config(json.loads(config.to_json()))  # as summary.json reads back
+    assert (again.train.lr, again.train.rounds, again.deletion.round) == expected
+    other = validate_config({**given, "data": {"partition": "iid"}})
+    assert other.train.lr == given.get("train", {}).get("lr", 0.05)
+    assert other.train.rounds == given.get("train", {}).get("rounds", 10)
+
+
+@pytest.mark.parametrize(
     ("sizes", "expected"),
     [
         ([3000] * 20, (50, 2)),  # MNIST, 20 clients: the measured defaults
