@@ -177,11 +177,11 @@ class DeletionStep:
         figures. ``False`` (with ``deletion.untrained = 'drop'``) when the accuracy is within
         :data:`~fedforget.report.sanity.NEAR_CHANCE` of chance: a model that learned nothing
         holds little of D_f, and unlearning it (then relaying to repair what unlearning cost)
-        would spend rounds of compute on nothing. Without a validation set nothing tells, so
-        the full step runs.
+        would spend rounds of compute on nothing. Without a validation set (or in the GAN task,
+        whose model is no classifier) nothing tells, so the full step runs.
         """
         validation = self.validation
-        if validation is None or not len(validation):
+        if validation is None or not len(validation) or self.settings.config.task != "classify":
             return True
         model = self.build_model()
         model.load_state_dict(arrays.to_torch_state_dict())
