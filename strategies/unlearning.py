@@ -16,7 +16,8 @@ replies, runs the deletion step between two rounds:
 4. if the method includes it (paper 000's), the recovery relay (:mod:`.relay`);
 
 then FedAvg continues. :class:`Retrain` replaces step 3 by retraining from the initial
-weights without the deleted data (baseline B1).
+weights without the deleted data (baseline B1). A model that learned nothing (near chance on
+the declared validation set) gets step 2 alone (``deletion.untrained``, :mod:`.deletion`).
 
 The class only sequences these steps; its parts each own one concern: settings
 (:mod:`.settings`), messages and faults (:mod:`.messaging`), requests and the record
