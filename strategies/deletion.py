@@ -22,6 +22,7 @@ from flwr.app import ArrayRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
+from fedforget.data.modes import DeletionMode
 from fedforget.data.sources import ArrayDataset
 from fedforget.models import ClassifierModel
 from fedforget.needs import GatherStep
@@ -117,7 +118,8 @@ class DeletionStep:
             self.relay_scoring = (arrays, self.relay.candidates(grid, seed, leaving))
         started = time.perf_counter()
         if skip:
-            unlearned = self.drop_only(grid, nodes, arrays)
+            self.drop_only(grid, nodes)
+            unlearned = arrays
         else:
             unlearned = unlearn(grid, server_round, arrays, nodes)
         self.figures.unlearning_seconds = time.perf_counter() - started
@@ -193,10 +195,9 @@ class DeletionStep:
         self.figures.skipped = "untrained"
         return False
 
-    def drop_only(self, grid: Grid, nodes: list[int], arrays: ArrayRecord) -> ArrayRecord:
+    def drop_only(self, grid: Grid, nodes: list[int]) -> None:
         """The deleting clients drop D_f; the model stays as it was (an untrained model)."""
-        mode = self.ledger.deletion_mode(nodes)
-        ride = self.orders_ride and not (self.needset.completes_first or mode.clients_leave)
+        ride = self.order_rides(self.ledger.deletion_mode(nodes))
         self.gathering.finish_completion(
             grid, self.gathering.send_completion(grid, nodes, None, ride)
         )
@@ -207,7 +208,11 @@ class DeletionStep:
             100 * self.figures.validation_accuracy_before,
             100 * self.figures.validation_chance,
         )
-        return arrays
+
+    def order_rides(self, mode: DeletionMode) -> bool:
+        """Whether the order to drop D_f may ride on each deleting node's next message: a
+        round follows, the clients stay, and no method trains on them during unlearning."""
+        return self.orders_ride and not (self.needset.completes_first or mode.clients_leave)
 
     def forgotten_classes(self, nodes: list[int]) -> tuple[int, ...]:
         """The classes a class deletion (configured, or named by node-side requests) forgets."""
@@ -244,7 +249,7 @@ class DeletionStep:
         step = self.gather_step(grid, nodes)
         gathered = self.needset.gather(step)
         self.figures.extra_bytes_from_clients = gathered.bytes_from_clients
-        ride = self.orders_ride and not (self.needset.completes_first or step.mode.clients_leave)
+        ride = self.order_rides(step.mode)
         completion = self.gathering.send_completion(grid, step.nodes, self.relay_scoring, ride)
         if self.needset.completes_first:  # the clients train during unlearning: D_f gone first
             self.gathering.finish_completion(grid, completion)
